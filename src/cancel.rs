@@ -1,0 +1,171 @@
+//! Cancellation: maps the key pgmux gave each client to the server running that client's query
+//! right now. A link stays until every cancel in flight for it has been delivered, so a late
+//! cancel can never reach the next client's query on the same server.
+
+use bytes::{BufMut, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// How long a cancel may take to reach PostgreSQL before it is dropped.
+const CANCEL_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server a client is linked to: its address and backend key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerKey {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    pub secret: u32,
+}
+
+#[derive(Default)]
+struct SlotState {
+    linked: Option<ServerKey>,
+    in_flight: u32,
+}
+
+/// One client's cancel link.
+#[derive(Default)]
+pub struct CancelSlot {
+    state: Mutex<SlotState>,
+    delivered: Notify,
+}
+
+impl CancelSlot {
+    pub fn link(&self, key: ServerKey) {
+        lock(&self.state).linked = Some(key);
+    }
+
+    /// Unlinks, first waiting for cancels in flight to be delivered.
+    pub async fn unlink(&self) {
+        loop {
+            {
+                let mut s = lock(&self.state);
+                if s.in_flight == 0 {
+                    s.linked = None;
+                    return;
+                }
+            }
+            self.delivered.notified().await;
+        }
+    }
+
+    /// Takes the linked server for a cancel, counting it in flight.
+    fn begin_cancel(&self) -> Option<ServerKey> {
+        let mut s = lock(&self.state);
+        let key = s.linked?;
+        s.in_flight += 1;
+        Some(key)
+    }
+
+    fn end_cancel(&self) {
+        lock(&self.state).in_flight -= 1;
+        self.delivered.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every logged-in client's key and slot.
+#[derive(Default)]
+pub struct Cancels {
+    map: Mutex<HashMap<(u32, u32), Arc<CancelSlot>>>,
+}
+
+impl Cancels {
+    /// Registers a client under a fresh random key.
+    pub fn register(&self) -> ((u32, u32), Arc<CancelSlot>) {
+        let slot = Arc::new(CancelSlot::default());
+        let mut map = lock(&self.map);
+        loop {
+            let key: (u32, u32) = rand::random();
+            if let std::collections::hash_map::Entry::Vacant(e) = map.entry(key) {
+                e.insert(slot.clone());
+                return (key, slot);
+            }
+        }
+    }
+
+    pub fn unregister(&self, key: (u32, u32)) {
+        lock(&self.map).remove(&key);
+    }
+
+    /// Handles a CancelRequest: forwards it to the server the client is linked to, if any.
+    pub async fn cancel(&self, pid: u32, secret: u32) {
+        let Some(slot) = lock(&self.map).get(&(pid, secret)).cloned() else {
+            tracing::debug!("cancel request with an unknown key dropped");
+            return;
+        };
+        let Some(server) = slot.begin_cancel() else {
+            tracing::debug!("cancel request for a client holding no server dropped");
+            return;
+        };
+        match tokio::time::timeout(CANCEL_DELIVERY_TIMEOUT, deliver(server)).await {
+            Ok(Ok(())) => tracing::debug!(server = %server.addr, "cancel delivered"),
+            Ok(Err(e)) => tracing::warn!(server = %server.addr, error = %e, "cancel failed"),
+            Err(_) => tracing::warn!(server = %server.addr, "cancel timed out"),
+        }
+        slot.end_cancel();
+    }
+}
+
+/// Sends the CancelRequest and waits for PostgreSQL to close the connection, which it does once
+/// the signal has been sent to the backend.
+async fn deliver(server: ServerKey) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(server.addr).await?;
+    let mut packet = BytesMut::with_capacity(16);
+    packet.put_u32(16);
+    packet.put_u32(80_877_102);
+    packet.put_u32(server.pid);
+    packet.put_u32(server.secret);
+    stream.write_all(&packet).await?;
+    let mut sink = [0u8; 64];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unlink_waits_for_cancel_in_flight() {
+        let slot = Arc::new(CancelSlot::default());
+        let key = ServerKey {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            pid: 1,
+            secret: 2,
+        };
+        slot.link(key);
+        assert_eq!(slot.begin_cancel(), Some(key));
+        let unlinker = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.unlink().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!unlinker.is_finished());
+        assert!(
+            lock(&slot.state).linked.is_some(),
+            "still linked while in flight"
+        );
+        slot.end_cancel();
+        unlinker.await.unwrap();
+        assert_eq!(slot.begin_cancel(), None, "unlinked after delivery");
+    }
+
+    #[tokio::test]
+    async fn unknown_and_unlinked_keys_are_dropped() {
+        let cancels = Cancels::default();
+        let ((pid, secret), _slot) = cancels.register();
+        cancels.cancel(pid, secret).await;
+        cancels.cancel(pid ^ 1, secret).await;
+        cancels.unregister((pid, secret));
+        assert!(lock(&cancels.map).is_empty());
+    }
+}

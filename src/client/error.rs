@@ -1,0 +1,123 @@
+//! The one boundary where failures become what a client sees: every `ClientError` maps to an
+//! ErrorResponse by an exhaustive match, so a new variant cannot compile without its SQLSTATE.
+
+use crate::pool::PoolError;
+use crate::protocol::backend::{self, Severity};
+use crate::protocol::sqlstate as code;
+use crate::protocol::ProtocolError;
+use crate::server::ServerError;
+use bytes::BytesMut;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("unsupported startup parameter: {0}")]
+    UnsupportedParameter(String),
+    #[error("no user name in startup packet")]
+    NoUser,
+    #[error("no such database: {0}")]
+    UnknownDatabase(String),
+    #[error("password authentication failed for user \"{0}\"")]
+    AuthFailed(String),
+    #[error("no more connections allowed (max_client_conn)")]
+    TooManyClients,
+    #[error("client_login_timeout: login not completed in time")]
+    LoginTimeout,
+    #[error("transaction blocks not allowed in statement pooling mode")]
+    TransactionInStatementMode,
+    #[error("server connection: {0}")]
+    Server(#[from] ServerError),
+    #[error("server connection closed unexpectedly")]
+    ServerGone,
+    #[error("pool is shutting down")]
+    PoolClosed,
+    /// The client's own socket failed; there is nobody to tell.
+    #[error("client connection: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<PoolError> for ClientError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Server(s) => ClientError::Server(s),
+            PoolError::Closed => ClientError::PoolClosed,
+        }
+    }
+}
+
+impl ClientError {
+    /// Severity, SQLSTATE and message for the client, or None when it cannot be told.
+    pub fn response(&self) -> Option<(Severity, String, String)> {
+        let fatal = |c: &str| Some((Severity::Fatal, c.to_owned(), self.to_string()));
+        match self {
+            ClientError::Protocol(_) => fatal(code::PROTOCOL_VIOLATION),
+            ClientError::UnsupportedParameter(_) => fatal(code::PROTOCOL_VIOLATION),
+            ClientError::NoUser => fatal(code::INVALID_AUTHORIZATION),
+            ClientError::UnknownDatabase(_) => fatal(code::INVALID_CATALOG_NAME),
+            ClientError::AuthFailed(_) => fatal(code::INVALID_PASSWORD),
+            ClientError::TooManyClients => fatal(code::TOO_MANY_CONNECTIONS),
+            ClientError::LoginTimeout => fatal(code::PROTOCOL_VIOLATION),
+            ClientError::TransactionInStatementMode => fatal(code::FEATURE_NOT_SUPPORTED),
+            // PostgreSQL's own refusal is passed on as it came.
+            ClientError::Server(ServerError::Refused(f)) => Some((
+                Severity::Fatal,
+                f.code.clone(),
+                format!("server login failed: {}", f.message),
+            )),
+            ClientError::Server(_) => fatal(code::CONNECTION_FAILURE),
+            ClientError::ServerGone => fatal(code::CONNECTION_FAILURE),
+            ClientError::PoolClosed => fatal(code::ADMIN_SHUTDOWN),
+            ClientError::Io(_) => None,
+        }
+    }
+
+    /// Appends the ErrorResponse for this error, if the client can be told.
+    pub fn write_response(&self, out: &mut BytesMut) {
+        if let Some((severity, code, message)) = self.response() {
+            backend::error_response(out, severity, &code, &message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::backend::ErrorFields;
+
+    fn sqlstate(e: ClientError) -> Option<String> {
+        e.response().map(|(_, c, _)| c)
+    }
+
+    #[test]
+    fn each_error_has_postgresqls_sqlstate() {
+        let cases: Vec<(ClientError, Option<&str>)> = vec![
+            (ProtocolError::BadStartupLength(3).into(), Some("08P01")),
+            (ClientError::UnsupportedParameter("x".into()), Some("08P01")),
+            (ClientError::NoUser, Some("28000")),
+            (ClientError::UnknownDatabase("d".into()), Some("3D000")),
+            (ClientError::AuthFailed("u".into()), Some("28P01")),
+            (ClientError::TooManyClients, Some("53300")),
+            (ClientError::LoginTimeout, Some("08P01")),
+            (ClientError::TransactionInStatementMode, Some("0A000")),
+            (ServerError::Closed.into(), Some("08006")),
+            (ClientError::ServerGone, Some("08006")),
+            (ClientError::PoolClosed, Some("57P01")),
+            (
+                ServerError::Refused(ErrorFields {
+                    severity: "FATAL".into(),
+                    code: "28P01".into(),
+                    message: "no".into(),
+                })
+                .into(),
+                Some("28P01"),
+            ),
+            (std::io::Error::other("x").into(), None),
+        ];
+        for (error, expected) in cases {
+            let label = error.to_string();
+            assert_eq!(sqlstate(error).as_deref(), expected, "{label}");
+        }
+    }
+}

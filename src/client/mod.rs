@@ -1,0 +1,67 @@
+//! One task per client: startup and authentication (startup.rs), then the session that borrows
+//! servers and relays (session.rs). Failures become ErrorResponses in one place (error.rs).
+
+mod error;
+mod session;
+mod startup;
+
+pub use error::ClientError;
+
+use crate::Shared;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// A client's socket and its read buffer.
+pub struct ClientConn {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    pub peer: SocketAddr,
+}
+
+/// Read buffer a client starts with; it grows for large messages.
+const CLIENT_BUFFER: usize = 8 * 1024;
+
+/// Serves one client from accept to close.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let over_limit = shared.clients.fetch_add(1, Ordering::AcqRel)
+        >= shared.config.general.max_client_conn as usize;
+    let mut conn = ClientConn {
+        stream,
+        buf: BytesMut::with_capacity(CLIENT_BUFFER),
+        peer,
+    };
+    let login_timeout = Duration::from_secs_f64(shared.config.general.client_login_timeout);
+    let login = startup::login(&mut conn, &shared, over_limit);
+    let result = match tokio::time::timeout(login_timeout, login).await {
+        Err(_) => Err(ClientError::LoginTimeout),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(login))) => {
+            tracing::info!(user = %login.user, database = %login.database, %peer, "client connected");
+            let (user, database) = (login.user.clone(), login.database.clone());
+            let result = session::run(&mut conn, login, &shared).await;
+            tracing::info!(%user, %database, %peer, "client disconnected");
+            result
+        }
+    };
+    if let Err(e) = result {
+        match &e {
+            ClientError::AuthFailed(user) => {
+                tracing::info!(%user, %peer, "client authentication failed")
+            }
+            ClientError::Io(_) => tracing::debug!(%peer, error = %e, "client connection error"),
+            _ => tracing::info!(%peer, error = %e, "client closed with error"),
+        }
+        let mut out = BytesMut::new();
+        e.write_response(&mut out);
+        if !out.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.stream.write_all(&out)).await;
+        }
+    }
+    shared.clients.fetch_sub(1, Ordering::AcqRel);
+}

@@ -1,0 +1,254 @@
+//! A logged-in client's session: read its messages, borrow a server when a transaction starts,
+//! relay both ways, and give the server back when the tracker says it is idle (transaction and
+//! statement mode) or when the client leaves (session mode).
+
+use super::startup::Login;
+use super::{ClientConn, ClientError};
+use crate::cancel::ServerKey;
+use crate::config::PoolMode;
+use crate::pool::PooledServer;
+use crate::protocol::backend;
+use crate::protocol::frame;
+use crate::relay::{scan_client, scan_server, Passthrough};
+use crate::server::tracker::Verdict;
+use crate::Shared;
+use bytes::{Buf, BytesMut};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A message this large may start a transaction before it is complete (it will be streamed).
+const STREAM_THRESHOLD: usize = 64 * 1024;
+
+struct Session<'a> {
+    client: &'a mut ClientConn,
+    login: Login,
+    shared: &'a Arc<Shared>,
+    server: Option<PooledServer>,
+    client_pass: Passthrough,
+    server_pass: Passthrough,
+    /// Scratch buffer for pgmux's own statements, reused.
+    own: BytesMut,
+}
+
+pub async fn run(
+    client: &mut ClientConn,
+    login: Login,
+    shared: &Arc<Shared>,
+) -> Result<(), ClientError> {
+    let cancel_key = login.cancel_key;
+    let mut session = Session {
+        client,
+        login,
+        shared,
+        server: None,
+        client_pass: Passthrough::default(),
+        server_pass: Passthrough::default(),
+        own: BytesMut::new(),
+    };
+    let result = session.serve().await;
+    session.finish().await;
+    shared.cancels.unregister(cancel_key);
+    session.login.pool.clients.fetch_sub(1, Ordering::Relaxed);
+    result
+}
+
+impl Session<'_> {
+    async fn serve(&mut self) -> Result<(), ClientError> {
+        loop {
+            if !self.client.buf.is_empty() || self.client_pass.mid_message() {
+                if self.server.is_none() && !self.ready_to_start()? {
+                    self.read_client_idle().await?;
+                    continue;
+                }
+                if self.server.is_none() {
+                    if self.client.buf[0] == b'X' {
+                        return Ok(());
+                    }
+                    self.acquire().await?;
+                }
+                if self.forward_client().await? {
+                    return Ok(());
+                }
+            }
+            match self.server.is_some() {
+                false => self.read_client_idle().await?,
+                true => self.relay_once().await?,
+            }
+        }
+    }
+
+    /// Whether buffered client bytes hold a message worth borrowing a server for.
+    fn ready_to_start(&self) -> Result<bool, ClientError> {
+        Ok(match frame::header(&self.client.buf)? {
+            None => false,
+            Some(h) => self.client.buf.len() >= h.total || h.total > STREAM_THRESHOLD,
+        })
+    }
+
+    async fn read_client_idle(&mut self) -> Result<(), ClientError> {
+        if self.client.stream.read_buf(&mut self.client.buf).await? == 0 {
+            return Err(closed_by_client());
+        }
+        Ok(())
+    }
+
+    /// Borrows a server, links cancels to it and queues the SETs that give it the client's
+    /// parameters; their replies are swallowed.
+    async fn acquire(&mut self) -> Result<(), ClientError> {
+        let mut server = self.login.pool.checkout().await?;
+        self.login.cancel.link(ServerKey {
+            addr: server.addr,
+            pid: server.backend_pid,
+            secret: server.backend_secret,
+        });
+        if let Some(sql) = self.login.params.set_statements(&server.params) {
+            self.own.clear();
+            backend::query(&mut self.own, &sql);
+            server.tracker.own_query();
+            if let Err(e) = server.stream.write_all(&self.own).await {
+                server.tracker.poison();
+                return Err(server_failed(&self.login, e.into()));
+            }
+        }
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Forwards whole client messages to the server. Returns true if the client said Terminate.
+    async fn forward_client(&mut self) -> Result<bool, ClientError> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(false);
+        };
+        let scan = scan_client(&self.client.buf, &mut self.client_pass, &mut server.tracker)?;
+        if scan.forward > 0 {
+            if let Err(e) = server
+                .stream
+                .write_all(&self.client.buf[..scan.forward])
+                .await
+            {
+                server.tracker.poison();
+                return Err(server_failed(&self.login, e.into()));
+            }
+            self.client.buf.advance(scan.forward);
+        }
+        self.client.buf.reserve(scan.want);
+        Ok(scan.terminate)
+    }
+
+    /// Waits for bytes from either side while a server is held, and handles them.
+    async fn relay_once(&mut self) -> Result<(), ClientError> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let server = &mut **server;
+        // Both reads are cancel-safe: read_buf either appends bytes or has read nothing.
+        tokio::select! {
+            read = self.client.stream.read_buf(&mut self.client.buf) => {
+                if read? == 0 {
+                    return Err(closed_by_client());
+                }
+                Ok(())
+            }
+            read = server.stream.read_buf(&mut server.buf) => match read {
+                Ok(0) => {
+                    server.tracker.poison();
+                    Err(server_failed(&self.login, ClientError::ServerGone))
+                }
+                Ok(_) => self.forward_server().await,
+                Err(e) => {
+                    server.tracker.poison();
+                    Err(server_failed(&self.login, e.into()))
+                }
+            }
+        }
+    }
+
+    /// Sends the server's whole messages to the client, releasing the server first when the
+    /// batch ends its transaction.
+    async fn forward_server(&mut self) -> Result<(), ClientError> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let server = &mut **server;
+        let scan = scan_server(
+            &server.buf,
+            &mut self.server_pass,
+            &mut server.tracker,
+            &mut server.params,
+            &mut self.login.params,
+        )?;
+        server.buf.advance(scan.swallow);
+        let len = scan.end - scan.swallow;
+        server.buf.reserve(scan.want);
+        let in_transaction_block = server.tracker.status() != b'I';
+        if self.login.mode == PoolMode::Statement && in_transaction_block {
+            self.client.stream.write_all(&server.buf[..len]).await?;
+            server.tracker.poison();
+            return Err(ClientError::TransactionInStatementMode);
+        }
+        let done = self.login.mode != PoolMode::Session
+            && server.tracker.verdict() == Verdict::Idle
+            && !self.server_pass.mid_message()
+            && !self.client_pass.mid_message()
+            && server.buf.len() == len;
+        if done {
+            let data = server.buf.split_to(len);
+            self.release().await;
+            self.client.stream.write_all(&data).await?;
+        } else if len > 0 {
+            self.client.stream.write_all(&server.buf[..len]).await?;
+            server.buf.advance(len);
+        }
+        Ok(())
+    }
+
+    /// Gives the server back: unlinks cancels (after any in flight are delivered), runs the
+    /// reset query where configured, and drops the guard, which pools or closes it.
+    async fn release(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        self.login.cancel.unlink().await;
+        let general = &self.shared.config.general;
+        let reset = self.login.mode == PoolMode::Session || general.server_reset_query_always;
+        if reset
+            && !general.server_reset_query.is_empty()
+            && server.tracker.verdict() == Verdict::Idle
+        {
+            if let Err(e) = server.run_own_query(&general.server_reset_query).await {
+                tracing::warn!(error = %e, "server_reset_query failed; closing server");
+                server.tracker.poison();
+            }
+        }
+        drop(server);
+    }
+
+    /// At the end of the session: a server still held goes back if idle, else is closed.
+    async fn finish(&mut self) {
+        if let Some(server) = self.server.as_mut() {
+            if self.client_pass.mid_message() || self.server_pass.mid_message() {
+                server.tracker.poison();
+            }
+        }
+        self.release().await;
+    }
+}
+
+/// The server failed under this client: note it for the operator; the client is told.
+fn server_failed(login: &Login, error: ClientError) -> ClientError {
+    tracing::warn!(
+        user = %login.user,
+        database = %login.database,
+        error = %error,
+        "server connection failed during a client's transaction"
+    );
+    match error {
+        ClientError::Io(_) => ClientError::ServerGone,
+        other => other,
+    }
+}
+
+fn closed_by_client() -> ClientError {
+    ClientError::Io(std::io::ErrorKind::UnexpectedEof.into())
+}

@@ -1,0 +1,364 @@
+//! The startup phase: SSL/GSS negotiation (refused while TLS is off), the startup packet,
+//! authentication by auth_type, the pool lookup and the welcome (ParameterStatus,
+//! BackendKeyData, ReadyForQuery).
+
+use super::{ClientConn, ClientError};
+use crate::auth::md5::{salted_reply, stored_hash};
+use crate::auth::scram::{ScramKeys, ServerExchange, DEFAULT_ITERATIONS};
+use crate::auth::{constant_time_eq, random_nonce, Secret};
+use crate::cancel::CancelSlot;
+use crate::config::{AuthType, PoolMode};
+use crate::pool::{Pool, PoolSettings};
+use crate::protocol::backend;
+use crate::protocol::frame::{self, cstr};
+use crate::protocol::params::{tracked_index, ParamSet};
+use crate::protocol::startup::{self, StartupPacket};
+use crate::protocol::ProtocolError;
+use crate::server::{ServerCredentials, ServerTarget};
+use crate::Shared;
+use bytes::{Buf, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Startup parameters that are neither tracked nor refused.
+const ALWAYS_IGNORED: [&str; 3] = ["user", "database", "extra_float_digits"];
+
+/// Newest protocol minor version pgmux speaks.
+const PROTOCOL_MINOR: u16 = 0;
+
+/// A logged-in client, ready for its session.
+pub struct Login {
+    pub user: String,
+    pub database: String,
+    pub pool: Arc<Pool>,
+    pub mode: PoolMode,
+    pub params: ParamSet,
+    pub cancel_key: (u32, u32),
+    pub cancel: Arc<CancelSlot>,
+}
+
+impl ClientConn {
+    async fn fill(&mut self) -> Result<(), ClientError> {
+        if self.stream.read_buf(&mut self.buf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        Ok(())
+    }
+
+    async fn read_startup_packet(&mut self) -> Result<StartupPacket, ClientError> {
+        loop {
+            if let Some(len) = startup::packet_len(&self.buf)? {
+                if self.buf.len() >= len {
+                    let packet = self.buf.split_to(len);
+                    return Ok(startup::parse(&packet)?);
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads one message during login, expecting `tag`.
+    async fn read_login_message(&mut self, tag: u8) -> Result<Bytes, ClientError> {
+        loop {
+            if let Some(h) = frame::header(&self.buf)? {
+                if h.total > startup::MAX_STARTUP_LEN {
+                    return Err(ProtocolError::BadLength {
+                        len: h.total,
+                        max: startup::MAX_STARTUP_LEN,
+                    }
+                    .into());
+                }
+                if h.tag != tag {
+                    return Err(ProtocolError::Unexpected {
+                        expected: tag as char,
+                        got: h.tag as char,
+                    }
+                    .into());
+                }
+                if self.buf.len() >= h.total {
+                    let mut msg = self.buf.split_to(h.total);
+                    msg.advance(5);
+                    return Ok(msg.freeze());
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn send(&mut self, out: &mut BytesMut) -> Result<(), ClientError> {
+        self.stream.write_all(out).await?;
+        out.clear();
+        Ok(())
+    }
+}
+
+/// Runs the startup phase. Returns None for a connection that only carried a CancelRequest.
+pub async fn login(
+    conn: &mut ClientConn,
+    shared: &Arc<Shared>,
+    over_limit: bool,
+) -> Result<Option<Login>, ClientError> {
+    let (minor, params) = loop {
+        match conn.read_startup_packet().await? {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                conn.stream.write_all(b"N").await?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                shared.cancels.cancel(pid, secret).await;
+                return Ok(None);
+            }
+            StartupPacket::Startup { minor, params } => break (minor, params),
+        }
+    };
+    let mut out = BytesMut::new();
+    let options: Vec<&str> = params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    if minor > PROTOCOL_MINOR || !options.is_empty() {
+        backend::negotiate_protocol_version(&mut out, PROTOCOL_MINOR, &options);
+    }
+    let user = StartupPacket::param(&params, "user")
+        .filter(|u| !u.is_empty())
+        .ok_or(ClientError::NoUser)?
+        .to_owned();
+    let database = StartupPacket::param(&params, "database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_owned();
+    let general = &shared.config.general;
+    let mut client_params = ParamSet::default();
+    for (key, value) in &params {
+        if key.starts_with("_pq_.") || ALWAYS_IGNORED.contains(&key.as_str()) {
+            continue;
+        }
+        if tracked_index(key).is_some() {
+            client_params.set(key, value);
+        } else if !general.ignore_startup_parameters.iter().any(|i| i == key) {
+            return Err(ClientError::UnsupportedParameter(key.clone()));
+        }
+    }
+    if over_limit {
+        return Err(ClientError::TooManyClients);
+    }
+    let db = shared
+        .config
+        .databases
+        .get(&database)
+        .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
+
+    let proved_key = authenticate(conn, shared, &user, &mut out).await?;
+    backend::authentication_ok(&mut out);
+
+    let server_user = db.user.clone().unwrap_or_else(|| user.clone());
+    let credentials = server_credentials(shared, db.password.as_deref(), &server_user);
+    let pool = shared.pools.get_or_create(&database, || PoolSettings {
+        target: ServerTarget {
+            host: db.host.clone(),
+            port: db.port,
+            dbname: db.dbname.clone().unwrap_or_else(|| database.clone()),
+            user: server_user.clone(),
+        },
+        mode: shared.config.pool_mode(&database, &server_user),
+        size: shared.config.pool_size(&database),
+        connect_timeout: Duration::from_secs_f64(general.server_connect_timeout),
+        credentials: credentials.clone(),
+    });
+    if let (Some(client_key), Secret::Scram(keys)) = (proved_key, secret_of(shared, &user)) {
+        if server_user == user && !matches!(credentials, ServerCredentials::Password(_)) {
+            pool.set_credentials(ServerCredentials::ScramKeys {
+                client_key,
+                server_key: keys.server_key,
+            });
+        }
+    }
+
+    let welcome = match pool.welcome() {
+        Some(w) => w,
+        None => {
+            // Learn the server's parameters from a real connection, which then stays pooled.
+            let server = pool.checkout().await?;
+            drop(server);
+            pool.welcome().unwrap_or_default()
+        }
+    };
+    let mut params_out = ParamSet::default();
+    for (name, value) in welcome.iter() {
+        params_out.set(name, value);
+    }
+    for (name, value) in welcome.iter() {
+        let shown = client_params.get(name).unwrap_or(value);
+        backend::parameter_status(&mut out, name, shown);
+    }
+    // The client's startup values win; the server's defaults fill in the rest.
+    for name in crate::protocol::params::TRACKED {
+        if let Some(v) = client_params.get(name) {
+            params_out.set(name, v);
+        }
+    }
+    let (cancel_key, cancel) = shared.cancels.register();
+    backend::backend_key_data(&mut out, cancel_key.0, cancel_key.1);
+    backend::ready_for_query(&mut out, b'I');
+    if let Err(e) = conn.send(&mut out).await {
+        shared.cancels.unregister(cancel_key);
+        return Err(e);
+    }
+    pool.clients.fetch_add(1, Ordering::Relaxed);
+    let mode = pool.settings.mode;
+    Ok(Some(Login {
+        user,
+        database,
+        pool,
+        mode,
+        params: params_out,
+        cancel_key,
+        cancel,
+    }))
+}
+
+fn secret_of(shared: &Shared, user: &str) -> Secret {
+    shared
+        .config
+        .secret_for(user)
+        .unwrap_or(Secret::Plain(String::new()))
+}
+
+/// How the pool logs in to PostgreSQL: the database's password, else the user's secret.
+fn server_credentials(shared: &Shared, db_password: Option<&str>, user: &str) -> ServerCredentials {
+    if let Some(p) = db_password {
+        return ServerCredentials::Password(p.to_owned());
+    }
+    match shared.config.secret_for(user) {
+        Some(Secret::Plain(p)) => ServerCredentials::Password(p),
+        Some(Secret::Md5(h)) => ServerCredentials::Md5(h),
+        // A SCRAM secret logs in with the ClientKey a client proves; until then, nothing.
+        Some(Secret::Scram(_)) | None => ServerCredentials::None,
+    }
+}
+
+/// Authenticates by auth_type. Returns the ClientKey a SCRAM client proved, if any.
+async fn authenticate(
+    conn: &mut ClientConn,
+    shared: &Shared,
+    user: &str,
+    out: &mut BytesMut,
+) -> Result<Option<[u8; 32]>, ClientError> {
+    let secret = shared.config.secret_for(user);
+    match (shared.config.general.auth_type, secret) {
+        (AuthType::Trust, _) => Ok(None),
+        (AuthType::Md5, Some(Secret::Scram(keys)))
+        | (AuthType::ScramSha256, Some(Secret::Scram(keys))) => {
+            scram(conn, keys, user, out).await.map(Some)
+        }
+        (AuthType::ScramSha256, Some(Secret::Plain(p))) => {
+            let keys = derived_keys(shared, user, &p);
+            scram(conn, keys, user, out).await.map(Some)
+        }
+        (AuthType::ScramSha256, other) => {
+            if other.is_some() {
+                tracing::warn!(%user, "an md5 secret cannot serve scram-sha-256 authentication");
+            }
+            // Run the whole exchange anyway, so nobody can tell which users exist.
+            scram(conn, mock_keys(shared, user), user, out).await?;
+            Err(ClientError::AuthFailed(user.to_owned()))
+        }
+        (AuthType::Md5, secret) => {
+            let stored = match &secret {
+                Some(Secret::Plain(p)) => Some(stored_hash(p, user)),
+                Some(Secret::Md5(h)) => Some(h.clone()),
+                _ => None,
+            };
+            md5(conn, stored.as_deref(), user, out).await.map(|()| None)
+        }
+    }
+}
+
+async fn md5(
+    conn: &mut ClientConn,
+    stored: Option<&str>,
+    user: &str,
+    out: &mut BytesMut,
+) -> Result<(), ClientError> {
+    let salt: [u8; 4] = rand::random();
+    backend::authentication_md5(out, salt);
+    conn.send(out).await?;
+    let body = conn.read_login_message(b'p').await?;
+    let (reply, _) = cstr(&body).ok_or(ProtocolError::Malformed {
+        tag: 'p',
+        what: "password is not a string",
+    })?;
+    match stored {
+        Some(stored)
+            if constant_time_eq(salted_reply(stored, salt).as_bytes(), reply.as_bytes()) =>
+        {
+            Ok(())
+        }
+        _ => Err(ClientError::AuthFailed(user.to_owned())),
+    }
+}
+
+async fn scram(
+    conn: &mut ClientConn,
+    keys: ScramKeys,
+    user: &str,
+    out: &mut BytesMut,
+) -> Result<[u8; 32], ClientError> {
+    backend::authentication_sasl(out, &["SCRAM-SHA-256"]);
+    conn.send(out).await?;
+    let body = conn.read_login_message(b'p').await?;
+    let malformed = |what| ProtocolError::Malformed { tag: 'p', what };
+    let (mechanism, rest) = cstr(&body).ok_or(malformed("missing SASL mechanism"))?;
+    if mechanism != "SCRAM-SHA-256" {
+        return Err(malformed("unsupported SASL mechanism").into());
+    }
+    let data = rest.get(4..).ok_or(malformed("missing SASL data length"))?;
+    let (exchange, server_first) = ServerExchange::start(keys, data, &random_nonce())
+        .map_err(|_| malformed("bad SCRAM client-first-message"))?;
+    backend::authentication_sasl_continue(out, server_first.as_bytes());
+    conn.send(out).await?;
+    let client_final = conn.read_login_message(b'p').await?;
+    match exchange.finish(&client_final) {
+        Ok((server_final, client_key)) => {
+            backend::authentication_sasl_final(out, server_final.as_bytes());
+            Ok(client_key)
+        }
+        Err(_) => Err(ClientError::AuthFailed(user.to_owned())),
+    }
+}
+
+/// SCRAM keys for a plaintext password, derived once per user and password.
+fn derived_keys(shared: &Shared, user: &str, password: &str) -> ScramKeys {
+    let mut cache = shared
+        .derived_keys
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((p, keys)) = cache.get(user) {
+        if p == password {
+            return keys.clone();
+        }
+    }
+    let salt: [u8; 16] = rand::random();
+    let keys = ScramKeys::from_password(password, &salt, DEFAULT_ITERATIONS);
+    cache.insert(user.to_owned(), (password.to_owned(), keys.clone()));
+    keys
+}
+
+/// Keys nobody can prove, with a salt that is stable per user name, as PostgreSQL's mock
+/// authentication does, so that salts do not reveal which users exist.
+fn mock_keys(shared: &Shared, user: &str) -> ScramKeys {
+    let digest: [u8; 32] = Sha256::new()
+        .chain_update(shared.mock_salt_key)
+        .chain_update(user.as_bytes())
+        .finalize()
+        .into();
+    ScramKeys {
+        salt: digest[..16].to_vec(),
+        iterations: DEFAULT_ITERATIONS,
+        stored_key: rand::random(),
+        server_key: rand::random(),
+    }
+}

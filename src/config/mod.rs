@@ -1,0 +1,105 @@
+//! Configuration: the TOML schema with PgBouncer's setting names, validation that collects every
+//! problem (key path and message), and PgBouncer's userlist.txt. Reads files; no sockets, no tokio.
+
+mod schema;
+mod userlist;
+mod validate;
+
+pub use schema::{AuthType, Database, General, PoolMode, User};
+pub use userlist::parse_userlist;
+
+use crate::auth::Secret;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a config file: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in a config file; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} problem(s)",
+            self.file.display(),
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated configuration, with the auth_file already read.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub general: General,
+    pub databases: BTreeMap<String, Database>,
+    pub users: BTreeMap<String, User>,
+    /// Secrets from auth_file, by user name.
+    pub userlist: BTreeMap<String, Secret>,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths inside resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |message: String| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                key: "(file)".into(),
+                message,
+            }],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|problems| ConfigError {
+            file: path.to_owned(),
+            problems,
+        })
+    }
+
+    /// Parses and validates config text; `base` resolves a relative auth_file.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+        validate::parse_and_validate(text, base)
+    }
+
+    /// The secret a user logs in with: the `[users.NAME]` password first, then auth_file.
+    pub fn secret_for(&self, user: &str) -> Option<Secret> {
+        if let Some(p) = self.users.get(user).and_then(|u| u.password.as_deref()) {
+            return Secret::parse(p).ok();
+        }
+        self.userlist.get(user).cloned()
+    }
+
+    /// Pool mode for a (database, user): user overrides database overrides the global setting.
+    pub fn pool_mode(&self, db: &str, user: &str) -> PoolMode {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_mode)
+            .or_else(|| self.databases.get(db).and_then(|d| d.pool_mode))
+            .unwrap_or(self.general.pool_mode)
+    }
+
+    /// Server connections allowed in the pool of a database.
+    pub fn pool_size(&self, db: &str) -> usize {
+        self.databases
+            .get(db)
+            .and_then(|d| d.pool_size)
+            .unwrap_or(self.general.default_pool_size) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests;

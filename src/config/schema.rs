@@ -1,0 +1,161 @@
+//! The settings, each documented where it is declared, with PgBouncer's names, units and defaults.
+//! Unknown keys are rejected (see validate.rs for how every one is named).
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// How long a client keeps its server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// For the client's whole session (PgBouncer's default).
+    Session,
+    /// From the first message of a transaction to the ReadyForQuery that ends it.
+    Transaction,
+    /// For one statement; multi-statement transactions are refused.
+    Statement,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthType {
+    /// No password asked.
+    #[serde(rename = "trust")]
+    Trust,
+    /// md5 challenge; a user whose stored secret is SCRAM is asked for SCRAM instead.
+    #[serde(rename = "md5")]
+    Md5,
+    /// SCRAM-SHA-256.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
+/// The `[pgmux]` table: general settings, PgBouncer's `[pgbouncer]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct General {
+    /// Address to listen on for TCP clients. Default "127.0.0.1".
+    #[serde(default = "default_listen_addr")]
+    pub listen_addr: String,
+    /// TCP port. Default 6432.
+    #[serde(default = "default_listen_port")]
+    pub listen_port: u16,
+    /// Default pool mode. Default "session".
+    #[serde(default = "default_pool_mode")]
+    pub pool_mode: PoolMode,
+    /// Server connections per (database, user) pool. Default 20.
+    #[serde(default = "default_pool_size")]
+    pub default_pool_size: u32,
+    /// Most client connections at once; more are refused with 53300. Default 100.
+    #[serde(default = "default_max_client_conn")]
+    pub max_client_conn: u32,
+    /// trust | md5 | scram-sha-256. Default "md5".
+    #[serde(default = "default_auth_type")]
+    pub auth_type: AuthType,
+    /// PgBouncer userlist.txt with `"user" "secret"` lines. No default.
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
+    /// Users allowed every admin console command. Default [].
+    #[serde(default)]
+    pub admin_users: Vec<String>,
+    /// Users allowed the admin console's SHOW commands. Default [].
+    #[serde(default)]
+    pub stats_users: Vec<String>,
+    /// Run when a server is released in session mode. Default "DISCARD ALL"; "" disables.
+    #[serde(default = "default_server_reset_query")]
+    pub server_reset_query: String,
+    /// Also run server_reset_query in transaction and statement mode. Default false.
+    #[serde(default)]
+    pub server_reset_query_always: bool,
+    /// Startup parameters accepted and dropped instead of refused. Default [].
+    #[serde(default)]
+    pub ignore_startup_parameters: Vec<String>,
+    /// Seconds allowed for connecting and logging in to PostgreSQL. Default 15.
+    #[serde(default = "default_server_connect_timeout")]
+    pub server_connect_timeout: f64,
+    /// Seconds a client has to finish logging in. Default 60.
+    #[serde(default = "default_client_login_timeout")]
+    pub client_login_timeout: f64,
+    /// 0 = info, 1 = debug, 2 = trace. RUST_LOG overrides. Default 0.
+    #[serde(default)]
+    pub verbose: u8,
+}
+
+/// A `[databases.NAME]` table: NAME is what clients connect to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// PostgreSQL host name or address. Required.
+    pub host: String,
+    /// PostgreSQL port. Default 5432.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// Database name on the server. Default: the table's NAME.
+    #[serde(default)]
+    pub dbname: Option<String>,
+    /// Server user every client of this database logs in as. Default: the client's user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password for logging in to PostgreSQL. Default: the user's secret.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Server connections in this database's pools. Default: default_pool_size.
+    #[serde(default)]
+    pub pool_size: Option<u32>,
+    /// Pool mode for this database. Default: the global pool_mode.
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+}
+
+/// A `[users.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The user's secret: plaintext, md5 hash or SCRAM secret. Default: auth_file's entry.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Pool mode for this user. Default: the database's, then the global one.
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+}
+
+fn default_listen_addr() -> String {
+    "127.0.0.1".into()
+}
+fn default_listen_port() -> u16 {
+    6432
+}
+fn default_pool_mode() -> PoolMode {
+    PoolMode::Session
+}
+fn default_pool_size() -> u32 {
+    20
+}
+fn default_max_client_conn() -> u32 {
+    100
+}
+fn default_auth_type() -> AuthType {
+    AuthType::Md5
+}
+fn default_server_reset_query() -> String {
+    "DISCARD ALL".into()
+}
+fn default_server_connect_timeout() -> f64 {
+    15.0
+}
+fn default_client_login_timeout() -> f64 {
+    60.0
+}
+fn default_pg_port() -> u16 {
+    5432
+}

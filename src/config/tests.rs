@@ -1,0 +1,118 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    Config::parse(text, Path::new("."))
+}
+
+fn keys(problems: &[Problem]) -> Vec<&str> {
+    problems.iter().map(|p| p.key.as_str()).collect()
+}
+
+#[test]
+fn defaults_follow_pgbouncer() {
+    let c = parse("[pgmux]\n").unwrap();
+    let g = &c.general;
+    assert_eq!(g.listen_port, 6432);
+    assert_eq!(g.pool_mode, PoolMode::Session);
+    assert_eq!(g.default_pool_size, 20);
+    assert_eq!(g.max_client_conn, 100);
+    assert_eq!(g.auth_type, AuthType::Md5);
+    assert_eq!(g.server_reset_query, "DISCARD ALL");
+    assert_eq!(g.server_connect_timeout, 15.0);
+    assert_eq!(g.client_login_timeout, 60.0);
+}
+
+#[test]
+fn every_unknown_or_mistyped_key_is_named() {
+    let err = parse(
+        "[pgmux]\nlisten_prot = 1\ndefault_pool_size = \"big\"\npool_mode = \"sometimes\"\n\
+         [databases.app]\nhost = \"h\"\nhots = \"x\"\n[users.u]\npasword = \"p\"\n[extra]\n",
+    )
+    .unwrap_err();
+    let k = keys(&err);
+    for expected in [
+        "pgmux.listen_prot",
+        "pgmux.default_pool_size",
+        "pgmux.pool_mode",
+        "databases.app.hots",
+        "users.u.pasword",
+        "extra",
+    ] {
+        assert!(k.contains(&expected), "{expected} missing from {k:?}");
+    }
+    assert_eq!(err.len(), 6, "{err:?}");
+}
+
+#[test]
+fn database_needs_host_and_sane_values() {
+    let err =
+        parse("[databases.app]\nport = 5432\n[databases.pgbouncer]\nhost = \"h\"\n").unwrap_err();
+    let k = keys(&err);
+    assert!(k.contains(&"databases.app.host"));
+    assert!(k.contains(&"databases.pgbouncer"));
+    let err = parse("[pgmux]\ndefault_pool_size = 0\nserver_connect_timeout = -1\n").unwrap_err();
+    assert_eq!(
+        keys(&err),
+        ["pgmux.default_pool_size", "pgmux.server_connect_timeout"]
+    );
+}
+
+#[test]
+fn overrides_resolve_user_then_database_then_global() {
+    let c = parse(
+        "[pgmux]\npool_mode = \"transaction\"\ndefault_pool_size = 7\n\
+         [databases.a]\nhost = \"h\"\npool_mode = \"session\"\npool_size = 3\n\
+         [databases.b]\nhost = \"h\"\n\
+         [users.s]\npool_mode = \"statement\"\npassword = \"pw\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.pool_mode("a", "x"), PoolMode::Session);
+    assert_eq!(c.pool_mode("b", "x"), PoolMode::Transaction);
+    assert_eq!(c.pool_mode("a", "s"), PoolMode::Statement);
+    assert_eq!(c.pool_size("a"), 3);
+    assert_eq!(c.pool_size("b"), 7);
+    assert_eq!(c.secret_for("s"), Some(Secret::Plain("pw".into())));
+    assert_eq!(c.secret_for("nobody"), None);
+    assert_eq!(c.databases["b"].port, 5432);
+}
+
+#[test]
+fn bench_template_is_accepted_unchanged() {
+    let dir = std::env::temp_dir().join(format!("pgmux-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let userlist = dir.join("userlist.txt");
+    std::fs::write(&userlist, "\"bench\" \"SCRAM-SHA-256$4096:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n").unwrap();
+    // The benchmark harness's template lives beside the project, not in it.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/pgmux.toml.tmpl");
+    let Ok(template) = std::fs::read_to_string(&path) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} missing in CI",
+            path.display()
+        );
+        eprintln!("skipped: {} not found", path.display());
+        return;
+    };
+    let text = template
+        .replace("{listen_port}", "6432")
+        .replace("{pg_port}", "5432")
+        .replace("{pool_size}", "16")
+        .replace("{pool_mode}", "transaction")
+        .replace("{auth_file}", userlist.to_str().unwrap());
+    let c = parse(&text).unwrap();
+    assert_eq!(c.general.auth_type, AuthType::ScramSha256);
+    assert!(matches!(c.userlist["bench"], Secret::Scram(_)));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn unreadable_or_bad_auth_file_is_a_problem() {
+    let err = parse("[pgmux]\nauth_file = \"/nonexistent/userlist.txt\"\n").unwrap_err();
+    assert_eq!(keys(&err), ["pgmux.auth_file"]);
+}
+
+#[test]
+fn syntax_errors_are_reported() {
+    let err = parse("[pgmux\n").unwrap_err();
+    assert_eq!(keys(&err), ["(syntax)"]);
+}

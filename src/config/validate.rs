@@ -1,0 +1,220 @@
+//! Turns config text into a [`Config`], collecting every problem instead of stopping at the first:
+//! each key is first checked on its own (so every unknown or mistyped key is named), then the
+//! whole file, then the rules that span keys.
+
+use super::schema::{Database, General, User};
+use super::{userlist, Config, Problem};
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use toml::{Table, Value};
+
+const RESERVED_DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Checks each key of `table` alone against `T`, with `required` filled in for the others.
+fn check_keys<T: DeserializeOwned>(
+    path: &str,
+    table: &Table,
+    required: &[(&str, Value)],
+    problems: &mut Vec<Problem>,
+) {
+    for (key, value) in table {
+        let mut single = Table::new();
+        for (name, filler) in required {
+            single.insert((*name).into(), filler.clone());
+        }
+        single.insert(key.clone(), value.clone());
+        if let Err(e) = T::deserialize(Value::Table(single)) {
+            let message = e.message().trim().to_owned();
+            let message = if message.starts_with("unknown field") {
+                "unknown setting".to_owned()
+            } else {
+                message
+            };
+            problems.push(problem(format!("{path}.{key}"), message));
+        }
+    }
+}
+
+fn sub_tables<'a>(
+    root: &'a Table,
+    name: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<(&'a String, &'a Table)> {
+    match root.get(name) {
+        None => Vec::new(),
+        Some(Value::Table(t)) => t
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Value::Table(inner) => Some((k, inner)),
+                _ => {
+                    problems.push(problem(format!("{name}.{k}"), "must be a table"));
+                    None
+                }
+            })
+            .collect(),
+        Some(_) => {
+            problems.push(problem(name, "must be a table"));
+            Vec::new()
+        }
+    }
+}
+
+pub(super) fn parse_and_validate(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+    let root: Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| vec![problem("(syntax)", e.to_string().trim().to_owned())])?;
+    let mut problems = Vec::new();
+    for key in root.keys() {
+        if !["pgmux", "databases", "users"].contains(&key.as_str()) {
+            problems.push(problem(
+                key,
+                "unknown table (expected pgmux, databases, users)",
+            ));
+        }
+    }
+    let empty = Table::new();
+    let general_table = match root.get("pgmux") {
+        Some(Value::Table(t)) => t,
+        Some(_) => {
+            problems.push(problem("pgmux", "must be a table"));
+            &empty
+        }
+        None => &empty,
+    };
+    check_keys::<General>("pgmux", general_table, &[], &mut problems);
+    let host = [("host", Value::String("localhost".into()))];
+    let dbs = sub_tables(&root, "databases", &mut problems);
+    for (name, t) in &dbs {
+        check_keys::<Database>(&format!("databases.{name}"), t, &host, &mut problems);
+        if RESERVED_DATABASES.contains(&name.as_str()) {
+            problems.push(problem(
+                format!("databases.{name}"),
+                "is reserved for the admin console",
+            ));
+        }
+        if !t.contains_key("host") {
+            problems.push(problem(format!("databases.{name}.host"), "is required"));
+        }
+    }
+    let users = sub_tables(&root, "users", &mut problems);
+    for (name, t) in &users {
+        check_keys::<User>(&format!("users.{name}"), t, &[], &mut problems);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+
+    let whole = |e: toml::de::Error| vec![problem("(file)", e.message().trim().to_owned())];
+    let general = General::deserialize_table(general_table).map_err(whole)?;
+    let mut config = Config {
+        general,
+        databases: Default::default(),
+        users: Default::default(),
+        userlist: Default::default(),
+    };
+    for (name, t) in dbs {
+        let db = Database::deserialize_table(t).map_err(whole)?;
+        config.databases.insert(name.clone(), db);
+    }
+    for (name, t) in users {
+        let user = User::deserialize_table(t).map_err(whole)?;
+        config.users.insert(name.clone(), user);
+    }
+    check_rules(&mut config, base, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+trait FromTable: Sized {
+    fn deserialize_table(t: &Table) -> Result<Self, toml::de::Error>;
+}
+
+impl<T: DeserializeOwned> FromTable for T {
+    fn deserialize_table(t: &Table) -> Result<Self, toml::de::Error> {
+        T::deserialize(Value::Table(t.clone()))
+    }
+}
+
+fn check_seconds(key: &str, value: f64, problems: &mut Vec<Problem>) {
+    if !value.is_finite() || value < 0.0 {
+        problems.push(problem(key, "must be a number of seconds, 0 or more"));
+    }
+}
+
+fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
+    let g = &config.general;
+    if g.listen_addr.parse::<std::net::IpAddr>().is_err()
+        && !["*", "localhost"].contains(&g.listen_addr.as_str())
+    {
+        problems.push(problem(
+            "pgmux.listen_addr",
+            "must be an IP address, \"*\" or \"localhost\"",
+        ));
+    }
+    if g.default_pool_size == 0 {
+        problems.push(problem("pgmux.default_pool_size", "must be at least 1"));
+    }
+    if g.max_client_conn == 0 {
+        problems.push(problem("pgmux.max_client_conn", "must be at least 1"));
+    }
+    if g.verbose > 2 {
+        problems.push(problem("pgmux.verbose", "must be 0, 1 or 2"));
+    }
+    check_seconds(
+        "pgmux.server_connect_timeout",
+        g.server_connect_timeout,
+        problems,
+    );
+    check_seconds(
+        "pgmux.client_login_timeout",
+        g.client_login_timeout,
+        problems,
+    );
+    for (name, db) in &config.databases {
+        if db.host.trim().is_empty() {
+            problems.push(problem(
+                format!("databases.{name}.host"),
+                "must not be empty",
+            ));
+        }
+        if db.pool_size == Some(0) {
+            problems.push(problem(
+                format!("databases.{name}.pool_size"),
+                "must be at least 1",
+            ));
+        }
+    }
+    for (name, user) in &config.users {
+        if let Some(Err(e)) = user.password.as_deref().map(crate::auth::Secret::parse) {
+            problems.push(problem(format!("users.{name}.password"), e.to_string()));
+        }
+    }
+    if let Some(file) = config.general.auth_file.clone() {
+        let path = base.join(&file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match userlist::parse_userlist(&text) {
+                Ok(users) => config.userlist = users,
+                Err(errors) => problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| problem("pgmux.auth_file", format!("{}: {e}", path.display()))),
+                ),
+            },
+            Err(e) => problems.push(problem(
+                "pgmux.auth_file",
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        }
+        config.general.auth_file = Some(path);
+    }
+}

@@ -1,0 +1,98 @@
+//! pgmux: a PostgreSQL connection pooler. `Server::bind(config)` starts one in-process and
+//! returns a handle; there are no statics: shared state is one `Arc<Shared>` passed down.
+
+pub mod auth;
+pub mod cancel;
+pub mod client;
+pub mod config;
+pub mod listener;
+pub mod pool;
+pub mod protocol;
+pub mod relay;
+pub mod server;
+
+use auth::scram::ScramKeys;
+use config::Config;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// State every task shares.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub pools: pool::Pools,
+    pub cancels: cancel::Cancels,
+    /// Client connections open now (for max_client_conn).
+    pub clients: AtomicUsize,
+    /// Makes mock SCRAM salts for unknown users stable per user, and unguessable.
+    pub mock_salt_key: [u8; 32],
+    /// SCRAM keys derived from plaintext passwords, by user (derivation is deliberately slow).
+    pub derived_keys: Mutex<HashMap<String, (String, ScramKeys)>>,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Shared {
+        Shared {
+            config: Arc::new(config),
+            pools: Default::default(),
+            cancels: Default::default(),
+            clients: AtomicUsize::new(0),
+            mock_salt_key: rand::random(),
+            derived_keys: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Entry point for starting pgmux.
+pub struct Server;
+
+impl Server {
+    /// Binds the listen address and starts accepting clients.
+    pub async fn bind(config: Config) -> std::io::Result<Running> {
+        let addr = listener::listen_address(&config.general);
+        let socket = tokio::net::TcpListener::bind(addr).await?;
+        let local_addr = socket.local_addr()?;
+        let shared = Arc::new(Shared::new(config));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(listener::accept_loop(socket, shared.clone(), stop_rx));
+        tracing::info!(%local_addr, "listening");
+        Ok(Running {
+            local_addr,
+            shared,
+            stop: stop_tx,
+            task,
+        })
+    }
+}
+
+/// A running pgmux.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Pool figures, sorted by database and user.
+    pub fn pools(&self) -> Vec<pool::PoolSnapshot> {
+        self.shared
+            .pools
+            .all()
+            .iter()
+            .map(|p| p.snapshot())
+            .collect()
+    }
+
+    /// Stops accepting, ends client sessions and closes idle servers.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        for pool in self.shared.pools.all() {
+            pool.close_idle();
+        }
+    }
+}

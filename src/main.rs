@@ -1,0 +1,98 @@
+//! The pgmux binary: command line, logging, runtime, and OS signals.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pgmux::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "pgmux", version, about = "PostgreSQL connection pooler")]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the config file and exit.
+    #[arg(long)]
+    check: bool,
+    /// Config file, as a positional argument (like pgbouncer's).
+    #[arg(value_name = "CONFIG")]
+    config_positional: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file: print every problem and exit non-zero if there is any.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (path, check_only) = match (&cli.command, cli.config.or(cli.config_positional)) {
+        (Some(Command::Check { file }), _) => (file.clone(), true),
+        (None, Some(path)) => (path, cli.check),
+        (None, None) => {
+            eprintln!("pgmux: no config file given (pgmux --config FILE, or pgmux check FILE)");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgmux: invalid config {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if check_only {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.general.verbose);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let running = pgmux::Server::bind(config)
+            .await
+            .context("binding the listen address")?;
+        wait_for_stop_signal().await?;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Guards that let `Drop` return resources: a checked-out server goes back to its pool only if
+//! its tracker says Idle, else it is closed; an unused connect slot is released.
+
+use super::Pool;
+use crate::server::tracker::Verdict;
+use crate::server::ServerConn;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+/// A server checked out of a pool.
+pub struct PooledServer {
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+}
+
+impl PooledServer {
+    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> PooledServer {
+        PooledServer {
+            conn: Some(conn),
+            pool,
+        }
+    }
+
+    pub(super) fn take_conn(&mut self) -> ServerConn {
+        self.conn.take().expect("connection present until drop")
+    }
+
+    /// Closes this connection but keeps its place in the pool for a new one.
+    pub(super) fn into_slot(mut self) -> ConnectSlot {
+        let mut conn = self.take_conn();
+        conn.terminate();
+        ConnectSlot::new(self.pool.clone())
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Deref for PooledServer {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl DerefMut for PooledServer {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn.as_mut().expect("connection present until drop")
+    }
+}
+
+impl Drop for PooledServer {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match conn.tracker.verdict() {
+            Verdict::Idle if conn.buf.is_empty() => self.pool.check_in(conn),
+            verdict => {
+                tracing::debug!(
+                    server = conn.id,
+                    ?verdict,
+                    "closing server: not idle at release"
+                );
+                conn.terminate();
+                drop(conn);
+                self.pool.release_slot();
+            }
+        }
+    }
+}
+
+/// The right to open one server connection in a pool; released on drop unless consumed.
+pub(super) struct ConnectSlot {
+    pool: Arc<Pool>,
+    armed: bool,
+}
+
+impl ConnectSlot {
+    pub(super) fn new(pool: Arc<Pool>) -> ConnectSlot {
+        ConnectSlot { pool, armed: true }
+    }
+
+    /// The slot became a connection (or was handed back by a failed send).
+    pub(super) fn consume(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ConnectSlot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.release_slot();
+        }
+    }
+}

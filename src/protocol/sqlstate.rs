@@ -1,0 +1,15 @@
+//! The SQLSTATE codes pgmux itself emits; each is the code PostgreSQL uses for the same condition.
+
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+pub const INVALID_PASSWORD: &str = "28P01";
+pub const INVALID_AUTHORIZATION: &str = "28000";
+pub const INVALID_CATALOG_NAME: &str = "3D000";
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+pub const QUERY_CANCELED: &str = "57014";
+pub const CONNECTION_FAILURE: &str = "08006";
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
+pub const ADMIN_SHUTDOWN: &str = "57P01";
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+pub const SYNTAX_ERROR: &str = "42601";
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";

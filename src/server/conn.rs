@@ -1,0 +1,310 @@
+use super::tracker::Tracker;
+use super::ServerError;
+use crate::auth::md5::salted_reply;
+use crate::auth::scram::{ClientCredentials, ClientExchange};
+use crate::auth::AuthError;
+use crate::protocol::backend::{self, parse_error_fields};
+use crate::protocol::frame::{self, cstr};
+use crate::protocol::params::ParamSet;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Where a pool's servers live and who they log in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTarget {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+}
+
+/// How pgmux logs in to PostgreSQL for one pool.
+#[derive(Clone)]
+pub enum ServerCredentials {
+    /// No secret known; works only if the server asks for none.
+    None,
+    Password(String),
+    /// PostgreSQL's md5 hash (`md5...`): enough for md5 auth, not for SCRAM.
+    Md5(String),
+    /// Keys of a SCRAM secret, the ClientKey recovered from a client's proof.
+    ScramKeys {
+        client_key: [u8; 32],
+        server_key: [u8; 32],
+    },
+}
+
+impl std::fmt::Debug for ServerCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            ServerCredentials::None => "none",
+            ServerCredentials::Password(_) => "password",
+            ServerCredentials::Md5(_) => "md5",
+            ServerCredentials::ScramKeys { .. } => "scram-keys",
+        };
+        write!(f, "ServerCredentials::{kind}(<redacted>)")
+    }
+}
+
+const READ_BUFFER: usize = 16 * 1024;
+
+/// One logged-in connection to PostgreSQL.
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet forwarded; owned here so it is reused.
+    pub buf: BytesMut,
+    /// The server's current values of the tracked parameters.
+    pub params: ParamSet,
+    /// Every parameter the server reported at login, in order (for clients' welcome).
+    pub startup_params: Vec<(String, String)>,
+    pub backend_pid: u32,
+    pub backend_secret: u32,
+    pub addr: SocketAddr,
+    pub tracker: Tracker,
+    pub created: Instant,
+    pub id: u64,
+}
+
+impl ServerConn {
+    /// Connects and logs in, within `timeout`.
+    pub async fn connect(
+        target: &ServerTarget,
+        credentials: &ServerCredentials,
+        timeout: Duration,
+        id: u64,
+    ) -> Result<ServerConn, ServerError> {
+        let label = format!("{}:{}", target.host, target.port);
+        match tokio::time::timeout(timeout, Self::connect_inner(target, credentials, id)).await {
+            Ok(r) => r,
+            Err(_) => Err(ServerError::Timeout(label)),
+        }
+    }
+
+    async fn connect_inner(
+        target: &ServerTarget,
+        credentials: &ServerCredentials,
+        id: u64,
+    ) -> Result<ServerConn, ServerError> {
+        let addr_text = format!("{}:{}", target.host, target.port);
+        let stream = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|source| ServerError::Connect {
+                addr: addr_text.clone(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let addr = stream.peer_addr()?;
+        let mut conn = ServerConn {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUFFER),
+            params: ParamSet::default(),
+            startup_params: Vec::new(),
+            backend_pid: 0,
+            backend_secret: 0,
+            addr,
+            tracker: Tracker::new(),
+            created: Instant::now(),
+            id,
+        };
+        let mut out = BytesMut::new();
+        startup_message(&mut out, &target.user, &target.dbname);
+        conn.stream.write_all(&out).await?;
+        conn.login(&target.user, credentials).await?;
+        Ok(conn)
+    }
+
+    /// Reads one whole message, returning its tag and body.
+    pub async fn read_message(&mut self) -> Result<(u8, Bytes), ServerError> {
+        loop {
+            if let Some(h) = frame::header(&self.buf)? {
+                if self.buf.len() >= h.total {
+                    let mut msg = self.buf.split_to(h.total);
+                    msg.advance(5);
+                    return Ok((h.tag, msg.freeze()));
+                }
+                self.buf.reserve(h.total - self.buf.len());
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        }
+    }
+
+    async fn send_password_message(&mut self, data: &[u8]) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        backend::put_message(&mut out, b'p', |b| b.put_slice(data));
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
+    async fn login(&mut self, user: &str, creds: &ServerCredentials) -> Result<(), ServerError> {
+        let mut scram: Option<ClientExchange> = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'R' => {
+                    if body.len() < 4 {
+                        return Err(ServerError::Unexpected('R'));
+                    }
+                    let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    let data = &body[4..];
+                    match code {
+                        0 => {}
+                        3 => {
+                            let ServerCredentials::Password(p) = creds else {
+                                return Err(AuthError::NoCredentials("cleartext").into());
+                            };
+                            let mut pw = p.as_bytes().to_vec();
+                            pw.push(0);
+                            self.send_password_message(&pw).await?;
+                        }
+                        5 => {
+                            let salt: [u8; 4] = data
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or(ServerError::Unexpected('R'))?;
+                            let stored = match creds {
+                                ServerCredentials::Password(p) => {
+                                    crate::auth::md5::stored_hash(p, user)
+                                }
+                                ServerCredentials::Md5(h) => h.clone(),
+                                _ => return Err(AuthError::NoCredentials("md5").into()),
+                            };
+                            let mut reply = salted_reply(&stored, salt).into_bytes();
+                            reply.push(0);
+                            self.send_password_message(&reply).await?;
+                        }
+                        10 => {
+                            if !sasl_mechanisms(data).any(|m| m == "SCRAM-SHA-256") {
+                                return Err(ServerError::UnsupportedAuth(10));
+                            }
+                            let credentials = match creds {
+                                ServerCredentials::Password(p) => {
+                                    ClientCredentials::Password(p.clone())
+                                }
+                                ServerCredentials::ScramKeys {
+                                    client_key,
+                                    server_key,
+                                } => ClientCredentials::Keys {
+                                    client_key: *client_key,
+                                    server_key: *server_key,
+                                },
+                                _ => return Err(AuthError::NoCredentials("SCRAM-SHA-256").into()),
+                            };
+                            let (exchange, first) =
+                                ClientExchange::start(credentials, &crate::auth::random_nonce());
+                            scram = Some(exchange);
+                            let mut msg = BytesMut::new();
+                            msg.put_slice(b"SCRAM-SHA-256\0");
+                            msg.put_u32(first.len() as u32);
+                            msg.put_slice(first.as_bytes());
+                            self.send_password_message(&msg).await?;
+                        }
+                        11 => {
+                            let exchange = scram.as_mut().ok_or(ServerError::Unexpected('R'))?;
+                            let reply = exchange.respond(data)?;
+                            self.send_password_message(reply.as_bytes()).await?;
+                        }
+                        12 => {
+                            let exchange = scram.as_ref().ok_or(ServerError::Unexpected('R'))?;
+                            exchange.verify(data)?;
+                        }
+                        other => return Err(ServerError::UnsupportedAuth(other)),
+                    }
+                }
+                b'S' => {
+                    if let Some((name, rest)) = cstr(&body) {
+                        if let Some((value, _)) = cstr(rest) {
+                            self.params.set(name, value);
+                            self.startup_params
+                                .push((name.to_owned(), value.to_owned()));
+                        }
+                    }
+                }
+                b'K' => {
+                    if body.len() < 8 {
+                        return Err(ServerError::Unexpected('K'));
+                    }
+                    self.backend_pid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    self.backend_secret = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                }
+                b'N' => {}
+                b'E' => return Err(ServerError::Refused(parse_error_fields(&body))),
+                b'Z' => return Ok(()),
+                other => return Err(ServerError::Unexpected(other as char)),
+            }
+        }
+    }
+
+    /// Runs one of pgmux's own statements to completion (reset, checks), outside any client's
+    /// traffic. The connection must be idle.
+    pub async fn run_own_query(&mut self, sql: &str) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        backend::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut failure = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'E' => failure = Some(parse_error_fields(&body)),
+                b'S' => {
+                    if let Some((name, rest)) = cstr(&body) {
+                        if let Some((value, _)) = cstr(rest) {
+                            self.params.set(name, value);
+                        }
+                    }
+                }
+                b'Z' => {
+                    if body.first() != Some(&b'I') {
+                        self.tracker.poison();
+                    }
+                    return match failure {
+                        Some(f) => Err(ServerError::Refused(f)),
+                        None => Ok(()),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether an idle connection still looks usable: no bytes waiting and not closed. An idle
+    /// server has nothing to say; anything it said (a FATAL before a restart) means it is gone.
+    pub fn looks_alive(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends Terminate, best effort, so the server logs a clean disconnect.
+    pub fn terminate(&mut self) {
+        let _ = self.stream.try_write(b"X\0\0\0\x04");
+    }
+}
+
+fn startup_message(out: &mut BytesMut, user: &str, database: &str) {
+    let at = out.len();
+    out.put_u32(0);
+    out.put_u32(196_608);
+    for (k, v) in [("user", user), ("database", database)] {
+        out.put_slice(k.as_bytes());
+        out.put_u8(0);
+        out.put_slice(v.as_bytes());
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    let len = (out.len() - at) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn sasl_mechanisms(mut data: &[u8]) -> impl Iterator<Item = &str> {
+    std::iter::from_fn(move || {
+        let (m, rest) = cstr(data)?;
+        data = rest;
+        (!m.is_empty()).then_some(m)
+    })
+}

@@ -1,0 +1,147 @@
+use super::*;
+
+/// Runs a flow: lowercase-prefixed steps are `c:` client tags and `s:` server tags (with the
+/// status byte after `Z`). Returns the routes of the server messages and the final verdict.
+fn run(tracker: &mut Tracker, flow: &str) -> (Vec<Route>, Verdict) {
+    let mut routes = Vec::new();
+    for step in flow.split_whitespace() {
+        let (side, rest) = step.split_at(2);
+        let bytes = rest.as_bytes();
+        match side {
+            "c:" => tracker.client_message(bytes[0]),
+            "s:" => routes.push(tracker.server_message(bytes[0], bytes.get(1).copied())),
+            "o:" => tracker.own_query(),
+            _ => panic!("bad step {step}"),
+        }
+    }
+    (routes, tracker.verdict())
+}
+
+fn verdict(flow: &str) -> Verdict {
+    run(&mut Tracker::new(), flow).1
+}
+
+#[test]
+fn new_connection_is_idle() {
+    assert_eq!(Tracker::new().verdict(), Verdict::Idle);
+}
+
+#[test]
+fn simple_query_flow() {
+    assert_eq!(verdict("c:Q"), Verdict::Busy);
+    assert_eq!(verdict("c:Q s:T s:D s:D s:C"), Verdict::Busy);
+    assert_eq!(verdict("c:Q s:T s:D s:C s:ZI"), Verdict::Idle);
+    // Multi-statement query: several results, one ReadyForQuery.
+    assert_eq!(verdict("c:Q s:C s:T s:D s:C s:C s:ZI"), Verdict::Idle);
+    assert_eq!(verdict("c:Q s:I s:ZI"), Verdict::Idle);
+}
+
+#[test]
+fn explicit_transactions_hold_the_server() {
+    assert_eq!(verdict("c:Q s:C s:ZT"), Verdict::Busy);
+    assert_eq!(verdict("c:Q s:C s:ZT c:Q s:E s:ZE"), Verdict::Busy);
+    assert_eq!(
+        verdict("c:Q s:C s:ZT c:Q s:E s:ZE c:Q s:C s:ZI"),
+        Verdict::Idle
+    );
+}
+
+#[test]
+fn extended_protocol_batches() {
+    assert_eq!(verdict("c:P c:B c:D c:E"), Verdict::Busy);
+    assert_eq!(
+        verdict("c:P c:B c:D c:E c:S s:1 s:2 s:T s:D s:C"),
+        Verdict::Busy
+    );
+    assert_eq!(
+        verdict("c:P c:B c:D c:E c:S s:1 s:2 s:T s:D s:C s:ZI"),
+        Verdict::Idle
+    );
+}
+
+#[test]
+fn pipelines_with_an_error_in_the_middle() {
+    let flow = "c:P c:B c:E c:S c:P c:B c:E c:S c:P c:B c:E c:S \
+                s:1 s:2 s:C s:ZI s:E s:ZI";
+    assert_eq!(verdict(flow), Verdict::Busy, "third Sync still owed");
+    assert_eq!(verdict(&format!("{flow} s:1 s:2 s:C s:ZI")), Verdict::Idle);
+}
+
+#[test]
+fn flush_terminated_batch_keeps_server_until_sync() {
+    // asyncpg: Parse, Describe, Flush; replies come without ReadyForQuery.
+    let mut t = Tracker::new();
+    assert_eq!(run(&mut t, "c:P c:D c:H s:1 s:t s:T").1, Verdict::Busy);
+    assert_eq!(run(&mut t, "c:B c:E c:S s:2 s:D s:C s:ZI").1, Verdict::Idle);
+}
+
+#[test]
+fn copy_in_and_out() {
+    assert_eq!(verdict("c:Q s:G c:d c:d c:c s:C s:ZI"), Verdict::Idle);
+    assert_eq!(verdict("c:Q s:G c:d c:f s:E s:ZI"), Verdict::Idle);
+    assert_eq!(verdict("c:Q s:H s:d s:d s:c s:C s:ZI"), Verdict::Idle);
+    assert_eq!(verdict("c:Q s:H s:d"), Verdict::Busy);
+    // Extended-protocol COPY.
+    assert_eq!(
+        verdict("c:P c:B c:E c:S s:1 s:2 s:G c:d c:c s:C s:ZI"),
+        Verdict::Idle
+    );
+}
+
+#[test]
+fn own_queries_are_swallowed_before_the_clients_replies() {
+    let mut t = Tracker::new();
+    let (routes, v) = run(&mut t, "o: c:Q s:S s:C s:ZI s:T s:D s:C s:ZI");
+    use Route::*;
+    assert_eq!(
+        routes,
+        [Swallow, Swallow, Swallow, Forward, Forward, Forward, Forward]
+    );
+    assert_eq!(v, Verdict::Idle);
+    assert_eq!(verdict("o:"), Verdict::Busy);
+}
+
+#[test]
+fn async_messages_are_forwarded_anytime() {
+    let mut t = Tracker::new();
+    let (routes, v) = run(&mut t, "s:N s:S s:A");
+    assert_eq!(routes, [Route::Forward; 3]);
+    assert_eq!(v, Verdict::Idle);
+}
+
+#[test]
+fn unaccounted_replies_desync_for_good() {
+    assert_eq!(verdict("s:ZI"), Verdict::Desync);
+    assert_eq!(
+        verdict("s:E"),
+        Verdict::Desync,
+        "a FATAL on an idle connection"
+    );
+    assert_eq!(verdict("s:D"), Verdict::Desync);
+    assert_eq!(verdict("c:Q s:C s:ZI s:ZI"), Verdict::Desync);
+    assert_eq!(verdict("c:Q s:Z"), Verdict::Desync, "missing status byte");
+    assert_eq!(verdict("c:Q s:ZX"), Verdict::Desync, "bad status byte");
+    assert_eq!(verdict("c:Y"), Verdict::Desync, "unknown client message");
+    // Once desynchronized, nothing brings it back.
+    assert_eq!(verdict("s:ZI c:Q s:C s:ZI"), Verdict::Desync);
+}
+
+#[test]
+fn poison_closes() {
+    let mut t = Tracker::new();
+    t.poison();
+    assert_eq!(t.verdict(), Verdict::Desync);
+}
+
+#[test]
+fn function_call_owes_one_reply() {
+    assert_eq!(verdict("c:F s:V s:ZI"), Verdict::Idle);
+    assert_eq!(verdict("c:F s:V"), Verdict::Busy);
+}
+
+#[test]
+fn status_reports_last_ready_for_query() {
+    let mut t = Tracker::new();
+    run(&mut t, "c:Q s:C s:ZT");
+    assert_eq!(t.status(), b'T');
+}
