@@ -83,6 +83,8 @@ pub struct ServerScan {
     pub end: usize,
     /// Bytes still missing from an incomplete message that must be seen whole.
     pub want: usize,
+    /// Offset of the first forwarded ReadyForQuery that reports an open transaction.
+    pub transaction_opened_at: Option<usize>,
 }
 
 fn server_may_split(tag: u8) -> bool {
@@ -121,6 +123,12 @@ pub fn scan_server(
                         client_params.set(name, value);
                     }
                 }
+            }
+            b'Z' if route == Route::Forward
+                && body.first() != Some(&b'I')
+                && out.transaction_opened_at.is_none() =>
+            {
+                out.transaction_opened_at = Some(pos);
             }
             b'E' if route == Route::Swallow => {
                 let f = crate::protocol::backend::parse_error_fields(body);

@@ -181,9 +181,9 @@ impl Session<'_> {
         server.buf.advance(scan.swallow);
         let len = scan.end - scan.swallow;
         server.buf.reserve(scan.want);
-        let in_transaction_block = server.tracker.status() != b'I';
-        if self.login.mode == PoolMode::Statement && in_transaction_block {
-            self.client.stream.write_all(&server.buf[..len]).await?;
+        if let (PoolMode::Statement, Some(at)) = (self.login.mode, scan.transaction_opened_at) {
+            // Everything before the ReadyForQuery that opened the transaction, then the error.
+            self.client.stream.write_all(&server.buf[..at - scan.swallow]).await?;
             server.tracker.poison();
             return Err(ClientError::TransactionInStatementMode);
         }

@@ -1,0 +1,187 @@
+//! Test harness: a real PostgreSQL (initdb in a temp dir, a free port, its own pg_hba; run as the
+//! `postgres` OS user when we are root), pgmux in-process on port 0, psql/pgbench runners with
+//! timeouts, and `eventually` instead of sleeps.
+#![allow(dead_code)]
+
+pub mod pg;
+pub mod raw;
+
+use pgmux::config::Config;
+use pgmux::Running;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use pg::{shared_cluster, ClusterInfo};
+
+/// Retries `check` until it returns Some or `deadline` passes.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "pgmux-it-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// pgmux running in-process, with the files its config refers to.
+pub struct Pgmux {
+    pub running: Option<Running>,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+/// Builds a pgmux config for `cluster`: `general` is extra `[pgmux]` lines, `userlist` the
+/// auth_file's content, `extra` more tables.
+pub struct PgmuxConfig<'a> {
+    pub cluster: &'a ClusterInfo,
+    pub pool_mode: &'a str,
+    pub pool_size: usize,
+    pub auth_type: &'a str,
+    pub general: &'a str,
+    pub userlist: String,
+    pub database_extra: &'a str,
+    pub extra: &'a str,
+}
+
+impl<'a> PgmuxConfig<'a> {
+    pub fn new(cluster: &'a ClusterInfo) -> PgmuxConfig<'a> {
+        PgmuxConfig {
+            cluster,
+            pool_mode: "transaction",
+            pool_size: 5,
+            auth_type: "scram-sha-256",
+            general: "",
+            userlist: "\"app\" \"app\"\n\"md5user\" \"md5pass\"\n\"postgres\" \"postgres\"\n".into(),
+            database_extra: "",
+            extra: "",
+        }
+    }
+
+    pub fn render(&self, dir: &Path) -> String {
+        let userlist = dir.join("userlist.txt");
+        std::fs::write(&userlist, &self.userlist).expect("write userlist");
+        format!(
+            "[pgmux]\nlisten_addr = \"127.0.0.1\"\nlisten_port = 0\npool_mode = \"{}\"\n\
+             default_pool_size = {}\nmax_client_conn = 2000\nauth_type = \"{}\"\n\
+             auth_file = \"{}\"\n{}\n\
+             [databases.app]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"app\"\n{}\n{}\n",
+            self.pool_mode,
+            self.pool_size,
+            self.auth_type,
+            userlist.display(),
+            self.general,
+            self.cluster.port,
+            self.database_extra,
+            self.extra
+        )
+    }
+
+    pub async fn start(self) -> Pgmux {
+        let dir = TempDir::new("pgmux");
+        let text = self.render(dir.path());
+        let config = Config::parse(&text, dir.path())
+            .unwrap_or_else(|p| panic!("test config invalid: {p:?}\n{text}"));
+        let running = pgmux::Server::bind(config).await.expect("bind pgmux");
+        Pgmux {
+            port: running.local_addr.port(),
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+}
+
+impl Pgmux {
+    pub fn url(&self, user: &str, password: &str, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10", self.port)
+    }
+
+    /// A tokio-postgres client through pgmux.
+    pub async fn connect(&self, user: &str, password: &str) -> tokio_postgres::Client {
+        self.try_connect(user, password, "app")
+            .await
+            .unwrap_or_else(|e| panic!("connect through pgmux as {user}: {e}"))
+    }
+
+    pub async fn try_connect(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.url(user, password, db), tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    pub fn pools(&self) -> Vec<pgmux::pool::PoolSnapshot> {
+        self.running.as_ref().expect("running").pools()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// Runs a client binary (psql, pgbench) with a timeout; returns (success, stdout + stderr).
+pub async fn run_tool(program: &Path, args: &[&str], password: &str, timeout: Duration) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} {:?} timed out", program.display(), args))
+        .expect("run tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server (or pgmux) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_owned())
+}

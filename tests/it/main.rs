@@ -1,0 +1,14 @@
+//! Integration tests: real PostgreSQL, real clients, pgmux in-process. One binary, one link step.
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod auth;
+mod cancel;
+mod cli;
+mod copy;
+mod faults;
+mod pgbench;
+mod pipelines;
+mod startup;
+mod transaction_mode;
