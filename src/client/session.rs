@@ -183,7 +183,10 @@ impl Session<'_> {
         server.buf.reserve(scan.want);
         if let (PoolMode::Statement, Some(at)) = (self.login.mode, scan.transaction_opened_at) {
             // Everything before the ReadyForQuery that opened the transaction, then the error.
-            self.client.stream.write_all(&server.buf[..at - scan.swallow]).await?;
+            self.client
+                .stream
+                .write_all(&server.buf[..at - scan.swallow])
+                .await?;
             server.tracker.poison();
             return Err(ClientError::TransactionInStatementMode);
         }

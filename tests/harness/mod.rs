@@ -12,7 +12,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use pg::{shared_cluster, ClusterInfo};
+pub use pg::{shared_cluster, Cluster, ClusterInfo};
 
 /// Retries `check` until it returns Some or `deadline` passes.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
@@ -86,7 +86,8 @@ impl<'a> PgmuxConfig<'a> {
             pool_size: 5,
             auth_type: "scram-sha-256",
             general: "",
-            userlist: "\"app\" \"app\"\n\"md5user\" \"md5pass\"\n\"postgres\" \"postgres\"\n".into(),
+            userlist: "\"app\" \"app\"\n\"md5user\" \"md5pass\"\n\"postgres\" \"postgres\"\n"
+                .into(),
             database_extra: "",
             extra: "",
         }
@@ -127,7 +128,10 @@ impl<'a> PgmuxConfig<'a> {
 
 impl Pgmux {
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10", self.port)
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10",
+            self.port
+        )
     }
 
     /// A tokio-postgres client through pgmux.
@@ -163,7 +167,12 @@ impl Pgmux {
 }
 
 /// Runs a client binary (psql, pgbench) with a timeout; returns (success, stdout + stderr).
-pub async fn run_tool(program: &Path, args: &[&str], password: &str, timeout: Duration) -> (bool, String) {
+pub async fn run_tool(
+    program: &Path,
+    args: &[&str],
+    password: &str,
+    timeout: Duration,
+) -> (bool, String) {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env("PGPASSWORD", password)
@@ -184,4 +193,17 @@ pub async fn run_tool(program: &Path, args: &[&str], password: &str, timeout: Du
 /// The SQLSTATE of a tokio-postgres error, if the server (or pgmux) sent one.
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.as_db_error().map(|d| d.code().code().to_owned())
+}
+
+/// Creates (once) a login role of a test's own, password = name, so that what the test counts
+/// or terminates in pg_stat_activity is its alone. Returns the userlist line for it.
+pub async fn own_role(pg: &ClusterInfo, name: &str) -> String {
+    let admin = pg.admin().await;
+    let sql = format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN \
+         CREATE ROLE {name} LOGIN PASSWORD '{name}'; END IF; END $$; \
+         GRANT ALL ON SCHEMA public TO {name};"
+    );
+    admin.batch_execute(&sql).await.expect("create test role");
+    format!("\"{name}\" \"{name}\"\n")
 }

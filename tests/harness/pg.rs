@@ -59,7 +59,10 @@ fn run_as() -> Option<(u32, u32)> {
         return None;
     }
     let id = |flag: &str| -> u32 {
-        let out = Command::new("id").args([flag, "postgres"]).output().expect("run id");
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("run id");
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
@@ -118,11 +121,24 @@ impl Cluster {
         }
         let data = dir.join("data");
         let out = command(&bin_dir().join("initdb"))
-            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "-E", "UTF8"])
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+            ])
             .arg("--no-sync")
             .output()
             .expect("run initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::write(
             data.join("pg_hba.conf"),
             "local all all trust\nhost all all 127.0.0.1/32 md5\n",
@@ -136,7 +152,11 @@ impl Cluster {
             postmaster: None,
         };
         cluster.spawn();
-        for statement in SETUP_SQL.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        for statement in SETUP_SQL
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             cluster.psql_local(statement);
         }
         cluster
@@ -168,7 +188,11 @@ impl Cluster {
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "postgres did not start: see {}", self.dir.display());
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start: see {}",
+                self.dir.display()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -228,11 +252,32 @@ impl ClusterInfo {
     /// Runs SQL as the superuser over the Unix socket.
     pub fn psql_local(&self, sql: &str) -> String {
         let out = command(&tool("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", self.dir.to_str().unwrap()])
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-h",
+                self.dir.to_str().unwrap(),
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ])
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -250,5 +295,4 @@ impl ClusterInfo {
         });
         client
     }
-
 }

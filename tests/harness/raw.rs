@@ -64,7 +64,9 @@ pub fn flush() -> Vec<u8> {
 
 impl Raw {
     pub async fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
         Raw {
             stream,
             buf: BytesMut::new(),
@@ -74,7 +76,11 @@ impl Raw {
     /// Connects and logs in with a trust-auth pgmux; returns after the first ReadyForQuery.
     pub async fn login(port: u16, user: &str, db: &str) -> Raw {
         let mut raw = Raw::connect(port).await;
-        raw.send(&startup_packet(196_608, &[("user", user), ("database", db)])).await;
+        raw.send(&startup_packet(
+            196_608,
+            &[("user", user), ("database", db)],
+        ))
+        .await;
         let tags = raw.read_until(b'Z').await;
         assert_eq!(tags.first().map(|m| m.0), Some(b'R'), "login: {tags:?}");
         raw
@@ -88,16 +94,18 @@ impl Raw {
     pub async fn read(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
             if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
                 if self.buf.len() > len {
                     let m = self.buf.split_to(len + 1);
                     return Some((m[0], m[5..].to_vec()));
                 }
             }
-            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("read timed out")
-                .expect("read");
+            let n =
+                tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("read timed out")
+                    .expect("read");
             if n == 0 {
                 return None;
             }
@@ -115,7 +123,10 @@ impl Raw {
     pub async fn read_until(&mut self, last: u8) -> Vec<(u8, Vec<u8>)> {
         let mut out = Vec::new();
         loop {
-            let m = self.read().await.unwrap_or_else(|| panic!("EOF before '{}': {out:?}", last as char));
+            let m = self
+                .read()
+                .await
+                .unwrap_or_else(|| panic!("EOF before '{}': {out:?}", last as char));
             let done = m.0 == last;
             out.push(m);
             if done {

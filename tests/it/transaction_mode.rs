@@ -1,6 +1,6 @@
 //! Pooling modes under concurrency: each client gets its own answers.
 
-use crate::harness::{shared_cluster, PgmuxConfig};
+use crate::harness::{own_role, shared_cluster, PgmuxConfig};
 use std::collections::HashSet;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -24,15 +24,19 @@ async fn two_hundred_clients_on_five_servers_see_only_their_own_rows() {
     let pg = shared_cluster();
     let admin = pg.admin().await;
     admin
-        .batch_execute("CREATE TABLE IF NOT EXISTS tagged (client int, seq int, note text); GRANT ALL ON tagged TO app;")
+        .batch_execute("CREATE TABLE IF NOT EXISTS tagged (client int, seq int, note text); GRANT ALL ON tagged TO PUBLIC;")
         .await
         .unwrap();
-    let pgmux = PgmuxConfig::new(pg).start().await;
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "tagger").await;
+    let pgmux = cfg.start().await;
     let mut tasks = Vec::new();
     for id in 0..200i32 {
-        let url = pgmux.url("app", "app", "app");
+        let url = pgmux.url("tagger", "tagger", "app");
         tasks.push(tokio::spawn(async move {
-            let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             for round in 0..5i32 {
                 let tx = client.transaction().await.unwrap();
@@ -46,7 +50,10 @@ async fn two_hundred_clients_on_five_servers_see_only_their_own_rows() {
                 }
                 // Inside the transaction: exactly our own rows so far, nobody else's.
                 let rows = tx
-                    .query("SELECT DISTINCT client FROM tagged WHERE note = $1", &[&format!("client {id}")])
+                    .query(
+                        "SELECT DISTINCT client FROM tagged WHERE note = $1",
+                        &[&format!("client {id}")],
+                    )
                     .await
                     .unwrap();
                 assert_eq!(rows.len(), 1);
@@ -58,8 +65,16 @@ async fn two_hundred_clients_on_five_servers_see_only_their_own_rows() {
                     .get(0);
                 assert_eq!(count, i64::from(round * 3 + 3), "client {id} round {round}");
                 // The backend must be in a transaction of ours: txid stays stable within it.
-                let a: i64 = tx.query_one("SELECT txid_current()", &[]).await.unwrap().get(0);
-                let b: i64 = tx.query_one("SELECT txid_current()", &[]).await.unwrap().get(0);
+                let a: i64 = tx
+                    .query_one("SELECT txid_current()", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                let b: i64 = tx
+                    .query_one("SELECT txid_current()", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
                 assert_eq!(a, b, "statements of one transaction ran on one server");
                 if round == 4 {
                     tx.rollback().await.unwrap();
@@ -84,13 +99,16 @@ async fn two_hundred_clients_on_five_servers_see_only_their_own_rows() {
     assert!(pools[0].servers <= 5, "{pools:?}");
     let backends: i64 = admin
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND datname = 'app'",
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tagger'",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert!(backends <= 5, "{backends} server connections for a pool of 5");
+    assert!(
+        backends <= 5,
+        "{backends} server connections for a pool of 5"
+    );
     pgmux.stop().await;
 }
 
@@ -126,17 +144,31 @@ async fn session_mode_keeps_the_server_and_resets_it_on_release() {
     cfg.pool_size = 1;
     let pgmux = cfg.start().await;
     let first = pgmux.connect("app", "app").await;
-    first.batch_execute("SET work_mem = '1234kB'; PREPARE p AS SELECT 41 + 1").await.unwrap();
-    let pid: i32 = first.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    first
+        .batch_execute("SET work_mem = '1234kB'; PREPARE p AS SELECT 41 + 1")
+        .await
+        .unwrap();
+    let pid: i32 = first
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let answer: i32 = first.query_one("EXECUTE p", &[]).await.unwrap().get(0);
     assert_eq!(answer, 42);
     drop(first);
     let second = pgmux.connect("app", "app").await;
-    let pid2: i32 = second.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid2: i32 = second
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(pid, pid2, "one server in the pool, reused");
     let work_mem: String = second.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
     assert_eq!(work_mem, "4MB", "DISCARD ALL reset the previous session");
-    assert!(second.query_one("EXECUTE p", &[]).await.is_err(), "prepared statement discarded");
+    assert!(
+        second.query_one("EXECUTE p", &[]).await.is_err(),
+        "prepared statement discarded"
+    );
     pgmux.stop().await;
 }
 
@@ -147,9 +179,16 @@ async fn statement_mode_refuses_transaction_blocks() {
     cfg.pool_mode = "statement";
     let pgmux = cfg.start().await;
     let client = pgmux.connect("app", "app").await;
-    assert_eq!(first_value(&client.simple_query("SELECT 7").await.unwrap()), "7");
+    assert_eq!(
+        first_value(&client.simple_query("SELECT 7").await.unwrap()),
+        "7"
+    );
     let err = client.batch_execute("BEGIN").await.unwrap_err();
-    assert_eq!(crate::harness::sqlstate(&err).as_deref(), Some("0A000"), "{err}");
+    assert_eq!(
+        crate::harness::sqlstate(&err).as_deref(),
+        Some("0A000"),
+        "{err}"
+    );
     // The server that was left inside BEGIN is not reused.
     let other = pgmux.connect("app", "app").await;
     let rows = other
@@ -168,7 +207,10 @@ async fn welcome_reports_the_servers_real_parameters() {
     for _ in 0..3 {
         let c = pgmux.connect("app", "app").await;
         let version = show(&c, "server_version").await;
-        assert!(version.starts_with(|ch: char| ch.is_ascii_digit()), "{version}");
+        assert!(
+            version.starts_with(|ch: char| ch.is_ascii_digit()),
+            "{version}"
+        );
         seen.insert(version);
     }
     assert_eq!(seen.len(), 1);
