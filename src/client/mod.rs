@@ -51,9 +51,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     if let Err(e) = result {
         match &e {
-            ClientError::AuthFailed(user) => {
-                tracing::info!(%user, %peer, "client authentication failed")
-            }
+            // Logged where the database is known too.
+            ClientError::AuthFailed(_) => {}
             ClientError::Io(_) => tracing::debug!(%peer, error = %e, "client connection error"),
             _ => tracing::info!(%peer, error = %e, "client closed with error"),
         }

@@ -151,7 +151,13 @@ pub async fn login(
         .get(&database)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
 
-    let proved_key = authenticate(conn, shared, &user, &mut out).await?;
+    let proved_key = authenticate(conn, shared, &user, &mut out)
+        .await
+        .inspect_err(|e| {
+            if matches!(e, ClientError::AuthFailed(_)) {
+                tracing::info!(%user, %database, peer = %conn.peer, "client authentication failed");
+            }
+        })?;
     backend::authentication_ok(&mut out);
 
     let server_user = db.user.clone().unwrap_or_else(|| user.clone());

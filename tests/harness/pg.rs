@@ -226,6 +226,7 @@ impl Drop for Cluster {
 pub fn shared_cluster() -> &'static ClusterInfo {
     static SHARED: OnceLock<ClusterInfo> = OnceLock::new();
     SHARED.get_or_init(|| {
+        remove_stale_cluster_dirs();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let cluster = Cluster::start();
@@ -240,6 +241,26 @@ pub fn shared_cluster() -> &'static ClusterInfo {
         });
         rx.recv().expect("shared cluster started")
     })
+}
+
+/// The shared cluster's directory cannot be removed by the binary that made it (its thread
+/// never ends); the next run removes those whose test binary is gone.
+fn remove_stale_cluster_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("pgmux-it-pg-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Where a cluster is, and the superuser's ways in.
