@@ -117,7 +117,7 @@ impl Cancels {
 
 /// Sends the CancelRequest and waits for PostgreSQL to close the connection, which it does once
 /// the signal has been sent to the backend.
-async fn deliver(server: ServerKey) -> std::io::Result<()> {
+pub async fn deliver(server: ServerKey) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(server.addr).await?;
     let mut packet = BytesMut::with_capacity(16);
     packet.put_u32(16);

@@ -56,6 +56,13 @@ impl Server {
         let socket = tokio::net::TcpListener::bind(addr).await?;
         let local_addr = socket.local_addr()?;
         let shared = Arc::new(Shared::new(config));
+        // Pools whose server login is fixed by config start now, so min_pool_size servers are
+        // open before the first client arrives.
+        for (name, db) in &shared.config.databases {
+            if let Some(user) = &db.user {
+                client::pool_for(&shared, name, user);
+            }
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(listener::accept_loop(socket, shared.clone(), stop_rx));
         tracing::info!(%local_addr, "listening");

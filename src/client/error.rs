@@ -7,6 +7,7 @@ use crate::protocol::sqlstate as code;
 use crate::protocol::ProtocolError;
 use crate::server::ServerError;
 use bytes::BytesMut;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -28,20 +29,34 @@ pub enum ClientError {
     #[error("transaction blocks not allowed in statement pooling mode")]
     TransactionInStatementMode,
     #[error("server connection: {0}")]
-    Server(#[from] ServerError),
+    Server(Arc<ServerError>),
     #[error("server connection closed unexpectedly")]
     ServerGone,
     #[error("pool is shutting down")]
     PoolClosed,
+    #[error("canceling query due to query_wait_timeout: no server became free in time")]
+    QueryWaitTimeout,
+    #[error("terminating connection due to query_timeout")]
+    QueryTimeout,
+    #[error("terminating connection due to idle_transaction_timeout")]
+    IdleTransactionTimeout,
+    #[error("terminating connection due to client_idle_timeout")]
+    ClientIdleTimeout,
     /// The client's own socket failed; there is nobody to tell.
     #[error("client connection: {0}")]
     Io(#[from] std::io::Error),
 }
 
+impl From<ServerError> for ClientError {
+    fn from(e: ServerError) -> Self {
+        ClientError::Server(Arc::new(e))
+    }
+}
+
 impl From<PoolError> for ClientError {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Server(s) => ClientError::Server(s),
+            PoolError::Login(s) => ClientError::Server(s),
             PoolError::Closed => ClientError::PoolClosed,
         }
     }
@@ -61,14 +76,20 @@ impl ClientError {
             ClientError::LoginTimeout => fatal(code::PROTOCOL_VIOLATION),
             ClientError::TransactionInStatementMode => fatal(code::FEATURE_NOT_SUPPORTED),
             // PostgreSQL's own refusal is passed on as it came.
-            ClientError::Server(ServerError::Refused(f)) => Some((
-                Severity::Fatal,
-                f.code.clone(),
-                format!("server login failed: {}", f.message),
-            )),
-            ClientError::Server(_) => fatal(code::CONNECTION_FAILURE),
+            ClientError::Server(e) => match &**e {
+                ServerError::Refused(f) => Some((
+                    Severity::Fatal,
+                    f.code.clone(),
+                    format!("server login failed: {}", f.message),
+                )),
+                _ => fatal(code::CONNECTION_FAILURE),
+            },
             ClientError::ServerGone => fatal(code::CONNECTION_FAILURE),
             ClientError::PoolClosed => fatal(code::ADMIN_SHUTDOWN),
+            ClientError::QueryWaitTimeout => fatal(code::QUERY_CANCELED),
+            ClientError::QueryTimeout => fatal(code::QUERY_CANCELED),
+            ClientError::IdleTransactionTimeout => fatal(code::IDLE_IN_TRANSACTION_TIMEOUT),
+            ClientError::ClientIdleTimeout => fatal(code::IDLE_SESSION_TIMEOUT),
             ClientError::Io(_) => None,
         }
     }
@@ -104,6 +125,10 @@ mod tests {
             (ServerError::Closed.into(), Some("08006")),
             (ClientError::ServerGone, Some("08006")),
             (ClientError::PoolClosed, Some("57P01")),
+            (ClientError::QueryWaitTimeout, Some("57014")),
+            (ClientError::QueryTimeout, Some("57014")),
+            (ClientError::IdleTransactionTimeout, Some("25P03")),
+            (ClientError::ClientIdleTimeout, Some("57P05")),
             (
                 ServerError::Refused(ErrorFields {
                     severity: "FATAL".into(),

@@ -6,6 +6,7 @@ mod session;
 mod startup;
 
 pub use error::ClientError;
+pub(crate) use startup::pool_for;
 
 use crate::Shared;
 use bytes::BytesMut;

@@ -15,10 +15,64 @@ use crate::Shared;
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// A message this large may start a transaction before it is complete (it will be streamed).
 const STREAM_THRESHOLD: usize = 64 * 1024;
+
+/// What the session is waiting for, which decides the timeout that applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Outside a transaction, waiting for the client: client_idle_timeout.
+    Idle,
+    /// Inside a transaction, waiting for the client: idle_transaction_timeout.
+    InTransaction,
+    /// Waiting for the server's replies: query_timeout.
+    AwaitingServer,
+}
+
+/// The client timeouts in force; None where the setting is 0.
+struct Timeouts {
+    client_idle: Option<Duration>,
+    idle_transaction: Option<Duration>,
+    query: Option<Duration>,
+    query_wait: Option<Duration>,
+}
+
+fn seconds(value: f64) -> Option<Duration> {
+    (value > 0.0).then(|| Duration::from_secs_f64(value))
+}
+
+impl Timeouts {
+    fn from_config(g: &crate::config::General) -> Timeouts {
+        Timeouts {
+            client_idle: seconds(g.client_idle_timeout),
+            idle_transaction: seconds(g.idle_transaction_timeout),
+            query: seconds(g.query_timeout),
+            query_wait: seconds(g.query_wait_timeout),
+        }
+    }
+
+    fn for_phase(&self, phase: Phase) -> Option<Duration> {
+        match phase {
+            Phase::Idle => self.client_idle,
+            Phase::InTransaction => self.idle_transaction,
+            Phase::AwaitingServer => self.query,
+        }
+    }
+}
+
+impl Phase {
+    fn timeout_error(self) -> ClientError {
+        match self {
+            Phase::Idle => ClientError::ClientIdleTimeout,
+            Phase::InTransaction => ClientError::IdleTransactionTimeout,
+            Phase::AwaitingServer => ClientError::QueryTimeout,
+        }
+    }
+}
 
 struct Session<'a> {
     client: &'a mut ClientConn,
@@ -29,6 +83,9 @@ struct Session<'a> {
     server_pass: Passthrough,
     /// Scratch buffer for pgmux's own statements, reused.
     own: BytesMut,
+    timeouts: Timeouts,
+    phase: Phase,
+    phase_since: Instant,
 }
 
 pub async fn run(
@@ -45,6 +102,9 @@ pub async fn run(
         client_pass: Passthrough::default(),
         server_pass: Passthrough::default(),
         own: BytesMut::new(),
+        timeouts: Timeouts::from_config(&shared.config.general),
+        phase: Phase::Idle,
+        phase_since: Instant::now(),
     };
     let result = session.serve().await;
     session.finish().await;
@@ -58,7 +118,8 @@ impl Session<'_> {
         loop {
             if !self.client.buf.is_empty() || self.client_pass.mid_message() {
                 if self.server.is_none() && !self.ready_to_start()? {
-                    self.read_client_idle().await?;
+                    let deadline = self.deadline();
+                    self.read_client_idle(deadline).await?;
                     continue;
                 }
                 if self.server.is_none() {
@@ -71,11 +132,28 @@ impl Session<'_> {
                     return Ok(());
                 }
             }
+            let deadline = self.deadline();
             match self.server.is_some() {
-                false => self.read_client_idle().await?,
-                true => self.relay_once().await?,
+                false => self.read_client_idle(deadline).await?,
+                true => self.relay_once(deadline).await?,
             }
         }
+    }
+
+    /// The timeout in force now, if any: when it expires, and the phase it belongs to.
+    fn deadline(&mut self) -> Option<(Instant, Phase)> {
+        let phase = match &self.server {
+            None => Phase::Idle,
+            Some(s) if s.tracker.awaiting_reply() => Phase::AwaitingServer,
+            Some(s) if s.tracker.in_transaction() => Phase::InTransaction,
+            Some(_) => Phase::Idle,
+        };
+        if phase != self.phase {
+            self.phase = phase;
+            self.phase_since = Instant::now();
+        }
+        let limit = self.timeouts.for_phase(phase)?;
+        Some((self.phase_since + limit, phase))
     }
 
     /// Whether buffered client bytes hold a message worth borrowing a server for.
@@ -86,8 +164,19 @@ impl Session<'_> {
         })
     }
 
-    async fn read_client_idle(&mut self) -> Result<(), ClientError> {
-        if self.client.stream.read_buf(&mut self.client.buf).await? == 0 {
+    async fn read_client_idle(
+        &mut self,
+        deadline: Option<(Instant, Phase)>,
+    ) -> Result<(), ClientError> {
+        let read = self.client.stream.read_buf(&mut self.client.buf);
+        let n = match deadline {
+            None => read.await?,
+            Some((at, phase)) => match tokio::time::timeout_at(at, read).await {
+                Ok(n) => n?,
+                Err(_) => return Err(phase.timeout_error()),
+            },
+        };
+        if n == 0 {
             return Err(closed_by_client());
         }
         Ok(())
@@ -96,7 +185,13 @@ impl Session<'_> {
     /// Borrows a server, links cancels to it and queues the SETs that give it the client's
     /// parameters; their replies are swallowed.
     async fn acquire(&mut self) -> Result<(), ClientError> {
-        let mut server = self.login.pool.checkout().await?;
+        let checkout = self.login.pool.checkout();
+        let mut server = match self.timeouts.query_wait {
+            None => checkout.await?,
+            Some(limit) => tokio::time::timeout(limit, checkout)
+                .await
+                .map_err(|_| ClientError::QueryWaitTimeout)??,
+        };
         self.login.cancel.link(ServerKey {
             addr: server.addr,
             pid: server.backend_pid,
@@ -137,11 +232,12 @@ impl Session<'_> {
     }
 
     /// Waits for bytes from either side while a server is held, and handles them.
-    async fn relay_once(&mut self) -> Result<(), ClientError> {
+    async fn relay_once(&mut self, deadline: Option<(Instant, Phase)>) -> Result<(), ClientError> {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
         let server = &mut **server;
+        let expiry = deadline.map(|(at, _)| at);
         // Both reads are cancel-safe: read_buf either appends bytes or has read nothing.
         tokio::select! {
             read = self.client.stream.read_buf(&mut self.client.buf) => {
@@ -160,6 +256,19 @@ impl Session<'_> {
                     server.tracker.poison();
                     Err(server_failed(&self.login, e.into()))
                 }
+            },
+            _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
+                let error = deadline.map_or(ClientError::QueryTimeout, |(_, p)| p.timeout_error());
+                if server.tracker.awaiting_reply() {
+                    // Stop the query too, rather than leave it running on a closed connection.
+                    tokio::spawn(crate::cancel::deliver(ServerKey {
+                        addr: server.addr,
+                        pid: server.backend_pid,
+                        secret: server.backend_secret,
+                    }));
+                }
+                server.tracker.poison();
+                Err(error)
             }
         }
     }

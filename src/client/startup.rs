@@ -8,7 +8,7 @@ use crate::auth::scram::{ScramKeys, ServerExchange, DEFAULT_ITERATIONS};
 use crate::auth::{constant_time_eq, random_nonce, Secret};
 use crate::cancel::CancelSlot;
 use crate::config::{AuthType, PoolMode};
-use crate::pool::{Pool, PoolSettings};
+use crate::pool::{Health, Pool, PoolSettings};
 use crate::protocol::backend;
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::{tracked_index, ParamSet};
@@ -162,18 +162,7 @@ pub async fn login(
 
     let server_user = db.user.clone().unwrap_or_else(|| user.clone());
     let credentials = server_credentials(shared, db.password.as_deref(), &server_user);
-    let pool = shared.pools.get_or_create(&database, || PoolSettings {
-        target: ServerTarget {
-            host: db.host.clone(),
-            port: db.port,
-            dbname: db.dbname.clone().unwrap_or_else(|| database.clone()),
-            user: server_user.clone(),
-        },
-        mode: shared.config.pool_mode(&database, &server_user),
-        size: shared.config.pool_size(&database),
-        connect_timeout: Duration::from_secs_f64(general.server_connect_timeout),
-        credentials: credentials.clone(),
-    });
+    let pool = pool_for(shared, &database, &server_user);
     if let (Some(client_key), Secret::Scram(keys)) = (proved_key, secret_of(shared, &user)) {
         if server_user == user && !matches!(credentials, ServerCredentials::Password(_)) {
             pool.set_credentials(ServerCredentials::ScramKeys {
@@ -224,6 +213,27 @@ pub async fn login(
         cancel_key,
         cancel,
     }))
+}
+
+/// The pool of (database, server user), created on first use.
+pub(crate) fn pool_for(shared: &Shared, database: &str, server_user: &str) -> Arc<Pool> {
+    shared.pools.get_or_create(database, || {
+        let general = &shared.config.general;
+        let db = &shared.config.databases[database];
+        PoolSettings {
+            target: ServerTarget {
+                host: db.host.clone(),
+                port: db.port,
+                dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
+                user: server_user.to_owned(),
+            },
+            mode: shared.config.pool_mode(database, server_user),
+            size: shared.config.pool_size(database),
+            connect_timeout: Duration::from_secs_f64(general.server_connect_timeout),
+            credentials: server_credentials(shared, db.password.as_deref(), server_user),
+            health: Health::from_config(general),
+        }
+    })
 }
 
 fn secret_of(shared: &Shared, user: &str) -> Secret {

@@ -89,6 +89,45 @@ pub struct General {
     /// 0 = info, 1 = debug, 2 = trace. RUST_LOG overrides. Default 0.
     #[serde(default)]
     pub verbose: u8,
+    /// Servers each pool opens ahead of demand and keeps, once it can log in. Default 0.
+    #[serde(default)]
+    pub min_pool_size: u32,
+    /// Extra servers a pool may open for clients that waited reserve_pool_timeout. Default 0.
+    #[serde(default)]
+    pub reserve_pool_size: u32,
+    /// Seconds a client waits before the reserve pool is used for it. Default 5.
+    #[serde(default = "default_reserve_pool_timeout")]
+    pub reserve_pool_timeout: f64,
+    /// Run on a server idle longer than server_check_delay before handing it out; "" disables.
+    /// Default "select 1".
+    #[serde(default = "default_server_check_query")]
+    pub server_check_query: String,
+    /// Seconds of idleness after which a server is checked before use; 0 = always. Default 30.
+    #[serde(default = "default_server_check_delay")]
+    pub server_check_delay: f64,
+    /// Seconds after which a server is closed once released; 0 = use each server once.
+    /// Closes are spread out. Default 3600.
+    #[serde(default = "default_server_lifetime")]
+    pub server_lifetime: f64,
+    /// Seconds an idle server is kept (never below min_pool_size); 0 = forever. Default 600.
+    #[serde(default = "default_server_idle_timeout")]
+    pub server_idle_timeout: f64,
+    /// Seconds to wait after a failed connect or login before trying again; meanwhile clients
+    /// that need a new server get the last error at once. Default 15.
+    #[serde(default = "default_server_login_retry")]
+    pub server_login_retry: f64,
+    /// Seconds a client may stay idle outside a transaction; 0 = forever. Default 0.
+    #[serde(default)]
+    pub client_idle_timeout: f64,
+    /// Seconds a client may stay idle inside a transaction; 0 = forever. Default 0.
+    #[serde(default)]
+    pub idle_transaction_timeout: f64,
+    /// Seconds a query may run; then server and client are disconnected; 0 = off. Default 0.
+    #[serde(default)]
+    pub query_timeout: f64,
+    /// Seconds a client may wait for a server; 0 = forever. Default 120.
+    #[serde(default = "default_query_wait_timeout")]
+    pub query_wait_timeout: f64,
 }
 
 /// A `[databases.NAME]` table: NAME is what clients connect to.
@@ -158,4 +197,25 @@ fn default_client_login_timeout() -> f64 {
 }
 fn default_pg_port() -> u16 {
     5432
+}
+fn default_reserve_pool_timeout() -> f64 {
+    5.0
+}
+fn default_server_check_query() -> String {
+    "select 1".into()
+}
+fn default_server_check_delay() -> f64 {
+    30.0
+}
+fn default_server_lifetime() -> f64 {
+    3600.0
+}
+fn default_server_idle_timeout() -> f64 {
+    600.0
+}
+fn default_server_login_retry() -> f64 {
+    15.0
+}
+fn default_query_wait_timeout() -> f64 {
+    120.0
 }

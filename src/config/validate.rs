@@ -170,16 +170,21 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
     if g.verbose > 2 {
         problems.push(problem("pgmux.verbose", "must be 0, 1 or 2"));
     }
-    check_seconds(
-        "pgmux.server_connect_timeout",
-        g.server_connect_timeout,
-        problems,
-    );
-    check_seconds(
-        "pgmux.client_login_timeout",
-        g.client_login_timeout,
-        problems,
-    );
+    for (key, value) in [
+        ("server_connect_timeout", g.server_connect_timeout),
+        ("client_login_timeout", g.client_login_timeout),
+        ("reserve_pool_timeout", g.reserve_pool_timeout),
+        ("server_check_delay", g.server_check_delay),
+        ("server_lifetime", g.server_lifetime),
+        ("server_idle_timeout", g.server_idle_timeout),
+        ("server_login_retry", g.server_login_retry),
+        ("client_idle_timeout", g.client_idle_timeout),
+        ("idle_transaction_timeout", g.idle_transaction_timeout),
+        ("query_timeout", g.query_timeout),
+        ("query_wait_timeout", g.query_wait_timeout),
+    ] {
+        check_seconds(&format!("pgmux.{key}"), value, problems);
+    }
     for (name, db) in &config.databases {
         if db.host.trim().is_empty() {
             problems.push(problem(

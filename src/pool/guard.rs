@@ -55,14 +55,18 @@ impl Drop for PooledServer {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        let expired = conn
+            .expires_at
+            .is_some_and(|at| at <= std::time::Instant::now());
         match conn.tracker.verdict() {
-            Verdict::Idle if conn.buf.is_empty() => self.pool.check_in(conn),
+            Verdict::Idle if conn.buf.is_empty() && !expired => self.pool.check_in(conn),
             verdict => {
-                tracing::debug!(
-                    server = conn.id,
-                    ?verdict,
-                    "closing server: not idle at release"
-                );
+                let reason = if expired && verdict == Verdict::Idle {
+                    "server_lifetime"
+                } else {
+                    "not idle at release"
+                };
+                tracing::debug!(server = conn.id, ?verdict, reason, "closing server");
                 conn.terminate();
                 drop(conn);
                 self.pool.release_slot();

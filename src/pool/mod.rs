@@ -3,6 +3,7 @@
 //! lock across an `.await`.
 
 mod guard;
+mod janitor;
 mod queue;
 
 pub use guard::PooledServer;
@@ -14,16 +15,18 @@ use queue::{Handoff, Queue, Take};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
 #[derive(Debug, Error)]
 pub enum PoolError {
-    #[error(transparent)]
-    Server(#[from] ServerError),
     #[error("pool is shutting down")]
     Closed,
+    /// Connecting or logging in failed, now or less than server_login_retry ago (then it is
+    /// not tried again, and every client that needs a new server gets this error at once).
+    #[error("{0}")]
+    Login(Arc<ServerError>),
 }
 
 /// What a waiter is handed.
@@ -45,6 +48,43 @@ pub struct PoolSettings {
     pub size: usize,
     pub connect_timeout: Duration,
     pub credentials: ServerCredentials,
+    pub health: Health,
+}
+
+/// Server health and lifecycle settings of a pool (PgBouncer's names, in Duration form).
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// Run on a server idle at least `check_delay` before it is handed out; empty disables.
+    pub check_query: String,
+    pub check_delay: Duration,
+    /// None = forever; zero = each server is used once.
+    pub lifetime: Option<Duration>,
+    /// None = forever.
+    pub idle_timeout: Option<Duration>,
+    pub login_retry: Duration,
+    pub min_size: usize,
+    pub reserve_size: usize,
+    pub reserve_timeout: Duration,
+}
+
+impl Health {
+    pub fn from_config(g: &crate::config::General) -> Health {
+        let optional = |v: f64| (v > 0.0).then(|| Duration::from_secs_f64(v));
+        Health {
+            check_query: g.server_check_query.clone(),
+            check_delay: Duration::from_secs_f64(g.server_check_delay),
+            lifetime: if g.server_lifetime > 0.0 {
+                Some(Duration::from_secs_f64(g.server_lifetime))
+            } else {
+                Some(Duration::ZERO)
+            },
+            idle_timeout: optional(g.server_idle_timeout),
+            login_retry: Duration::from_secs_f64(g.server_login_retry),
+            min_size: g.min_pool_size as usize,
+            reserve_size: g.reserve_pool_size as usize,
+            reserve_timeout: Duration::from_secs_f64(g.reserve_pool_timeout),
+        }
+    }
 }
 
 /// Figures for SHOW POOLS and the demo.
@@ -70,6 +110,8 @@ pub struct Pool {
     /// Clients logged in to this pool.
     pub clients: AtomicUsize,
     next_server_id: Arc<AtomicU64>,
+    /// The last failed connect or login, while server_login_retry has not passed.
+    last_failure: Mutex<Option<(Instant, Arc<ServerError>)>>,
 }
 
 impl Pool {
@@ -82,6 +124,7 @@ impl Pool {
             welcome: Mutex::new(None),
             clients: AtomicUsize::new(0),
             next_server_id: ids,
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -109,7 +152,7 @@ impl Pool {
                 Take::Connect => Ok(Grant::Slot(ConnectSlot::new(self.clone()))),
                 Take::Full => {
                     let (tx, rx) = oneshot::channel();
-                    q.wait(tx);
+                    q.wait(tx, Instant::now());
                     Err(rx)
                 }
             }
@@ -119,23 +162,64 @@ impl Pool {
             Err(rx) => rx.await.map_err(|_| PoolError::Closed)?,
         };
         let slot = match grant {
-            Grant::Conn(mut server) => {
-                if server.looks_alive() {
-                    return Ok(*server);
+            Grant::Conn(mut server) => match self.healthy(&mut server).await {
+                Ok(()) => return Ok(*server),
+                Err(reason) => {
+                    tracing::debug!(server = server.id, reason, "closing server");
+                    (*server).into_slot()
                 }
-                tracing::debug!(server = server.id, "closing server: found dead at checkout");
-                (*server).into_slot()
-            }
+            },
             Grant::Slot(slot) => slot,
         };
         self.connect(slot).await
     }
 
+    /// Whether an idle server may be handed out: still connected, and passing
+    /// server_check_query if it sat idle for server_check_delay.
+    async fn healthy(&self, server: &mut PooledServer) -> Result<(), &'static str> {
+        if !server.looks_alive() {
+            return Err("found dead at checkout");
+        }
+        let health = &self.settings.health;
+        if health.check_query.is_empty() || server.last_used.elapsed() < health.check_delay {
+            return Ok(());
+        }
+        let check = server.run_own_query(&health.check_query);
+        match tokio::time::timeout(self.settings.connect_timeout, check).await {
+            Ok(Ok(())) => Ok(()),
+            _ => {
+                server.tracker.poison();
+                Err("failed server_check_query")
+            }
+        }
+    }
+
     async fn connect(self: &Arc<Self>, slot: ConnectSlot) -> Result<PooledServer, PoolError> {
+        let s = &self.settings;
+        if let Some((at, error)) = lock(&self.last_failure).clone() {
+            if at.elapsed() < s.health.login_retry {
+                return Err(PoolError::Login(error));
+            }
+        }
         let credentials = lock(&self.credentials).clone();
         let id = self.next_server_id.fetch_add(1, Ordering::Relaxed);
-        let s = &self.settings;
-        let conn = ServerConn::connect(&s.target, &credentials, s.connect_timeout, id).await?;
+        let mut conn =
+            match ServerConn::connect(&s.target, &credentials, s.connect_timeout, id).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(
+                        database = %self.database,
+                        user = %s.target.user,
+                        error = %e,
+                        "server connect or login failed"
+                    );
+                    let e = Arc::new(e);
+                    *lock(&self.last_failure) = Some((Instant::now(), e.clone()));
+                    return Err(PoolError::Login(e));
+                }
+            };
+        lock(&self.last_failure).take();
+        conn.expires_at = s.health.lifetime.map(|l| conn.created + janitor::spread(l));
         tracing::debug!(
             server = id,
             database = %self.database,
@@ -149,6 +233,7 @@ impl Pool {
 
     /// A server comes back healthy: to the longest waiter, or to the idle list.
     fn check_in(self: &Arc<Self>, mut conn: ServerConn) {
+        conn.last_used = Instant::now();
         loop {
             let handoff = lock(&self.queue).put_back(conn);
             match handoff {
@@ -231,11 +316,13 @@ impl Pools {
         let key = (database.to_owned(), settings.target.user.clone());
         map.entry(key)
             .or_insert_with(|| {
-                Arc::new(Pool::new(
+                let pool = Arc::new(Pool::new(
                     database.to_owned(),
                     settings,
                     self.next_server_id.clone(),
-                ))
+                ));
+                tokio::spawn(janitor::run(Arc::downgrade(&pool)));
+                pool
             })
             .clone()
     }

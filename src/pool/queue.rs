@@ -3,6 +3,7 @@
 //! caller does all I/O and all channel sends, outside the lock that guards this.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 /// What a checkout found.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,7 +31,8 @@ pub struct Queue<C, W> {
     /// Connections that exist or are being opened, idle ones included.
     total: usize,
     max: usize,
-    waiters: VecDeque<W>,
+    /// Waiters with the time they started waiting, longest first.
+    waiters: VecDeque<(Instant, W)>,
 }
 
 impl<C, W> Queue<C, W> {
@@ -59,14 +61,14 @@ impl<C, W> Queue<C, W> {
         Take::Full
     }
 
-    pub fn wait(&mut self, waiter: W) {
-        self.waiters.push_back(waiter);
+    pub fn wait(&mut self, waiter: W, now: Instant) {
+        self.waiters.push_back((now, waiter));
     }
 
     /// A healthy connection comes back: to the longest waiter, or to the idle list.
     pub fn put_back(&mut self, conn: C) -> Option<Handoff<C, W>> {
         match self.waiters.pop_front() {
-            Some(w) => Some(Handoff::Conn(w, conn)),
+            Some((_, w)) => Some(Handoff::Conn(w, conn)),
             None => {
                 self.idle.push(conn);
                 None
@@ -77,7 +79,7 @@ impl<C, W> Queue<C, W> {
     /// A connection was closed, or a connect failed: its slot goes to the longest waiter.
     pub fn release_slot(&mut self) -> Option<Handoff<C, W>> {
         match self.waiters.pop_front() {
-            Some(w) => Some(Handoff::Slot(w)),
+            Some((_, w)) => Some(Handoff::Slot(w)),
             None => {
                 self.total -= 1;
                 None
@@ -87,7 +89,45 @@ impl<C, W> Queue<C, W> {
 
     /// Removes waiters that gave up (`gone` says which).
     pub fn forget_waiters(&mut self, gone: impl Fn(&W) -> bool) {
-        self.waiters.retain(|w| !gone(w));
+        self.waiters.retain(|(_, w)| !gone(w));
+    }
+
+    /// Room beyond the pool's size for the longest waiter, if it has waited since before
+    /// `waited_since` and the total stays within `max + reserve`.
+    pub fn grant_reserve(&mut self, reserve: usize, waited_since: Instant) -> Option<W> {
+        let (since, _) = self.waiters.front()?;
+        if *since > waited_since || self.total >= self.max + reserve {
+            return None;
+        }
+        self.total += 1;
+        self.waiters.pop_front().map(|(_, w)| w)
+    }
+
+    /// Room for one more connection to keep the pool at `min`, when nobody waits.
+    pub fn take_for_minimum(&mut self, min: usize) -> bool {
+        if self.total < min.min(self.max) && self.waiters.is_empty() {
+            self.total += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Removes idle connections for which `close` says so, oldest first, never taking the total
+    /// below `keep` when `close` allows keeping (`close` returns (close, even_below_keep)).
+    pub fn remove_idle(&mut self, keep: usize, close: impl Fn(&C) -> (bool, bool)) -> Vec<C> {
+        let mut removed = Vec::new();
+        let mut i = 0;
+        while i < self.idle.len() {
+            let (wanted, forced) = close(&self.idle[i]);
+            if wanted && (forced || self.total > keep) {
+                removed.push(self.idle.remove(i));
+                self.total -= 1;
+            } else {
+                i += 1;
+            }
+        }
+        removed
     }
 
     pub fn idle_count(&self) -> usize {
@@ -124,8 +164,8 @@ mod tests {
     fn returned_connection_goes_to_the_longest_waiter() {
         let mut q: Queue<u32, &str> = Queue::new(1);
         assert_eq!(q.take(), Take::Connect);
-        q.wait("first");
-        q.wait("second");
+        q.wait("first", Instant::now());
+        q.wait("second", Instant::now());
         assert_eq!(q.put_back(7), Some(Handoff::Conn("first", 7)));
         assert_eq!(q.put_back(7), Some(Handoff::Conn("second", 7)));
         assert_eq!(q.put_back(7), None);
@@ -137,7 +177,7 @@ mod tests {
     fn newcomers_do_not_overtake_waiters() {
         let mut q: Queue<u32, &str> = Queue::new(1);
         assert_eq!(q.take(), Take::Connect);
-        q.wait("w");
+        q.wait("w", Instant::now());
         assert_eq!(q.take(), Take::Full);
     }
 
@@ -145,7 +185,7 @@ mod tests {
     fn freed_slot_goes_to_a_waiter_or_shrinks_total() {
         let mut q: Queue<u32, &str> = Queue::new(1);
         assert_eq!(q.take(), Take::Connect);
-        q.wait("w");
+        q.wait("w", Instant::now());
         assert_eq!(q.release_slot(), Some(Handoff::Slot("w")));
         assert_eq!(q.total(), 1, "the waiter now owns the slot");
         assert_eq!(q.release_slot(), None);
@@ -168,11 +208,64 @@ mod tests {
     }
 
     #[test]
+    fn reserve_goes_to_waiters_that_waited_long_enough() {
+        use std::time::Duration;
+        let start = Instant::now();
+        let mut q: Queue<u32, &str> = Queue::new(1);
+        assert_eq!(q.take(), Take::Connect);
+        q.wait("early", start);
+        q.wait("late", start + Duration::from_secs(10));
+        assert_eq!(
+            q.grant_reserve(1, start - Duration::from_secs(1)),
+            None,
+            "not long enough"
+        );
+        assert_eq!(q.grant_reserve(1, start), Some("early"));
+        assert_eq!(q.total(), 2);
+        assert_eq!(
+            q.grant_reserve(1, start + Duration::from_secs(20)),
+            None,
+            "reserve used up"
+        );
+        assert_eq!(q.grant_reserve(0, start), None);
+    }
+
+    #[test]
+    fn minimum_is_filled_only_when_nobody_waits() {
+        let mut q: Queue<u32, &str> = Queue::new(3);
+        assert!(q.take_for_minimum(2));
+        assert!(q.take_for_minimum(2));
+        assert!(!q.take_for_minimum(2));
+        assert!(!q.take_for_minimum(0));
+        assert!(q.take_for_minimum(5));
+        assert!(!q.take_for_minimum(5), "never above the pool size");
+    }
+
+    #[test]
+    fn remove_idle_respects_keep_unless_forced() {
+        let mut q: Queue<u32, &str> = Queue::new(4);
+        for _ in 0..4 {
+            assert_eq!(q.take(), Take::Connect);
+        }
+        for c in [1, 2, 3, 4] {
+            q.put_back(c);
+        }
+        // Idle ones (even numbers) may go, but keep 3 in all.
+        let removed = q.remove_idle(3, |c| (c % 2 == 0, false));
+        assert_eq!(removed, vec![2]);
+        // Forced ones (3) go regardless.
+        let removed = q.remove_idle(3, |c| (*c == 3, true));
+        assert_eq!(removed, vec![3]);
+        assert_eq!(q.total(), 2);
+        assert_eq!(q.idle_count(), 2);
+    }
+
+    #[test]
     fn gone_waiters_are_forgotten() {
         let mut q: Queue<u32, u32> = Queue::new(1);
         assert_eq!(q.take(), Take::Connect);
-        q.wait(1);
-        q.wait(2);
+        q.wait(1, Instant::now());
+        q.wait(2, Instant::now());
         q.forget_waiters(|w| *w == 1);
         assert_eq!(q.waiting(), 1);
         assert_eq!(q.put_back(9), Some(Handoff::Conn(2, 9)));

@@ -64,6 +64,10 @@ pub struct ServerConn {
     pub addr: SocketAddr,
     pub tracker: Tracker,
     pub created: Instant,
+    /// When it last went back to the pool idle.
+    pub last_used: Instant,
+    /// When server_lifetime (spread out) ends it; None = never.
+    pub expires_at: Option<Instant>,
     pub id: u64,
 }
 
@@ -106,6 +110,8 @@ impl ServerConn {
             addr,
             tracker: Tracker::new(),
             created: Instant::now(),
+            last_used: Instant::now(),
+            expires_at: None,
             id,
         };
         let mut out = BytesMut::new();

@@ -111,6 +111,16 @@ impl Tracker {
         route
     }
 
+    /// Whether the server still owes replies (the client is waiting on it).
+    pub fn awaiting_reply(&self) -> bool {
+        self.swallowed > 0 || self.owed > 0
+    }
+
+    /// Whether the client has a transaction or an extended-protocol batch open on this server.
+    pub fn in_transaction(&self) -> bool {
+        self.status != b'I' || self.batch_open
+    }
+
     /// Status of the last ReadyForQuery.
     pub fn status(&self) -> u8 {
         self.status

@@ -145,3 +145,18 @@ fn status_reports_last_ready_for_query() {
     run(&mut t, "c:Q s:C s:ZT");
     assert_eq!(t.status(), b'T');
 }
+
+#[test]
+fn awaiting_and_in_transaction_follow_the_flow() {
+    let mut t = Tracker::new();
+    assert!(!t.awaiting_reply() && !t.in_transaction());
+    run(&mut t, "c:Q");
+    assert!(t.awaiting_reply());
+    run(&mut t, "s:C s:ZT");
+    assert!(!t.awaiting_reply() && t.in_transaction());
+    run(&mut t, "c:Q s:C s:ZI c:P c:D c:H");
+    assert!(
+        !t.awaiting_reply() && t.in_transaction(),
+        "Flush-terminated batch is open"
+    );
+}
