@@ -72,10 +72,10 @@ pub struct PgmuxConfig<'a> {
     pub pool_mode: &'a str,
     pub pool_size: usize,
     pub auth_type: &'a str,
-    pub general: &'a str,
+    pub general: String,
     pub userlist: String,
-    pub database_extra: &'a str,
-    pub extra: &'a str,
+    pub database_extra: String,
+    pub extra: String,
 }
 
 impl<'a> PgmuxConfig<'a> {
@@ -85,11 +85,11 @@ impl<'a> PgmuxConfig<'a> {
             pool_mode: "transaction",
             pool_size: 5,
             auth_type: "scram-sha-256",
-            general: "",
+            general: String::new(),
             userlist: "\"app\" \"app\"\n\"md5user\" \"md5pass\"\n\"postgres\" \"postgres\"\n"
                 .into(),
-            database_extra: "",
-            extra: "",
+            database_extra: String::new(),
+            extra: String::new(),
         }
     }
 

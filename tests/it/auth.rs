@@ -75,7 +75,7 @@ async fn server_refusing_our_login_is_reported_with_its_code() {
     let pg = shared_cluster();
     let mut cfg = PgmuxConfig::new(pg);
     cfg.auth_type = "trust";
-    cfg.database_extra = "user = \"app\"\npassword = \"not-the-password\"";
+    cfg.database_extra = "user = \"app\"\npassword = \"not-the-password\"".into();
     let pgmux = cfg.start().await;
     assert_eq!(login_error(&pgmux, "app", "", "app").await, "28P01");
     pgmux.stop().await;

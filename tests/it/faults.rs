@@ -24,8 +24,8 @@ async fn clients_vanishing_mid_transaction_or_mid_result_leave_nothing_behind() 
     cfg.auth_type = "trust";
     cfg.pool_size = 2;
     own_role(pg, "vanisher").await;
-    cfg.database_extra = "user = \"vanisher\"\npassword = \"vanisher\"";
-    cfg.general = "server_reset_query = \"\"";
+    cfg.database_extra = "user = \"vanisher\"\npassword = \"vanisher\"".into();
+    cfg.general = "server_reset_query = \"\"".into();
     let pgmux = cfg.start().await;
 
     for round in 0..4 {

@@ -8,7 +8,7 @@ async fn trust_pgmux(pool_size: usize) -> crate::harness::Pgmux {
     let mut cfg = PgmuxConfig::new(pg);
     cfg.auth_type = "trust";
     cfg.pool_size = pool_size;
-    cfg.database_extra = "user = \"app\"\npassword = \"app\"";
+    cfg.database_extra = "user = \"app\"\npassword = \"app\"".into();
     cfg.start().await
 }
 

@@ -7,8 +7,8 @@ async fn trust_pgmux(general: &'static str) -> crate::harness::Pgmux {
     let pg = shared_cluster();
     let mut cfg = PgmuxConfig::new(pg);
     cfg.auth_type = "trust";
-    cfg.general = general;
-    cfg.database_extra = "user = \"app\"\npassword = \"app\"";
+    cfg.general = general.into();
+    cfg.database_extra = "user = \"app\"\npassword = \"app\"".into();
     cfg.start().await
 }
 
@@ -103,9 +103,7 @@ async fn max_client_conn_refuses_with_53300_and_frees_on_disconnect() {
     let pg = shared_cluster();
     let mut cfg = PgmuxConfig::new(pg);
     cfg.auth_type = "trust";
-    cfg.database_extra = "user = \"app\"\npassword = \"app\"";
-    let text_general = "";
-    cfg.general = text_general;
+    cfg.database_extra = "user = \"app\"\npassword = \"app\"".into();
     let dir = crate::harness::TempDir::new("maxconn");
     let text = cfg
         .render(dir.path())
