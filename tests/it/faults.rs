@@ -173,3 +173,76 @@ async fn postgres_restart_fails_in_flight_work_then_recovers_without_leaks() {
     assert!(backends <= 3, "{backends} app backends for a pool of 3");
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_under_load_from_repeated_postgres_stops() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let mut pg = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let mut cfg = PgmuxConfig::new(&pg);
+    cfg.pool_size = 4;
+    cfg.general = "server_login_retry = 1\nquery_wait_timeout = 5".into();
+    let pgmux = cfg.start().await;
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let last_success_ms = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..12 {
+        let url = pgmux.url("app", "app", "app");
+        let (stop, last) = (stop.clone(), last_success_ms.clone());
+        workers.push(tokio::spawn(async move {
+            let mut client = None;
+            while !stop.load(Ordering::Relaxed) {
+                if client.is_none() {
+                    match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                        Ok((c, conn)) => {
+                            tokio::spawn(conn);
+                            client = Some(c);
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    }
+                }
+                let c = client.as_ref().unwrap();
+                match c.simple_query("BEGIN; SELECT 1; COMMIT").await {
+                    Ok(_) => last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed),
+                    Err(_) => client = None,
+                }
+            }
+        }));
+    }
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        pg = tokio::task::spawn_blocking(move || {
+            pg.stop();
+            std::thread::sleep(Duration::from_secs(2));
+            pg.restart();
+            pg
+        })
+        .await
+        .unwrap();
+        let back_ms = epoch.elapsed().as_millis() as u64;
+        // server_login_retry (1 s) plus one second, with slack for a loaded machine.
+        eventually(Duration::from_secs(4), "transactions succeed again", || async {
+            (last_success_ms.load(Ordering::Relaxed) > back_ms).then_some(())
+        })
+        .await;
+        let pools = pgmux.pools();
+        assert!(pools[0].servers <= 4, "round {round}: {pools:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(15), w)
+            .await
+            .expect("no client hangs")
+            .unwrap();
+    }
+    let admin = pg.admin().await;
+    let n = count(&admin, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").await;
+    assert!(n <= 4, "{n} server connections left for a pool of 4");
+    pgmux.stop().await;
+}
