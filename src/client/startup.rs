@@ -232,6 +232,8 @@ pub(crate) fn pool_for(shared: &Shared, database: &str, server_user: &str) -> Ar
             connect_timeout: Duration::from_secs_f64(general.server_connect_timeout),
             credentials: server_credentials(shared, db.password.as_deref(), server_user),
             health: Health::from_config(general),
+            max_db_connections: shared.config.max_db_connections(database),
+            max_user_connections: shared.config.max_user_connections(server_user),
         }
     })
 }

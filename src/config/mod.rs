@@ -92,6 +92,22 @@ impl Config {
             .unwrap_or(self.general.pool_mode)
     }
 
+    /// Cap on a database's server connections across users; 0 = none.
+    pub fn max_db_connections(&self, db: &str) -> usize {
+        self.databases
+            .get(db)
+            .and_then(|d| d.max_db_connections)
+            .unwrap_or(self.general.max_db_connections) as usize
+    }
+
+    /// Cap on a user's server connections across databases; 0 = none.
+    pub fn max_user_connections(&self, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(self.general.max_user_connections) as usize
+    }
+
     /// Server connections allowed in the pool of a database.
     pub fn pool_size(&self, db: &str) -> usize {
         self.databases

@@ -89,6 +89,12 @@ pub struct General {
     /// 0 = info, 1 = debug, 2 = trace. RUST_LOG overrides. Default 0.
     #[serde(default)]
     pub verbose: u8,
+    /// Most server connections to one database, all users together; 0 = no cap. Default 0.
+    #[serde(default)]
+    pub max_db_connections: u32,
+    /// Most server connections of one user, all databases together; 0 = no cap. Default 0.
+    #[serde(default)]
+    pub max_user_connections: u32,
     /// Servers each pool opens ahead of demand and keeps, once it can log in. Default 0.
     #[serde(default)]
     pub min_pool_size: u32,
@@ -154,6 +160,9 @@ pub struct Database {
     /// Pool mode for this database. Default: the global pool_mode.
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// Cap on this database's server connections. Default: the global max_db_connections.
+    #[serde(default)]
+    pub max_db_connections: Option<u32>,
 }
 
 /// A `[users.NAME]` table.
@@ -166,6 +175,9 @@ pub struct User {
     /// Pool mode for this user. Default: the database's, then the global one.
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// Cap on this user's server connections. Default: the global max_user_connections.
+    #[serde(default)]
+    pub max_user_connections: Option<u32>,
 }
 
 fn default_listen_addr() -> String {

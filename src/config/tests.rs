@@ -74,6 +74,8 @@ fn overrides_resolve_user_then_database_then_global() {
     assert_eq!(c.secret_for("s"), Some(Secret::Plain("pw".into())));
     assert_eq!(c.secret_for("nobody"), None);
     assert_eq!(c.databases["b"].port, 5432);
+    assert_eq!(c.max_db_connections("a"), 0);
+    assert_eq!(c.max_user_connections("s"), 0);
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub(super) async fn run(pool: Weak<Pool>) {
         close_expired(&pool);
         grant_reserve(&pool);
         fill_minimum(&pool);
+        while pool.serve_waiter_under_caps() {}
     }
 }
 
@@ -38,6 +39,7 @@ fn close_expired(pool: &Arc<Pool>) {
             .is_some_and(|limit| now.duration_since(conn.last_used) >= limit);
         (old || idle, old)
     });
+    pool.return_caps(closed.len());
     for mut conn in closed {
         let reason = if conn.expires_at.is_some_and(|at| at <= now) {
             "server_lifetime"
@@ -58,8 +60,12 @@ fn grant_reserve(pool: &Arc<Pool>) {
         return;
     };
     loop {
-        let Some(waiter) = lock(&pool.queue).grant_reserve(health.reserve_size, waited_since)
-        else {
+        if !pool.take_caps() {
+            return;
+        }
+        let granted = lock(&pool.queue).grant_reserve(health.reserve_size, waited_since);
+        let Some(waiter) = granted else {
+            pool.return_caps(1);
             return;
         };
         tracing::debug!(database = %pool.database, "reserve pool used for a waiting client");
@@ -76,6 +82,10 @@ fn fill_minimum(pool: &Arc<Pool>) {
         return;
     }
     while lock(&pool.queue).take_for_minimum(min) {
+        if !pool.take_caps() {
+            lock(&pool.queue).cancel_connect();
+            return;
+        }
         let pool = pool.clone();
         let slot = ConnectSlot::new(pool.clone());
         tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! the guard that returns or closes a server on drop, and the registry of pools. Never holds a
 //! lock across an `.await`.
 
+mod caps;
 mod guard;
 mod janitor;
 mod queue;
@@ -10,6 +11,7 @@ pub use guard::PooledServer;
 
 use crate::config::PoolMode;
 use crate::server::{ServerConn, ServerCredentials, ServerError, ServerTarget};
+use caps::Cap;
 use guard::ConnectSlot;
 use queue::{Handoff, Queue, Take};
 use std::collections::HashMap;
@@ -49,6 +51,10 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub credentials: ServerCredentials,
     pub health: Health,
+    /// max_db_connections for this pool's database; 0 = no cap.
+    pub max_db_connections: usize,
+    /// max_user_connections for this pool's server user; 0 = no cap.
+    pub max_user_connections: usize,
 }
 
 /// Server health and lifecycle settings of a pool (PgBouncer's names, in Duration form).
@@ -112,10 +118,17 @@ pub struct Pool {
     next_server_id: Arc<AtomicU64>,
     /// The last failed connect or login, while server_login_retry has not passed.
     last_failure: Mutex<Option<(Instant, Arc<ServerError>)>>,
+    /// Caps shared with other pools (database-wide, user-wide).
+    caps: Vec<Arc<Cap>>,
 }
 
 impl Pool {
-    fn new(database: String, settings: PoolSettings, ids: Arc<AtomicU64>) -> Pool {
+    fn new(
+        database: String,
+        settings: PoolSettings,
+        ids: Arc<AtomicU64>,
+        caps: Vec<Arc<Cap>>,
+    ) -> Pool {
         Pool {
             database,
             queue: Mutex::new(Queue::new(settings.size)),
@@ -125,6 +138,7 @@ impl Pool {
             clients: AtomicUsize::new(0),
             next_server_id: ids,
             last_failure: Mutex::new(None),
+            caps,
         }
     }
 
@@ -143,18 +157,23 @@ impl Pool {
 
     /// A server for this client: idle, new, or after waiting its turn.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledServer, PoolError> {
-        let step = {
-            let mut q = lock(&self.queue);
-            match q.take() {
-                Take::Idle(conn) => {
-                    Ok(Grant::Conn(Box::new(PooledServer::new(conn, self.clone()))))
-                }
-                Take::Connect => Ok(Grant::Slot(ConnectSlot::new(self.clone()))),
-                Take::Full => {
-                    let (tx, rx) = oneshot::channel();
-                    q.wait(tx, Instant::now());
-                    Err(rx)
-                }
+        let mut step = self.try_take();
+        if let Err(None) = step {
+            // Room in this pool but a shared cap is full: close another pool's idle server
+            // if one exists, else wait like everyone else.
+            step = if self.evict_for_caps() {
+                self.try_take()
+            } else {
+                Err(None)
+            };
+        }
+        let step = match step {
+            Ok(grant) => Ok(grant),
+            Err(Some(rx)) => Err(rx),
+            Err(None) => {
+                let (tx, rx) = oneshot::channel();
+                lock(&self.queue).wait(tx, Instant::now());
+                Err(rx)
             }
         };
         let grant = match step {
@@ -172,6 +191,25 @@ impl Pool {
             Grant::Slot(slot) => slot,
         };
         self.connect(slot).await
+    }
+
+    /// One attempt at a server: Ok(grant), Err(Some(rx)) when queued behind others, Err(None)
+    /// when only a shared cap stands in the way.
+    fn try_take(self: &Arc<Self>) -> Result<Grant, Option<oneshot::Receiver<Grant>>> {
+        let mut q = lock(&self.queue);
+        match q.take() {
+            Take::Idle(conn) => Ok(Grant::Conn(Box::new(PooledServer::new(conn, self.clone())))),
+            Take::Connect if self.take_caps() => Ok(Grant::Slot(ConnectSlot::new(self.clone()))),
+            Take::Connect => {
+                q.cancel_connect();
+                Err(None)
+            }
+            Take::Full => {
+                let (tx, rx) = oneshot::channel();
+                q.wait(tx, Instant::now());
+                Err(Some(rx))
+            }
+        }
     }
 
     /// Whether an idle server may be handed out: still connected, and passing
@@ -255,7 +293,7 @@ impl Pool {
         loop {
             let handoff = lock(&self.queue).release_slot();
             match handoff {
-                None => return,
+                None => return self.return_caps(1),
                 Some(Handoff::Slot(waiter)) => {
                     match waiter.send(Grant::Slot(ConnectSlot::new(self.clone()))) {
                         Ok(()) => return,
@@ -285,6 +323,7 @@ impl Pool {
     /// Closes every idle server (used on shutdown).
     pub fn close_idle(&self) {
         let idle = lock(&self.queue).drain_idle();
+        self.return_caps(idle.len());
         for mut conn in idle {
             conn.terminate();
         }
@@ -301,6 +340,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub struct Pools {
     map: Mutex<HashMap<(String, String), Arc<Pool>>>,
+    /// Shared caps by ("db" or "user", name).
+    caps: Mutex<HashMap<(&'static str, String), Arc<Cap>>>,
     next_server_id: Arc<AtomicU64>,
 }
 
@@ -314,17 +355,44 @@ impl Pools {
         let mut map = lock(&self.map);
         let settings = settings();
         let key = (database.to_owned(), settings.target.user.clone());
-        map.entry(key)
-            .or_insert_with(|| {
-                let pool = Arc::new(Pool::new(
-                    database.to_owned(),
-                    settings,
-                    self.next_server_id.clone(),
-                ));
-                tokio::spawn(janitor::run(Arc::downgrade(&pool)));
-                pool
-            })
-            .clone()
+        if let Some(pool) = map.get(&key) {
+            return pool.clone();
+        }
+        let mut caps = Vec::new();
+        for (kind, name, max) in [
+            ("db", database, settings.max_db_connections),
+            (
+                "user",
+                settings.target.user.as_str(),
+                settings.max_user_connections,
+            ),
+        ] {
+            if max > 0 {
+                let cap = lock(&self.caps)
+                    .entry((kind, name.to_owned()))
+                    .or_insert_with(|| {
+                        let label = match kind {
+                            "db" => format!("max_db_connections of {name}"),
+                            _ => format!("max_user_connections of {name}"),
+                        };
+                        Arc::new(Cap::new(label, max))
+                    })
+                    .clone();
+                caps.push(cap);
+            }
+        }
+        let pool = Arc::new(Pool::new(
+            database.to_owned(),
+            settings,
+            self.next_server_id.clone(),
+            caps,
+        ));
+        for cap in &pool.caps {
+            cap.register(&pool);
+        }
+        tokio::spawn(janitor::run(Arc::downgrade(&pool)));
+        map.insert(key, pool.clone());
+        pool
     }
 
     pub fn all(&self) -> Vec<Arc<Pool>> {

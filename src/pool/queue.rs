@@ -103,6 +103,36 @@ impl<C, W> Queue<C, W> {
         self.waiters.pop_front().map(|(_, w)| w)
     }
 
+    /// Undoes a [`Take::Connect`] whose connection may not be opened after all.
+    pub fn cancel_connect(&mut self) {
+        self.total -= 1;
+    }
+
+    /// When the longest waiter started waiting, if there is room for it to connect.
+    pub fn waiter_with_room(&self) -> Option<Instant> {
+        let (since, _) = self.waiters.front()?;
+        (self.total < self.max).then_some(*since)
+    }
+
+    /// Room for the longest waiter to open a connection, within the pool's size.
+    pub fn take_for_waiter(&mut self) -> Option<W> {
+        if self.total >= self.max {
+            return None;
+        }
+        let (_, w) = self.waiters.pop_front()?;
+        self.total += 1;
+        Some(w)
+    }
+
+    /// Removes the longest-idle connection, freeing its slot.
+    pub fn evict_oldest_idle(&mut self) -> Option<C> {
+        if self.idle.is_empty() {
+            return None;
+        }
+        self.total -= 1;
+        Some(self.idle.remove(0))
+    }
+
     /// Room for one more connection to keep the pool at `min`, when nobody waits.
     pub fn take_for_minimum(&mut self, min: usize) -> bool {
         if self.total < min.min(self.max) && self.waiters.is_empty() {
@@ -258,6 +288,26 @@ mod tests {
         assert_eq!(removed, vec![3]);
         assert_eq!(q.total(), 2);
         assert_eq!(q.idle_count(), 2);
+    }
+
+    #[test]
+    fn waiters_blocked_elsewhere_get_room_in_order() {
+        let mut q: Queue<u32, &str> = Queue::new(2);
+        assert_eq!(q.take(), Take::Connect);
+        q.cancel_connect();
+        assert_eq!(q.total(), 0);
+        let t = Instant::now();
+        q.wait("a", t);
+        q.wait("b", t);
+        assert_eq!(q.waiter_with_room(), Some(t));
+        assert_eq!(q.take_for_waiter(), Some("a"));
+        assert_eq!(q.take_for_waiter(), Some("b"));
+        assert_eq!(q.take_for_waiter(), None);
+        assert_eq!(q.total(), 2);
+        q.put_back(1);
+        q.put_back(2);
+        assert_eq!(q.evict_oldest_idle(), Some(1));
+        assert_eq!(q.total(), 1);
     }
 
     #[test]

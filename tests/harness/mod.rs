@@ -198,6 +198,9 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
 /// Creates (once) a login role of a test's own, password = name, so that what the test counts
 /// or terminates in pg_stat_activity is its alone. Returns the userlist line for it.
 pub async fn own_role(pg: &ClusterInfo, name: &str) -> String {
+    // Concurrent GRANTs on one schema fail with "tuple concurrently updated": one at a time.
+    static ROLES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = ROLES.lock().await;
     let admin = pg.admin().await;
     let sql = format!(
         "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN \

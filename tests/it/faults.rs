@@ -227,9 +227,11 @@ async fn recovers_under_load_from_repeated_postgres_stops() {
         .unwrap();
         let back_ms = epoch.elapsed().as_millis() as u64;
         // server_login_retry (1 s) plus one second, with slack for a loaded machine.
-        eventually(Duration::from_secs(4), "transactions succeed again", || async {
-            (last_success_ms.load(Ordering::Relaxed) > back_ms).then_some(())
-        })
+        eventually(
+            Duration::from_secs(4),
+            "transactions succeed again",
+            || async { (last_success_ms.load(Ordering::Relaxed) > back_ms).then_some(()) },
+        )
         .await;
         let pools = pgmux.pools();
         assert!(pools[0].servers <= 4, "round {round}: {pools:?}");
@@ -242,7 +244,11 @@ async fn recovers_under_load_from_repeated_postgres_stops() {
             .unwrap();
     }
     let admin = pg.admin().await;
-    let n = count(&admin, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").await;
+    let n = count(
+        &admin,
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'",
+    )
+    .await;
     assert!(n <= 4, "{n} server connections left for a pool of 4");
     pgmux.stop().await;
 }

@@ -9,6 +9,7 @@ mod cli;
 mod copy;
 mod faults;
 mod health;
+mod limits;
 mod pgbench;
 mod pipelines;
 mod startup;

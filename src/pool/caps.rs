@@ -1,0 +1,147 @@
+//! Caps on server connections shared by several pools: max_db_connections (one database,
+//! all its users) and max_user_connections (one user, all databases). A pool takes a unit of
+//! each of its caps for every server it opens and gives it back when the server closes. When a
+//! cap is full, an idle server of another pool under it is closed to make room (as PgBouncer
+//! does); otherwise the client waits, and freed room goes to the longest waiter under the cap.
+
+use super::guard::ConnectSlot;
+use super::{lock, Grant, Pool};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+pub struct Cap {
+    pub label: String,
+    max: usize,
+    open: AtomicUsize,
+    pools: Mutex<Vec<Weak<Pool>>>,
+}
+
+impl Cap {
+    pub fn new(label: String, max: usize) -> Cap {
+        Cap {
+            label,
+            max,
+            open: AtomicUsize::new(0),
+            pools: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn register(&self, pool: &Arc<Pool>) {
+        lock(&self.pools).push(Arc::downgrade(pool));
+    }
+
+    fn try_take(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn pools(&self) -> Vec<Arc<Pool>> {
+        lock(&self.pools).iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+impl Pool {
+    /// Takes a unit of every cap over this pool, or none.
+    pub(super) fn take_caps(&self) -> bool {
+        for (i, cap) in self.caps.iter().enumerate() {
+            if !cap.try_take() {
+                self.caps[..i].iter().for_each(|c| c.give_back());
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Gives back the units of `count` closed servers and lets waiters under the caps use them.
+    pub(super) fn return_caps(&self, count: usize) {
+        if count == 0 || self.caps.is_empty() {
+            return;
+        }
+        for cap in &self.caps {
+            (0..count).for_each(|_| cap.give_back());
+        }
+        for cap in &self.caps {
+            wake_longest_waiter(cap);
+        }
+    }
+
+    /// Closes the longest-idle server of another pool under a full cap of ours.
+    pub(super) fn evict_for_caps(&self) -> bool {
+        for cap in self.caps.iter().filter(|c| c.open() >= c.max) {
+            for other in cap.pools() {
+                if std::ptr::eq(&*other, self) {
+                    continue;
+                }
+                let evicted = lock(&other.queue).evict_oldest_idle();
+                if let Some(mut conn) = evicted {
+                    tracing::debug!(
+                        server = conn.id,
+                        database = %other.database,
+                        cap = %cap.label,
+                        reason = "evicted to make room under a connection cap",
+                        "closing server"
+                    );
+                    conn.terminate();
+                    other.return_caps(1);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Lets this pool's longest waiter connect if its caps allow, evicting idle servers of
+    /// other pools when they do not. Returns whether a waiter was served.
+    pub(super) fn serve_waiter_under_caps(self: &Arc<Self>) -> bool {
+        if lock(&self.queue).waiter_with_room().is_none() {
+            return false;
+        }
+        let room = self.take_caps() || (self.evict_for_caps() && self.take_caps());
+        if !room {
+            return false;
+        }
+        let waiter = lock(&self.queue).take_for_waiter();
+        match waiter {
+            Some(w) => {
+                // A waiter that gave up hands the slot back through the guard's drop.
+                let _ = w.send(Grant::Slot(ConnectSlot::new(self.clone())));
+                true
+            }
+            None => {
+                self.return_caps(1);
+                false
+            }
+        }
+    }
+}
+
+/// Gives freed room under `cap` to the pool whose waiter has waited longest.
+fn wake_longest_waiter(cap: &Cap) {
+    let pools = cap.pools();
+    let longest = pools
+        .iter()
+        .filter_map(|p| lock(&p.queue).waiter_with_room().map(|since| (since, p)))
+        .min_by_key(|(since, _)| *since);
+    if let Some((_, pool)) = longest {
+        if pool.take_caps() {
+            let waiter = lock(&pool.queue).take_for_waiter();
+            match waiter {
+                Some(w) => {
+                    let _ = w.send(Grant::Slot(ConnectSlot::new(pool.clone())));
+                }
+                None => pool.caps.iter().for_each(|c| c.give_back()),
+            }
+        }
+    }
+}
