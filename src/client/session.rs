@@ -6,7 +6,7 @@ use super::startup::Login;
 use super::{ClientConn, ClientError};
 use crate::cancel::ServerKey;
 use crate::config::PoolMode;
-use crate::pool::PooledServer;
+use crate::pool::{Checkout, PooledServer};
 use crate::protocol::backend;
 use crate::protocol::frame;
 use crate::relay::{scan_client, scan_server, Passthrough};
@@ -185,7 +185,7 @@ impl Session<'_> {
     /// Borrows a server, links cancels to it and queues the SETs that give it the client's
     /// parameters; their replies are swallowed.
     async fn acquire(&mut self) -> Result<(), ClientError> {
-        let checkout = self.login.pool.checkout();
+        let checkout = self.login.pool.checkout(Checkout::Wait);
         let mut server = match self.timeouts.query_wait {
             None => checkout.await?,
             Some(limit) => tokio::time::timeout(limit, checkout)

@@ -8,7 +8,7 @@ use crate::auth::scram::{ScramKeys, ServerExchange, DEFAULT_ITERATIONS};
 use crate::auth::{constant_time_eq, random_nonce, Secret};
 use crate::cancel::CancelSlot;
 use crate::config::{AuthType, PoolMode};
-use crate::pool::{Health, Pool, PoolSettings};
+use crate::pool::{Checkout, Health, Pool, PoolSettings};
 use crate::protocol::backend;
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::{tracked_index, ParamSet};
@@ -176,7 +176,7 @@ pub async fn login(
         Some(w) => w,
         None => {
             // Learn the server's parameters from a real connection, which then stays pooled.
-            let server = pool.checkout().await?;
+            let server = pool.checkout(Checkout::FailFast).await?;
             drop(server);
             pool.welcome().unwrap_or_default()
         }
@@ -228,7 +228,7 @@ pub(crate) fn pool_for(shared: &Shared, database: &str, server_user: &str) -> Ar
                 user: server_user.to_owned(),
             },
             mode: shared.config.pool_mode(database, server_user),
-            size: shared.config.pool_size(database),
+            size: shared.config.pool_size(database, server_user),
             connect_timeout: Duration::from_secs_f64(general.server_connect_timeout),
             credentials: server_credentials(shared, db.password.as_deref(), server_user),
             health: Health::from_config(general),

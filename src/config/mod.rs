@@ -108,11 +108,13 @@ impl Config {
             .unwrap_or(self.general.max_user_connections) as usize
     }
 
-    /// Server connections allowed in the pool of a database.
-    pub fn pool_size(&self, db: &str) -> usize {
-        self.databases
-            .get(db)
-            .and_then(|d| d.pool_size)
+    /// Server connections allowed in the pool of (database, user): the user's pool_size, else
+    /// the database's, else default_pool_size.
+    pub fn pool_size(&self, db: &str, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_size)
+            .or_else(|| self.databases.get(db).and_then(|d| d.pool_size))
             .unwrap_or(self.general.default_pool_size) as usize
     }
 }

@@ -175,6 +175,10 @@ pub struct User {
     /// Pool mode for this user. Default: the database's, then the global one.
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// Server connections in this user's pools, overriding the database's pool_size and
+    /// default_pool_size. Default: unset.
+    #[serde(default)]
+    pub pool_size: Option<u32>,
     /// Cap on this user's server connections. Default: the global max_user_connections.
     #[serde(default)]
     pub max_user_connections: Option<u32>,

@@ -63,14 +63,15 @@ fn overrides_resolve_user_then_database_then_global() {
         "[pgmux]\npool_mode = \"transaction\"\ndefault_pool_size = 7\n\
          [databases.a]\nhost = \"h\"\npool_mode = \"session\"\npool_size = 3\n\
          [databases.b]\nhost = \"h\"\n\
-         [users.s]\npool_mode = \"statement\"\npassword = \"pw\"\n",
+         [users.s]\npool_mode = \"statement\"\npassword = \"pw\"\npool_size = 2\n",
     )
     .unwrap();
     assert_eq!(c.pool_mode("a", "x"), PoolMode::Session);
     assert_eq!(c.pool_mode("b", "x"), PoolMode::Transaction);
     assert_eq!(c.pool_mode("a", "s"), PoolMode::Statement);
-    assert_eq!(c.pool_size("a"), 3);
-    assert_eq!(c.pool_size("b"), 7);
+    assert_eq!(c.pool_size("a", "s"), 2);
+    assert_eq!(c.pool_size("a", "x"), 3);
+    assert_eq!(c.pool_size("b", "x"), 7);
     assert_eq!(c.secret_for("s"), Some(Secret::Plain("pw".into())));
     assert_eq!(c.secret_for("nobody"), None);
     assert_eq!(c.databases["b"].port, 5432);

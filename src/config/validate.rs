@@ -200,6 +200,12 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
         }
     }
     for (name, user) in &config.users {
+        if user.pool_size == Some(0) {
+            problems.push(problem(
+                format!("users.{name}.pool_size"),
+                "must be at least 1",
+            ));
+        }
         if let Some(Err(e)) = user.password.as_deref().map(crate::auth::Secret::parse) {
             problems.push(problem(format!("users.{name}.password"), e.to_string()));
         }

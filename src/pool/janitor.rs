@@ -90,7 +90,7 @@ fn fill_minimum(pool: &Arc<Pool>) {
         let slot = ConnectSlot::new(pool.clone());
         tokio::spawn(async move {
             // On success the server goes straight to the idle list through its guard.
-            match pool.connect(slot).await {
+            match pool.connect(slot, super::Checkout::FailFast).await {
                 Ok(server) => drop::<PooledServer>(server),
                 Err(e) => {
                     tracing::debug!(database = %pool.database, error = %e, "min_pool_size connect failed")

@@ -31,6 +31,16 @@ pub enum PoolError {
     Login(Arc<ServerError>),
 }
 
+/// How a checkout treats a server that is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkout {
+    /// A client logging in: get the error at once (PgBouncer's fail-fast during login retry).
+    FailFast,
+    /// A logged-in client starting a transaction: wait for the server to come back (bounded by
+    /// query_wait_timeout), so only transactions in flight at an outage fail.
+    Wait,
+}
+
 /// What a waiter is handed.
 enum Grant {
     Conn(Box<PooledServer>),
@@ -156,7 +166,7 @@ impl Pool {
     }
 
     /// A server for this client: idle, new, or after waiting its turn.
-    pub async fn checkout(self: &Arc<Self>) -> Result<PooledServer, PoolError> {
+    pub async fn checkout(self: &Arc<Self>, mode: Checkout) -> Result<PooledServer, PoolError> {
         let mut step = self.try_take();
         if let Err(None) = step {
             // Room in this pool but a shared cap is full: close another pool's idle server
@@ -190,7 +200,7 @@ impl Pool {
             },
             Grant::Slot(slot) => slot,
         };
-        self.connect(slot).await
+        self.connect(slot, mode).await
     }
 
     /// One attempt at a server: Ok(grant), Err(Some(rx)) when queued behind others, Err(None)
@@ -232,13 +242,41 @@ impl Pool {
         }
     }
 
-    async fn connect(self: &Arc<Self>, slot: ConnectSlot) -> Result<PooledServer, PoolError> {
-        let s = &self.settings;
-        if let Some((at, error)) = lock(&self.last_failure).clone() {
-            if at.elapsed() < s.health.login_retry {
-                return Err(PoolError::Login(error));
+    /// Opens a server with `slot`. While logins fail, tries again only every
+    /// server_login_retry: a `FailFast` caller gets the last error at once; a `Wait` caller
+    /// sleeps until the next try, unless PostgreSQL refused the login for good (then it gets
+    /// PostgreSQL's own error at once, too).
+    async fn connect(
+        self: &Arc<Self>,
+        slot: ConnectSlot,
+        mode: Checkout,
+    ) -> Result<PooledServer, PoolError> {
+        loop {
+            let failure = lock(&self.last_failure).clone();
+            if let Some((at, error)) = failure {
+                let retry_at = at + self.settings.health.login_retry;
+                if Instant::now() < retry_at {
+                    if mode == Checkout::FailFast || !error.is_transient() {
+                        return Err(PoolError::Login(error));
+                    }
+                    tokio::time::sleep_until(retry_at.into()).await;
+                    continue;
+                }
+            }
+            match self.try_connect().await {
+                Ok(conn) => {
+                    slot.consume();
+                    return Ok(PooledServer::new(conn, self.clone()));
+                }
+                Err(e) if mode == Checkout::Wait && e.is_transient() => continue,
+                Err(e) => return Err(PoolError::Login(e)),
             }
         }
+    }
+
+    /// One connect and login; a failure is remembered for server_login_retry.
+    async fn try_connect(&self) -> Result<ServerConn, Arc<ServerError>> {
+        let s = &self.settings;
         let credentials = lock(&self.credentials).clone();
         let id = self.next_server_id.fetch_add(1, Ordering::Relaxed);
         let mut conn =
@@ -253,7 +291,7 @@ impl Pool {
                     );
                     let e = Arc::new(e);
                     *lock(&self.last_failure) = Some((Instant::now(), e.clone()));
-                    return Err(PoolError::Login(e));
+                    return Err(e);
                 }
             };
         lock(&self.last_failure).take();
@@ -265,8 +303,7 @@ impl Pool {
             "opened server connection"
         );
         lock(&self.welcome).get_or_insert_with(|| Arc::new(conn.startup_params.clone()));
-        slot.consume();
-        Ok(PooledServer::new(conn, self.clone()))
+        Ok(conn)
     }
 
     /// A server comes back healthy: to the longest waiter, or to the idle list.

@@ -11,6 +11,26 @@ use crate::protocol::backend::ErrorFields;
 use crate::protocol::ProtocolError;
 use thiserror::Error;
 
+impl ServerError {
+    /// Whether trying again later may succeed: the server is down, starting, stopping or full,
+    /// rather than refusing this login for good (bad password, no such database).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ServerError::Refused(fields) => {
+                matches!(fields.code.as_str(), "57P01" | "57P02" | "57P03" | "53300")
+            }
+            ServerError::Connect { .. }
+            | ServerError::Timeout(_)
+            | ServerError::Io(_)
+            | ServerError::Closed => true,
+            ServerError::Auth(_)
+            | ServerError::Protocol(_)
+            | ServerError::Unexpected(_)
+            | ServerError::UnsupportedAuth(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error("cannot connect to {addr}: {source}")]

@@ -183,15 +183,16 @@ async fn recovers_under_load_from_repeated_postgres_stops() {
     let mut pg = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
     let mut cfg = PgmuxConfig::new(&pg);
     cfg.pool_size = 4;
-    cfg.general = "server_login_retry = 1\nquery_wait_timeout = 5".into();
+    cfg.general = "server_login_retry = 1\nquery_wait_timeout = 20".into();
     let pgmux = cfg.start().await;
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let last_success_ms = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..12 {
         let url = pgmux.url("app", "app", "app");
-        let (stop, last) = (stop.clone(), last_success_ms.clone());
+        let (stop, last, failed) = (stop.clone(), last_success_ms.clone(), failed.clone());
         workers.push(tokio::spawn(async move {
             let mut client = None;
             while !stop.load(Ordering::Relaxed) {
@@ -210,13 +211,17 @@ async fn recovers_under_load_from_repeated_postgres_stops() {
                 let c = client.as_ref().unwrap();
                 match c.simple_query("BEGIN; SELECT 1; COMMIT").await {
                     Ok(_) => last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed),
-                    Err(_) => client = None,
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        client = None;
+                    }
                 }
             }
         }));
     }
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
+        let failed_before = failed.load(Ordering::Relaxed);
         pg = tokio::task::spawn_blocking(move || {
             pg.stop();
             std::thread::sleep(Duration::from_secs(2));
@@ -233,6 +238,13 @@ async fn recovers_under_load_from_repeated_postgres_stops() {
             || async { (last_success_ms.load(Ordering::Relaxed) > back_ms).then_some(()) },
         )
         .await;
+        // Only transactions in flight at the stop failed: at most one per server connection.
+        // The other clients waited for PostgreSQL to come back.
+        let failures = failed.load(Ordering::Relaxed) - failed_before;
+        assert!(
+            failures <= 4,
+            "round {round}: {failures} failed transactions, pool of 4"
+        );
         let pools = pgmux.pools();
         assert!(pools[0].servers <= 4, "round {round}: {pools:?}");
     }
@@ -250,5 +262,103 @@ async fn recovers_under_load_from_repeated_postgres_stops() {
     )
     .await;
     assert!(n <= 4, "{n} server connections left for a pool of 4");
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_keeps_running_across_a_postgres_stop() {
+    use crate::harness::pg::tool;
+    let mut pg = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let port = pg.port.to_string();
+    let (ok, out) = crate::harness::run_tool(
+        &tool("pgbench"),
+        &[
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "app",
+            "app",
+        ],
+        "app",
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(ok, "{out}");
+    let mut cfg = PgmuxConfig::new(&pg);
+    cfg.pool_size = 4;
+    cfg.general = "server_login_retry = 1".into();
+    let pgmux = cfg.start().await;
+    let pgmux_port = pgmux.port.to_string();
+    let logs = crate::harness::TempDir::new("pgbench-log");
+    let prefix = format!("--log-prefix={}/tx", logs.path().display());
+    let bench = tokio::spawn(async move {
+        crate::harness::run_tool(
+            &tool("pgbench"),
+            &[
+                "-S",
+                "-c",
+                "8",
+                "-j",
+                "8",
+                "-T",
+                "9",
+                "--log",
+                &prefix,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pgmux_port,
+                "-U",
+                "app",
+                "app",
+            ],
+            "app",
+            Duration::from_secs(60),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg = tokio::task::spawn_blocking(move || {
+        pg.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        pg.restart();
+        pg
+    })
+    .await
+    .unwrap();
+    let back = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (_, out) = bench.await.unwrap();
+    let aborted = out
+        .lines()
+        .filter(|l| l.contains("aborted in command"))
+        .count();
+    assert!(
+        aborted <= 4,
+        "only clients in flight at the stop fail (pool of 4):\n{out}"
+    );
+    // pgbench's per-transaction log: the fifth field is the second each transaction ended.
+    let mut after_restart = 0;
+    for entry in std::fs::read_dir(logs.path()).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        after_restart += text
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4)?.parse::<u64>().ok())
+            .filter(|&t| t > back)
+            .count();
+    }
+    assert!(
+        after_restart > 0,
+        "no transactions after the restart:\n{out}"
+    );
+    drop(pg);
     pgmux.stop().await;
 }
