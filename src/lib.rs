@@ -1,6 +1,7 @@
 //! pgmux: a PostgreSQL connection pooler. `Server::bind(config)` starts one in-process and
 //! returns a handle; there are no statics: shared state is one `Arc<Shared>` passed down.
 
+pub mod admin;
 pub mod auth;
 pub mod cancel;
 pub mod client;
@@ -10,10 +11,11 @@ pub mod pool;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+pub mod stats;
 
 use auth::scram::ScramKeys;
 use config::Config;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,8 @@ pub struct Shared {
     pub mock_salt_key: [u8; 32],
     /// SCRAM keys derived from plaintext passwords, by user (derivation is deliberately slow).
     pub derived_keys: Mutex<HashMap<String, (String, ScramKeys)>>,
+    /// Per-database averages over the last stats_period.
+    averages: Mutex<BTreeMap<String, stats::Averages>>,
 }
 
 impl Shared {
@@ -42,7 +46,66 @@ impl Shared {
             clients: AtomicUsize::new(0),
             mock_salt_key: rand::random(),
             derived_keys: Mutex::new(HashMap::new()),
+            averages: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Counters per configured database, summed over its pools.
+    pub fn totals_by_database(&self) -> BTreeMap<String, stats::Totals> {
+        let mut by_db: BTreeMap<String, stats::Totals> = self
+            .config
+            .databases
+            .keys()
+            .map(|name| (name.clone(), Default::default()))
+            .collect();
+        for pool in self.pools.all() {
+            by_db
+                .entry(pool.database.clone())
+                .or_default()
+                .add(&pool.stats.totals());
+        }
+        by_db
+    }
+
+    /// Per-database averages over the last full stats_period (zero before the first one).
+    pub fn stats_averages(&self) -> BTreeMap<String, stats::Averages> {
+        self.averages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Every stats_period: recompute the averages SHOW STATS reports and, with log_stats, log them.
+async fn stats_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let period = std::time::Duration::from_secs_f64(shared.config.general.stats_period);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut previous = shared.totals_by_database();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let now = shared.totals_by_database();
+        let averages: BTreeMap<_, _> = now
+            .iter()
+            .map(|(db, t)| {
+                let before = previous.get(db).copied().unwrap_or_default();
+                (db.clone(), t.averages_since(&before, period.as_secs_f64()))
+            })
+            .collect();
+        if shared.config.general.log_stats {
+            for (db, a) in &averages {
+                tracing::info!(
+                    database = %db,
+                    "stats: {} xacts/s, {} queries/s, in {} B/s, out {} B/s, xact {} us, query {} us, wait {} us",
+                    a.xact_count, a.query_count, a.bytes_received, a.bytes_sent,
+                    a.xact_time_us, a.query_time_us, a.wait_time_us
+                );
+            }
+        }
+        *shared.averages.lock().unwrap_or_else(|e| e.into_inner()) = averages;
+        previous = now;
     }
 }
 
@@ -64,6 +127,7 @@ impl Server {
             }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(stats_task(shared.clone(), stop_rx.clone()));
         let task = tokio::spawn(listener::accept_loop(socket, shared.clone(), stop_rx));
         tracing::info!(%local_addr, "listening");
         Ok(Running {

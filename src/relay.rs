@@ -85,6 +85,10 @@ pub struct ServerScan {
     pub want: usize,
     /// Offset of the first forwarded ReadyForQuery that reports an open transaction.
     pub transaction_opened_at: Option<usize>,
+    /// Forwarded ReadyForQuery messages: queries (Query or Sync rounds) completed.
+    pub queries_done: u32,
+    /// Forwarded ReadyForQuery messages saying idle: transactions completed.
+    pub transactions_done: u32,
 }
 
 fn server_may_split(tag: u8) -> bool {
@@ -115,6 +119,12 @@ pub fn scan_server(
         }
         let body = &buf[pos + 5..pos + h.total];
         let route = tracker.server_message(h.tag, body.first().copied());
+        if h.tag == b'Z' && route == Route::Forward {
+            out.queries_done += 1;
+            if body.first() == Some(&b'I') {
+                out.transactions_done += 1;
+            }
+        }
         match h.tag {
             b'S' => {
                 if let Some((name, value)) = cstr(body).and_then(|(n, r)| Some((n, cstr(r)?.0))) {

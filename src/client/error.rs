@@ -22,6 +22,8 @@ pub enum ClientError {
     UnknownDatabase(String),
     #[error("password authentication failed for user \"{0}\"")]
     AuthFailed(String),
+    #[error("user \"{0}\" is not allowed on the admin console (admin_users, stats_users)")]
+    NotConsoleUser(String),
     #[error("no more connections allowed (max_client_conn)")]
     TooManyClients,
     #[error("client_login_timeout: login not completed in time")]
@@ -72,6 +74,7 @@ impl ClientError {
             ClientError::NoUser => fatal(code::INVALID_AUTHORIZATION),
             ClientError::UnknownDatabase(_) => fatal(code::INVALID_CATALOG_NAME),
             ClientError::AuthFailed(_) => fatal(code::INVALID_PASSWORD),
+            ClientError::NotConsoleUser(_) => fatal(code::INVALID_AUTHORIZATION),
             ClientError::TooManyClients => fatal(code::TOO_MANY_CONNECTIONS),
             ClientError::LoginTimeout => fatal(code::PROTOCOL_VIOLATION),
             ClientError::TransactionInStatementMode => fatal(code::FEATURE_NOT_SUPPORTED),
@@ -120,6 +123,7 @@ mod tests {
             (ClientError::UnknownDatabase("d".into()), Some("3D000")),
             (ClientError::AuthFailed("u".into()), Some("28P01")),
             (ClientError::TooManyClients, Some("53300")),
+            (ClientError::NotConsoleUser("u".into()), Some("28000")),
             (ClientError::LoginTimeout, Some("08P01")),
             (ClientError::TransactionInStatementMode, Some("0A000")),
             (ServerError::Closed.into(), Some("08006")),

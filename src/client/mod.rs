@@ -7,6 +7,7 @@ mod startup;
 
 pub use error::ClientError;
 pub(crate) use startup::pool_for;
+use startup::Admitted;
 
 use crate::Shared;
 use bytes::BytesMut;
@@ -42,11 +43,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Err(_) => Err(ClientError::LoginTimeout),
         Ok(Err(e)) => Err(e),
         Ok(Ok(None)) => Ok(()),
-        Ok(Ok(Some(login))) => {
+        Ok(Ok(Some(Admitted::Pool(login)))) => {
             tracing::info!(user = %login.user, database = %login.database, %peer, "client connected");
             let (user, database) = (login.user.clone(), login.database.clone());
             let result = session::run(&mut conn, login, &shared).await;
             tracing::info!(%user, %database, %peer, "client disconnected");
+            result
+        }
+        Ok(Ok(Some(Admitted::Console { user, role }))) => {
+            tracing::info!(%user, ?role, %peer, "admin console connected");
+            let result = crate::admin::run(&mut conn, role, &shared).await;
+            tracing::info!(%user, %peer, "admin console disconnected");
             result
         }
     };

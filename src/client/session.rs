@@ -11,6 +11,7 @@ use crate::protocol::backend;
 use crate::protocol::frame;
 use crate::relay::{scan_client, scan_server, Passthrough};
 use crate::server::tracker::Verdict;
+use crate::stats::PoolStats;
 use crate::Shared;
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering;
@@ -86,6 +87,9 @@ struct Session<'a> {
     timeouts: Timeouts,
     phase: Phase,
     phase_since: Instant,
+    /// When the current transaction and query began (for SHOW STATS times).
+    transaction_started: Option<Instant>,
+    query_started: Option<Instant>,
 }
 
 pub async fn run(
@@ -105,6 +109,8 @@ pub async fn run(
         timeouts: Timeouts::from_config(&shared.config.general),
         phase: Phase::Idle,
         phase_since: Instant::now(),
+        transaction_started: None,
+        query_started: None,
     };
     let result = session.serve().await;
     session.finish().await;
@@ -185,13 +191,21 @@ impl Session<'_> {
     /// Borrows a server, links cancels to it and queues the SETs that give it the client's
     /// parameters; their replies are swallowed.
     async fn acquire(&mut self) -> Result<(), ClientError> {
-        let checkout = self.login.pool.checkout(Checkout::Wait);
-        let mut server = match self.timeouts.query_wait {
-            None => checkout.await?,
-            Some(limit) => tokio::time::timeout(limit, checkout)
-                .await
-                .map_err(|_| ClientError::QueryWaitTimeout)??,
+        let pool = &self.login.pool;
+        let waiting_since = Instant::now();
+        pool.waiting.fetch_add(1, Ordering::Relaxed);
+        let checkout = pool.checkout(Checkout::Wait);
+        let result = match self.timeouts.query_wait {
+            None => checkout.await.map_err(ClientError::from),
+            Some(limit) => match tokio::time::timeout(limit, checkout).await {
+                Ok(r) => r.map_err(ClientError::from),
+                Err(_) => Err(ClientError::QueryWaitTimeout),
+            },
         };
+        pool.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut server = result?;
+        PoolStats::add(&pool.stats.server_assignment_count, 1);
+        PoolStats::add(&pool.stats.wait_time_us, micros(waiting_since.elapsed()));
         self.login.cancel.link(ServerKey {
             addr: server.addr,
             pid: server.backend_pid,
@@ -215,8 +229,15 @@ impl Session<'_> {
         let Some(server) = self.server.as_mut() else {
             return Ok(false);
         };
+        let was_awaiting = server.tracker.awaiting_reply();
         let scan = scan_client(&self.client.buf, &mut self.client_pass, &mut server.tracker)?;
         if scan.forward > 0 {
+            let now = Instant::now();
+            self.transaction_started.get_or_insert(now);
+            if !was_awaiting {
+                self.query_started.get_or_insert(now);
+            }
+            PoolStats::add(&self.login.pool.stats.bytes_received, scan.forward as u64);
             if let Err(e) = server
                 .stream
                 .write_all(&self.client.buf[..scan.forward])
@@ -289,6 +310,22 @@ impl Session<'_> {
         )?;
         server.buf.advance(scan.swallow);
         let len = scan.end - scan.swallow;
+        let stats = &self.login.pool.stats;
+        PoolStats::add(&stats.bytes_sent, len as u64);
+        if scan.queries_done > 0 {
+            PoolStats::add(&stats.query_count, scan.queries_done as u64);
+            if !server.tracker.awaiting_reply() {
+                if let Some(started) = self.query_started.take() {
+                    PoolStats::add(&stats.query_time_us, micros(started.elapsed()));
+                }
+            }
+        }
+        if scan.transactions_done > 0 {
+            PoolStats::add(&stats.xact_count, scan.transactions_done as u64);
+            if let Some(started) = self.transaction_started.take() {
+                PoolStats::add(&stats.xact_time_us, micros(started.elapsed()));
+            }
+        }
         server.buf.reserve(scan.want);
         if let (PoolMode::Statement, Some(at)) = (self.login.mode, scan.transaction_opened_at) {
             // Everything before the ReadyForQuery that opened the transaction, then the error.
@@ -359,6 +396,10 @@ fn server_failed(login: &Login, error: ClientError) -> ClientError {
         ClientError::Io(_) => ClientError::ServerGone,
         other => other,
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
 }
 
 fn closed_by_client() -> ClientError {

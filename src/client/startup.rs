@@ -3,6 +3,7 @@
 //! BackendKeyData, ReadyForQuery).
 
 use super::{ClientConn, ClientError};
+use crate::admin::{self, Role};
 use crate::auth::md5::{salted_reply, stored_hash};
 use crate::auth::scram::{ScramKeys, ServerExchange, DEFAULT_ITERATIONS};
 use crate::auth::{constant_time_eq, random_nonce, Secret};
@@ -15,6 +16,7 @@ use crate::protocol::params::{tracked_index, ParamSet};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
 use crate::server::{ServerCredentials, ServerTarget};
+use crate::stats::PoolStats;
 use crate::Shared;
 use bytes::{Buf, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -28,6 +30,12 @@ const ALWAYS_IGNORED: [&str; 3] = ["user", "database", "extra_float_digits"];
 
 /// Newest protocol minor version pgmux speaks.
 const PROTOCOL_MINOR: u16 = 0;
+
+/// What a successful login leads to.
+pub enum Admitted {
+    Pool(Login),
+    Console { user: String, role: Role },
+}
 
 /// A logged-in client, ready for its session.
 pub struct Login {
@@ -100,7 +108,7 @@ pub async fn login(
     conn: &mut ClientConn,
     shared: &Arc<Shared>,
     over_limit: bool,
-) -> Result<Option<Login>, ClientError> {
+) -> Result<Option<Admitted>, ClientError> {
     let (minor, params) = loop {
         match conn.read_startup_packet().await? {
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
@@ -142,6 +150,12 @@ pub async fn login(
             return Err(ClientError::UnsupportedParameter(key.clone()));
         }
     }
+    if admin::DATABASES.contains(&database.as_str()) {
+        // The console is exempt from max_client_conn, so an operator can always get in.
+        return console_login(conn, shared, user, &database, out)
+            .await
+            .map(Some);
+    }
     if over_limit {
         return Err(ClientError::TooManyClients);
     }
@@ -151,13 +165,7 @@ pub async fn login(
         .get(&database)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
 
-    let proved_key = authenticate(conn, shared, &user, &mut out)
-        .await
-        .inspect_err(|e| {
-            if matches!(e, ClientError::AuthFailed(_)) {
-                tracing::info!(%user, %database, peer = %conn.peer, "client authentication failed");
-            }
-        })?;
+    let proved_key = authenticate_logged(conn, shared, &user, &database, &mut out).await?;
     backend::authentication_ok(&mut out);
 
     let server_user = db.user.clone().unwrap_or_else(|| user.clone());
@@ -203,8 +211,9 @@ pub async fn login(
         return Err(e);
     }
     pool.clients.fetch_add(1, Ordering::Relaxed);
+    PoolStats::add(&pool.stats.client_login_count, 1);
     let mode = pool.settings.mode;
-    Ok(Some(Login {
+    Ok(Some(Admitted::Pool(Login {
         user,
         database,
         pool,
@@ -212,7 +221,45 @@ pub async fn login(
         params: params_out,
         cancel_key,
         cancel,
-    }))
+    })))
+}
+
+/// Authenticates, logging a failure with user, database and peer address.
+async fn authenticate_logged(
+    conn: &mut ClientConn,
+    shared: &Shared,
+    user: &str,
+    database: &str,
+    out: &mut BytesMut,
+) -> Result<Option<[u8; 32]>, ClientError> {
+    authenticate(conn, shared, user, out)
+        .await
+        .inspect_err(|e| {
+            if matches!(e, ClientError::AuthFailed(_)) {
+                tracing::info!(%user, %database, peer = %conn.peer, "client authentication failed");
+            }
+        })
+}
+
+/// Logs a user in to the admin console: authenticated like anyone, then admitted only if
+/// listed in admin_users or stats_users.
+async fn console_login(
+    conn: &mut ClientConn,
+    shared: &Shared,
+    user: String,
+    database: &str,
+    mut out: BytesMut,
+) -> Result<Admitted, ClientError> {
+    authenticate_logged(conn, shared, &user, database, &mut out).await?;
+    let role =
+        admin::role(shared, &user).ok_or_else(|| ClientError::NotConsoleUser(user.clone()))?;
+    backend::authentication_ok(&mut out);
+    admin::welcome(&mut out);
+    let (pid, secret): (u32, u32) = rand::random();
+    backend::backend_key_data(&mut out, pid, secret);
+    backend::ready_for_query(&mut out, b'I');
+    conn.send(&mut out).await?;
+    Ok(Admitted::Console { user, role })
 }
 
 /// The pool of (database, server user), created on first use.

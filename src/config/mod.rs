@@ -119,5 +119,27 @@ impl Config {
     }
 }
 
+/// Every general setting as (name, value) text, sorted by name, for SHOW CONFIG.
+pub fn general_settings(general: &General) -> BTreeMap<String, String> {
+    let Ok(toml::Value::Table(table)) = toml::Value::try_from(general) else {
+        return BTreeMap::new();
+    };
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            (key, text)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,11 @@
 //! The settings, each documented where it is declared, with PgBouncer's names, units and defaults.
 //! Unknown keys are rejected (see validate.rs for how every one is named).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// How long a client keeps its server connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// For the client's whole session (PgBouncer's default).
@@ -27,7 +27,7 @@ impl PoolMode {
 }
 
 /// How clients prove who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum AuthType {
     /// No password asked.
     #[serde(rename = "trust")]
@@ -41,7 +41,7 @@ pub enum AuthType {
 }
 
 /// The `[pgmux]` table: general settings, PgBouncer's `[pgbouncer]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct General {
     /// Address to listen on for TCP clients. Default "127.0.0.1".
@@ -134,6 +134,21 @@ pub struct General {
     /// Seconds a client may wait for a server; 0 = forever. Default 120.
     #[serde(default = "default_query_wait_timeout")]
     pub query_wait_timeout: f64,
+    /// Seconds over which SHOW STATS averages are taken, and between log_stats lines.
+    /// Default 60.
+    #[serde(default = "default_stats_period")]
+    pub stats_period: f64,
+    /// Log one line of statistics per database every stats_period. Default true.
+    #[serde(default = "default_true")]
+    pub log_stats: bool,
+}
+
+impl Default for General {
+    /// Every setting at its default, as an empty `[pgmux]` table gives.
+    fn default() -> General {
+        General::deserialize(toml::Value::Table(Default::default()))
+            .expect("every general setting has a default")
+    }
 }
 
 /// A `[databases.NAME]` table: NAME is what clients connect to.
@@ -234,4 +249,10 @@ fn default_server_login_retry() -> f64 {
 }
 fn default_query_wait_timeout() -> f64 {
     120.0
+}
+fn default_stats_period() -> f64 {
+    60.0
+}
+fn default_true() -> bool {
+    true
 }

@@ -115,6 +115,19 @@ fn unreadable_or_bad_auth_file_is_a_problem() {
 }
 
 #[test]
+fn general_settings_list_every_key_with_its_value() {
+    let c = parse("[pgmux]\nadmin_users = [\"a\", \"b\"]\ndefault_pool_size = 7\n").unwrap();
+    let s = general_settings(&c.general);
+    assert_eq!(s["default_pool_size"], "7");
+    assert_eq!(s["admin_users"], "a,b");
+    assert_eq!(s["pool_mode"], "session");
+    assert_eq!(s["server_reset_query"], "DISCARD ALL");
+    assert!(!s.contains_key("auth_file"), "unset settings are absent");
+    let defaults = general_settings(&General::default());
+    assert_eq!(defaults["default_pool_size"], "20");
+}
+
+#[test]
 fn syntax_errors_are_reported() {
     let err = parse("[pgmux\n").unwrap_err();
     assert_eq!(keys(&err), ["(syntax)"]);

@@ -167,6 +167,9 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
     if g.max_client_conn == 0 {
         problems.push(problem("pgmux.max_client_conn", "must be at least 1"));
     }
+    if g.stats_period < 1.0 {
+        problems.push(problem("pgmux.stats_period", "must be at least 1 second"));
+    }
     if g.verbose > 2 {
         problems.push(problem("pgmux.verbose", "must be 0, 1 or 2"));
     }
@@ -182,6 +185,7 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
         ("idle_transaction_timeout", g.idle_transaction_timeout),
         ("query_timeout", g.query_timeout),
         ("query_wait_timeout", g.query_wait_timeout),
+        ("stats_period", g.stats_period),
     ] {
         check_seconds(&format!("pgmux.{key}"), value, problems);
     }

@@ -112,6 +112,10 @@ pub struct PoolSnapshot {
     pub waiting: usize,
     pub servers: usize,
     pub idle: usize,
+    /// Servers being connected and logged in.
+    pub connecting: usize,
+    /// How long the longest-waiting client has waited.
+    pub max_wait: Duration,
     pub mode: &'static str,
 }
 
@@ -125,6 +129,11 @@ pub struct Pool {
     welcome: Mutex<Option<Welcome>>,
     /// Clients logged in to this pool.
     pub clients: AtomicUsize,
+    /// Clients waiting for a server right now.
+    pub waiting: AtomicUsize,
+    /// Servers being connected and logged in right now.
+    connecting: AtomicUsize,
+    pub stats: crate::stats::PoolStats,
     next_server_id: Arc<AtomicU64>,
     /// The last failed connect or login, while server_login_retry has not passed.
     last_failure: Mutex<Option<(Instant, Arc<ServerError>)>>,
@@ -146,6 +155,9 @@ impl Pool {
             settings,
             welcome: Mutex::new(None),
             clients: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            connecting: AtomicUsize::new(0),
+            stats: Default::default(),
             next_server_id: ids,
             last_failure: Mutex::new(None),
             caps,
@@ -279,21 +291,23 @@ impl Pool {
         let s = &self.settings;
         let credentials = lock(&self.credentials).clone();
         let id = self.next_server_id.fetch_add(1, Ordering::Relaxed);
-        let mut conn =
-            match ServerConn::connect(&s.target, &credentials, s.connect_timeout, id).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(
-                        database = %self.database,
-                        user = %s.target.user,
-                        error = %e,
-                        "server connect or login failed"
-                    );
-                    let e = Arc::new(e);
-                    *lock(&self.last_failure) = Some((Instant::now(), e.clone()));
-                    return Err(e);
-                }
-            };
+        self.connecting.fetch_add(1, Ordering::Relaxed);
+        let result = ServerConn::connect(&s.target, &credentials, s.connect_timeout, id).await;
+        self.connecting.fetch_sub(1, Ordering::Relaxed);
+        let mut conn = match result {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(
+                    database = %self.database,
+                    user = %s.target.user,
+                    error = %e,
+                    "server connect or login failed"
+                );
+                let e = Arc::new(e);
+                *lock(&self.last_failure) = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
         lock(&self.last_failure).take();
         conn.expires_at = s.health.lifetime.map(|l| conn.created + janitor::spread(l));
         tracing::debug!(
@@ -350,9 +364,11 @@ impl Pool {
             database: self.database.clone(),
             user: self.settings.target.user.clone(),
             clients: self.clients.load(Ordering::Relaxed),
-            waiting: q.waiting(),
+            waiting: self.waiting.load(Ordering::Relaxed),
             servers: q.total(),
             idle: q.idle_count(),
+            connecting: self.connecting.load(Ordering::Relaxed),
+            max_wait: q.oldest_waiter().map(|t| t.elapsed()).unwrap_or_default(),
             mode: self.settings.mode.as_str(),
         }
     }

@@ -160,12 +160,18 @@ impl<C, W> Queue<C, W> {
         removed
     }
 
+    /// When the longest waiter started waiting.
+    pub fn oldest_waiter(&self) -> Option<Instant> {
+        self.waiters.front().map(|(since, _)| *since)
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.len()
     }
     pub fn total(&self) -> usize {
         self.total
     }
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.waiters.len()
     }

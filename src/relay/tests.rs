@@ -80,6 +80,11 @@ fn own_replies_are_swallowed_and_params_recorded() {
     assert_eq!(cp.get("TimeZone"), None, "our own SET is not the client's");
     assert_eq!(cp.get("application_name"), Some("app"));
     assert_eq!(t.verdict(), Verdict::Idle);
+    assert_eq!(
+        (s.queries_done, s.transactions_done),
+        (1, 1),
+        "own replies are not counted"
+    );
 }
 
 #[test]

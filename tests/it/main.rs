@@ -1,5 +1,6 @@
 //! Integration tests: real PostgreSQL, real clients, pgmux in-process. One binary, one link step.
 
+mod admin;
 #[path = "../harness/mod.rs"]
 mod harness;
 

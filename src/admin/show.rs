@@ -1,0 +1,457 @@
+//! One table per SHOW command, with PgBouncer's column names, types and order (as its code sends
+//! them), read from pool snapshots and statistics. Never on the hot path.
+
+use crate::stats::Totals;
+use crate::Shared;
+use std::collections::BTreeMap;
+
+pub const TEXT: u32 = 25;
+pub const INT4: u32 = 23;
+pub const NUMERIC: u32 = 1700;
+
+/// A result set: columns (name, type OID) and rows of text values (None = NULL).
+pub struct Table {
+    pub columns: Vec<(&'static str, u32)>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl Table {
+    fn new(columns: &[(&'static str, u32)]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, values: Vec<String>) {
+        debug_assert_eq!(values.len(), self.columns.len());
+        self.rows.push(values.into_iter().map(Some).collect());
+    }
+}
+
+/// PgBouncer SHOWs the console knows but cannot answer yet (no per-connection registry).
+pub const NOT_YET: [&str; 6] = [
+    "CLIENTS",
+    "SERVERS",
+    "SOCKETS",
+    "ACTIVE_SOCKETS",
+    "MEM",
+    "FDS",
+];
+
+/// Every SHOW the console answers, for HELP and for the unknown-command error.
+pub const SHOWS: [&str; 11] = [
+    "POOLS",
+    "STATS",
+    "STATS_TOTALS",
+    "STATS_AVERAGES",
+    "TOTALS",
+    "DATABASES",
+    "USERS",
+    "CONFIG",
+    "LISTS",
+    "STATE",
+    "VERSION",
+];
+
+/// The table for `SHOW what`, or None if there is no such SHOW.
+pub fn show(shared: &Shared, what: &str) -> Option<Table> {
+    Some(match what {
+        "POOLS" => pools(shared),
+        "STATS" => stats(shared),
+        "STATS_TOTALS" => stats_totals(shared),
+        "STATS_AVERAGES" => stats_averages(shared),
+        "TOTALS" => totals(shared),
+        "DATABASES" => databases(shared),
+        "USERS" => users(shared),
+        "CONFIG" => config(shared),
+        "LISTS" => lists(shared),
+        "STATE" => state(),
+        "VERSION" => version(),
+        _ => return None,
+    })
+}
+
+fn pools(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("database", TEXT),
+        ("user", TEXT),
+        ("cl_active", INT4),
+        ("cl_waiting", INT4),
+        ("cl_active_cancel_req", INT4),
+        ("cl_waiting_cancel_req", INT4),
+        ("sv_active", INT4),
+        ("sv_active_cancel", INT4),
+        ("sv_being_canceled", INT4),
+        ("sv_idle", INT4),
+        ("sv_used", INT4),
+        ("sv_tested", INT4),
+        ("sv_login", INT4),
+        ("maxwait", INT4),
+        ("maxwait_us", INT4),
+        ("pool_mode", TEXT),
+        ("load_balance_hosts", TEXT),
+    ]);
+    for p in shared.pools.all().iter().map(|p| p.snapshot()) {
+        let active = p.servers.saturating_sub(p.idle + p.connecting);
+        t.row(vec![
+            p.database,
+            p.user,
+            p.clients.saturating_sub(p.waiting).to_string(),
+            p.waiting.to_string(),
+            "0".into(),
+            "0".into(),
+            active.to_string(),
+            "0".into(),
+            "0".into(),
+            p.idle.to_string(),
+            "0".into(),
+            "0".into(),
+            p.connecting.to_string(),
+            p.max_wait.as_secs().to_string(),
+            p.max_wait.subsec_micros().to_string(),
+            p.mode.to_owned(),
+            String::new(),
+        ]);
+    }
+    t
+}
+
+fn totals_by_database(shared: &Shared) -> BTreeMap<String, Totals> {
+    shared.totals_by_database()
+}
+
+fn averages_by_database(shared: &Shared) -> BTreeMap<String, Totals> {
+    let averages = shared.stats_averages();
+    totals_by_database(shared)
+        .into_keys()
+        .map(|db| {
+            let a = averages.get(&db).copied().unwrap_or_default();
+            (db, a)
+        })
+        .collect()
+}
+
+/// The twelve counters in PgBouncer's order.
+fn counters(t: &Totals) -> [u64; 12] {
+    [
+        t.server_assignment_count,
+        t.xact_count,
+        t.query_count,
+        t.bytes_received,
+        t.bytes_sent,
+        t.xact_time_us,
+        t.query_time_us,
+        t.wait_time_us,
+        0, // client_parse_count: prepared statements are not tracked yet
+        0, // server_parse_count
+        0, // bind_count
+        t.client_login_count,
+    ]
+}
+
+fn stats(shared: &Shared) -> Table {
+    const NAMES: [&str; 12] = [
+        "server_assignment_count",
+        "xact_count",
+        "query_count",
+        "received",
+        "sent",
+        "xact_time",
+        "query_time",
+        "wait_time",
+        "client_parse_count",
+        "server_parse_count",
+        "bind_count",
+        "client_login_count",
+    ];
+    const COLUMNS: [&str; 25] = [
+        "database",
+        "total_server_assignment_count",
+        "total_xact_count",
+        "total_query_count",
+        "total_received",
+        "total_sent",
+        "total_xact_time",
+        "total_query_time",
+        "total_wait_time",
+        "total_client_parse_count",
+        "total_server_parse_count",
+        "total_bind_count",
+        "total_client_login_count",
+        "avg_server_assignment_count",
+        "avg_xact_count",
+        "avg_query_count",
+        "avg_recv",
+        "avg_sent",
+        "avg_xact_time",
+        "avg_query_time",
+        "avg_wait_time",
+        "avg_client_parse_count",
+        "avg_server_parse_count",
+        "avg_bind_count",
+        "avg_client_login_count",
+    ];
+    debug_assert_eq!(NAMES.len() * 2 + 1, COLUMNS.len());
+    let columns: Vec<_> = COLUMNS
+        .iter()
+        .map(|c| (*c, if *c == "database" { TEXT } else { NUMERIC }))
+        .collect();
+    let mut t = Table::new(&columns);
+    let averages = averages_by_database(shared);
+    for (db, totals) in totals_by_database(shared) {
+        let mut row = vec![db.clone()];
+        row.extend(counters(&totals).iter().map(u64::to_string));
+        row.extend(counters(&averages[&db]).iter().map(u64::to_string));
+        t.row(row);
+    }
+    t
+}
+
+fn per_database(rows: BTreeMap<String, Totals>, columns: &[&'static str; 12]) -> Table {
+    let mut cols = vec![("database", TEXT)];
+    cols.extend(columns.iter().map(|c| (*c, NUMERIC)));
+    let mut t = Table::new(&cols);
+    for (db, totals) in rows {
+        let mut row = vec![db];
+        row.extend(counters(&totals).iter().map(u64::to_string));
+        t.row(row);
+    }
+    t
+}
+
+fn stats_totals(shared: &Shared) -> Table {
+    per_database(
+        totals_by_database(shared),
+        &[
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "client_parse_count",
+            "server_parse_count",
+            "bind_count",
+            "client_login_count",
+        ],
+    )
+}
+
+fn stats_averages(shared: &Shared) -> Table {
+    // PgBouncer's own mix of prefixes, kept so exporters find what they expect.
+    per_database(
+        averages_by_database(shared),
+        &[
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "avg_client_parse_count",
+            "avg_server_parse_count",
+            "avg_bind_count",
+            "avg_client_login_count",
+        ],
+    )
+}
+
+fn totals(shared: &Shared) -> Table {
+    const NAMES: [&str; 12] = [
+        "server_assignment_count",
+        "xact_count",
+        "query_count",
+        "client_bytes",
+        "server_bytes",
+        "xact_time",
+        "query_time",
+        "wait_time",
+        "ps_client_parse_count",
+        "ps_server_parse_count",
+        "ps_bind_count",
+        "client_login_count",
+    ];
+    let mut total = Totals::default();
+    totals_by_database(shared)
+        .values()
+        .for_each(|t| total.add(t));
+    let mut average = Totals::default();
+    averages_by_database(shared)
+        .values()
+        .for_each(|t| average.add(t));
+    let mut t = Table::new(&[("name", TEXT), ("value", NUMERIC)]);
+    for (prefix, values) in [("total", counters(&total)), ("avg", counters(&average))] {
+        for (name, value) in NAMES.iter().zip(values) {
+            t.row(vec![format!("{prefix}_{name}"), value.to_string()]);
+        }
+    }
+    t
+}
+
+fn databases(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("name", TEXT),
+        ("host", TEXT),
+        ("port", INT4),
+        ("database", TEXT),
+        ("force_user", TEXT),
+        ("pool_size", INT4),
+        ("min_pool_size", INT4),
+        ("reserve_pool_size", INT4),
+        ("server_lifetime", INT4),
+        ("pool_mode", TEXT),
+        ("load_balance_hosts", TEXT),
+        ("max_connections", INT4),
+        ("current_connections", INT4),
+        ("max_client_connections", INT4),
+        ("current_client_connections", INT4),
+        ("paused", INT4),
+        ("disabled", INT4),
+    ]);
+    let config = &shared.config;
+    let g = &config.general;
+    let pools = shared.pools.all();
+    for (name, db) in &config.databases {
+        let of_db = pools.iter().filter(|p| &p.database == name);
+        let (servers, clients) = of_db.fold((0, 0), |(s, c), p| {
+            let snap = p.snapshot();
+            (s + snap.servers, c + snap.clients)
+        });
+        t.row(vec![
+            name.clone(),
+            db.host.clone(),
+            db.port.to_string(),
+            db.dbname.clone().unwrap_or_else(|| name.clone()),
+            db.user.clone().unwrap_or_default(),
+            db.pool_size.unwrap_or(g.default_pool_size).to_string(),
+            g.min_pool_size.to_string(),
+            g.reserve_pool_size.to_string(),
+            (g.server_lifetime as u64).to_string(),
+            db.pool_mode.map_or("", |m| m.as_str()).to_owned(),
+            String::new(),
+            config.max_db_connections(name).to_string(),
+            servers.to_string(),
+            "0".into(),
+            clients.to_string(),
+            "0".into(),
+            "0".into(),
+        ]);
+    }
+    t
+}
+
+fn users(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("name", TEXT),
+        ("pool_size", TEXT),
+        ("reserve_pool_size", TEXT),
+        ("pool_mode", TEXT),
+        ("max_user_connections", INT4),
+        ("current_connections", INT4),
+        ("max_user_client_connections", INT4),
+        ("current_client_connections", INT4),
+    ]);
+    let config = &shared.config;
+    let mut names: Vec<&String> = config.users.keys().chain(config.userlist.keys()).collect();
+    names.sort();
+    names.dedup();
+    let pools = shared.pools.all();
+    for name in names {
+        let user = config.users.get(name);
+        let of_user = pools.iter().filter(|p| &p.settings.target.user == name);
+        let (servers, clients) = of_user.fold((0, 0), |(s, c), p| {
+            let snap = p.snapshot();
+            (s + snap.servers, c + snap.clients)
+        });
+        t.row(vec![
+            name.clone(),
+            user.and_then(|u| u.pool_size)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            String::new(),
+            user.and_then(|u| u.pool_mode)
+                .map_or("", |m| m.as_str())
+                .to_owned(),
+            config.max_user_connections(name).to_string(),
+            servers.to_string(),
+            "0".into(),
+            clients.to_string(),
+        ]);
+    }
+    t
+}
+
+fn config(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("key", TEXT),
+        ("value", TEXT),
+        ("default", TEXT),
+        ("changeable", TEXT),
+    ]);
+    let current = crate::config::general_settings(&shared.config.general);
+    let defaults = crate::config::general_settings(&crate::config::General::default());
+    for (key, value) in current {
+        let default = defaults.get(&key).cloned().unwrap_or_default();
+        // Nothing changes at run time yet: reloading is not built.
+        t.row(vec![key, value, default, "no".into()]);
+    }
+    t
+}
+
+fn lists(shared: &Shared) -> Table {
+    let mut t = Table::new(&[("list", TEXT), ("items", INT4)]);
+    let pools = shared.pools.all();
+    let snaps: Vec<_> = pools.iter().map(|p| p.snapshot()).collect();
+    let clients: usize = snaps.iter().map(|s| s.clients).sum();
+    let servers: usize = snaps.iter().map(|s| s.servers).sum();
+    let idle: usize = snaps.iter().map(|s| s.idle).sum();
+    let logins = shared
+        .clients
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(clients);
+    let users = {
+        let c = &shared.config;
+        let mut names: Vec<&String> = c.users.keys().chain(c.userlist.keys()).collect();
+        names.sort();
+        names.dedup();
+        names.len()
+    };
+    for (name, n) in [
+        ("databases", shared.config.databases.len()),
+        ("users", users),
+        ("peers", 0),
+        ("pools", pools.len()),
+        ("peer_pools", 0),
+        ("free_clients", 0),
+        ("used_clients", clients),
+        ("login_clients", logins),
+        ("free_servers", idle),
+        ("used_servers", servers - idle),
+        ("dns_names", 0),
+        ("dns_zones", 0),
+        ("dns_queries", 0),
+        ("dns_pending", 0),
+    ] {
+        t.row(vec![name.into(), n.to_string()]);
+    }
+    t
+}
+
+fn state() -> Table {
+    let mut t = Table::new(&[("key", TEXT), ("value", TEXT)]);
+    for (k, v) in [("active", "yes"), ("paused", "no"), ("suspended", "no")] {
+        t.row(vec![k.into(), v.into()]);
+    }
+    t
+}
+
+fn version() -> Table {
+    let mut t = Table::new(&[("version", TEXT)]);
+    t.row(vec![format!("pgmux {}", env!("CARGO_PKG_VERSION"))]);
+    t
+}

@@ -1,0 +1,316 @@
+//! The admin console: PgBouncer's SHOW columns in PgBouncer's order, access by role, errors,
+//! and figures that move with traffic.
+
+use crate::harness::pg::tool;
+use crate::harness::{eventually, run_tool, shared_cluster, sqlstate, Pgmux, PgmuxConfig};
+use std::time::Duration;
+use tokio_postgres::SimpleQueryMessage;
+
+async fn console_pgmux(general: &str) -> Pgmux {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist
+        .push_str("\"admin\" \"adminpw\"\n\"monitor\" \"monitorpw\"\n");
+    cfg.general = format!("admin_users = [\"admin\"]\nstats_users = [\"monitor\"]\n{general}");
+    cfg.start().await
+}
+
+async fn columns_and_rows(
+    c: &tokio_postgres::Client,
+    sql: &str,
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let messages = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    let mut columns = Vec::new();
+    let mut rows = Vec::new();
+    for m in messages {
+        match m {
+            SimpleQueryMessage::RowDescription(cols) => {
+                columns = cols.iter().map(|c| c.name().to_owned()).collect();
+            }
+            SimpleQueryMessage::Row(r) => rows.push(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_owned())
+                    .collect(),
+            ),
+            _ => {}
+        }
+    }
+    (columns, rows)
+}
+
+fn value<'a>(columns: &[String], row: &'a [String], name: &str) -> &'a str {
+    let i = columns
+        .iter()
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    &row[i]
+}
+
+/// PgBouncer's columns, in the order its code sends them.
+const EXPECTED: &[(&str, &[&str])] = &[
+    (
+        "POOLS",
+        &[
+            "database",
+            "user",
+            "cl_active",
+            "cl_waiting",
+            "cl_active_cancel_req",
+            "cl_waiting_cancel_req",
+            "sv_active",
+            "sv_active_cancel",
+            "sv_being_canceled",
+            "sv_idle",
+            "sv_used",
+            "sv_tested",
+            "sv_login",
+            "maxwait",
+            "maxwait_us",
+            "pool_mode",
+            "load_balance_hosts",
+        ],
+    ),
+    (
+        "STATS",
+        &[
+            "database",
+            "total_server_assignment_count",
+            "total_xact_count",
+            "total_query_count",
+            "total_received",
+            "total_sent",
+            "total_xact_time",
+            "total_query_time",
+            "total_wait_time",
+            "total_client_parse_count",
+            "total_server_parse_count",
+            "total_bind_count",
+            "total_client_login_count",
+            "avg_server_assignment_count",
+            "avg_xact_count",
+            "avg_query_count",
+            "avg_recv",
+            "avg_sent",
+            "avg_xact_time",
+            "avg_query_time",
+            "avg_wait_time",
+            "avg_client_parse_count",
+            "avg_server_parse_count",
+            "avg_bind_count",
+            "avg_client_login_count",
+        ],
+    ),
+    (
+        "STATS_TOTALS",
+        &[
+            "database",
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "client_parse_count",
+            "server_parse_count",
+            "bind_count",
+            "client_login_count",
+        ],
+    ),
+    (
+        "STATS_AVERAGES",
+        &[
+            "database",
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "avg_client_parse_count",
+            "avg_server_parse_count",
+            "avg_bind_count",
+            "avg_client_login_count",
+        ],
+    ),
+    ("TOTALS", &["name", "value"]),
+    (
+        "DATABASES",
+        &[
+            "name",
+            "host",
+            "port",
+            "database",
+            "force_user",
+            "pool_size",
+            "min_pool_size",
+            "reserve_pool_size",
+            "server_lifetime",
+            "pool_mode",
+            "load_balance_hosts",
+            "max_connections",
+            "current_connections",
+            "max_client_connections",
+            "current_client_connections",
+            "paused",
+            "disabled",
+        ],
+    ),
+    (
+        "USERS",
+        &[
+            "name",
+            "pool_size",
+            "reserve_pool_size",
+            "pool_mode",
+            "max_user_connections",
+            "current_connections",
+            "max_user_client_connections",
+            "current_client_connections",
+        ],
+    ),
+    ("CONFIG", &["key", "value", "default", "changeable"]),
+    ("LISTS", &["list", "items"]),
+    ("STATE", &["key", "value"]),
+    ("VERSION", &["version"]),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_show_has_pgbouncers_columns_in_order() {
+    let pgmux = console_pgmux("").await;
+    let app = pgmux.connect("app", "app").await;
+    app.simple_query("SELECT 1").await.unwrap();
+    for console_db in ["pgmux", "pgbouncer"] {
+        let admin = pgmux
+            .try_connect("admin", "adminpw", console_db)
+            .await
+            .unwrap();
+        for (show, expected) in EXPECTED {
+            for sql in [
+                format!("SHOW {show}"),
+                format!("select {};", show.to_lowercase()),
+            ] {
+                let (columns, _) = columns_and_rows(&admin, &sql).await;
+                assert_eq!(columns, *expected, "{sql} on {console_db}");
+            }
+        }
+    }
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_and_stats_move_with_traffic() {
+    let pgmux = console_pgmux("stats_period = 1").await;
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgmux")
+        .await
+        .unwrap();
+    let app = pgmux.connect("app", "app").await;
+    for _ in 0..20 {
+        app.simple_query("SELECT 1").await.unwrap();
+    }
+    let (cols, rows) = columns_and_rows(&admin, "SHOW POOLS").await;
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "app" && r[1] == "app")
+        .expect("a pool for (app, app)");
+    assert_eq!(value(&cols, row, "cl_active"), "1");
+    assert_eq!(value(&cols, row, "cl_waiting"), "0");
+    assert_eq!(value(&cols, row, "pool_mode"), "transaction");
+    let (cols, rows) = columns_and_rows(&admin, "SHOW STATS_TOTALS").await;
+    let row = rows.iter().find(|r| r[0] == "app").unwrap();
+    let xacts: u64 = value(&cols, row, "xact_count").parse().unwrap();
+    assert!(xacts >= 20, "{xacts}");
+    assert!(value(&cols, row, "bytes_sent").parse::<u64>().unwrap() > 0);
+    assert!(
+        value(&cols, row, "client_login_count")
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // Averages over stats_period follow.
+    let load = tokio::spawn(async move {
+        for _ in 0..300 {
+            app.simple_query("SELECT 1").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    eventually(
+        Duration::from_secs(5),
+        "avg_xact_count above zero",
+        || async {
+            let (cols, rows) = columns_and_rows(&admin, "SHOW STATS").await;
+            let row = rows.iter().find(|r| r[0] == "app")?;
+            (value(&cols, row, "avg_xact_count").parse::<u64>().ok()? > 0).then_some(())
+        },
+    )
+    .await;
+    load.abort();
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_errors_and_psql() {
+    let pgmux = console_pgmux("").await;
+    let monitor = pgmux
+        .try_connect("monitor", "monitorpw", "pgbouncer")
+        .await
+        .unwrap();
+    let (_, rows) = columns_and_rows(&monitor, "SHOW STATE").await;
+    assert_eq!(rows[0], ["active", "yes"]);
+    let err = monitor.simple_query("PAUSE").await.unwrap_err();
+    assert_eq!(
+        sqlstate(&err).as_deref(),
+        Some("42501"),
+        "stats users cannot PAUSE"
+    );
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgmux")
+        .await
+        .unwrap();
+    let err = admin.simple_query("FROBNICATE").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42601"));
+    assert!(
+        err.as_db_error().unwrap().message().contains("SHOW POOLS"),
+        "{err:?}"
+    );
+    // Not in admin_users or stats_users: refused after authenticating.
+    let err = pgmux.try_connect("app", "app", "pgmux").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("28000"));
+    let err = pgmux
+        .try_connect("admin", "wrong", "pgmux")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("28P01"));
+    // psql, as an operator types it.
+    let port = pgmux.port.to_string();
+    let (ok, out) = run_tool(
+        &tool("psql"),
+        &[
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "admin",
+            "pgmux",
+            "-c",
+            "SHOW POOLS",
+        ],
+        "adminpw",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        ok && out.contains("cl_active") && out.contains("sv_idle"),
+        "{out}"
+    );
+    pgmux.stop().await;
+}
