@@ -11,6 +11,7 @@ pub mod pool;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+pub mod shutdown;
 pub mod stats;
 
 use auth::scram::ScramKeys;
@@ -35,6 +36,7 @@ pub struct Shared {
     pub derived_keys: Mutex<HashMap<String, (String, ScramKeys)>>,
     /// Per-database averages over the last stats_period.
     averages: Mutex<BTreeMap<String, stats::Averages>>,
+    pub shutdown: shutdown::ShutdownState,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ impl Shared {
             mock_salt_key: rand::random(),
             derived_keys: Mutex::new(HashMap::new()),
             averages: Mutex::new(BTreeMap::new()),
+            shutdown: Default::default(),
         }
     }
 
@@ -156,6 +159,35 @@ impl Running {
             .iter()
             .map(|p| p.snapshot())
             .collect()
+    }
+
+    /// Starts a graceful shutdown (or hastens one under way).
+    pub fn begin_shutdown(&self, mode: shutdown::ShutdownMode) {
+        tracing::info!(?mode, "shutdown requested");
+        self.shared.shutdown.begin(mode);
+    }
+
+    /// Resolves once a shutdown has been requested (by a signal or the console's SHUTDOWN) and
+    /// its mode is satisfied: at once for Immediate, else when no client is left in a pool.
+    pub async fn shutdown_complete(&self) {
+        let mut state = self.shared.shutdown.watch();
+        loop {
+            let mode = *state.borrow_and_update();
+            let clients: usize = self
+                .shared
+                .pools
+                .all()
+                .iter()
+                .map(|p| p.clients.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
+            match mode {
+                Some(shutdown::ShutdownMode::Immediate) => return,
+                Some(_) if clients == 0 => return,
+                _ => {}
+            }
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(100), state.changed()).await;
+        }
     }
 
     /// Stops accepting, ends client sessions and closes idle servers.

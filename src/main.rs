@@ -84,26 +84,44 @@ fn run(config: Config) -> anyhow::Result<()> {
         let running = pgmux::Server::bind(config)
             .await
             .context("binding the listen address")?;
-        wait_for_stop_signal().await?;
+        serve_until_stopped(&running).await?;
         tracing::info!("shutting down");
         running.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
+/// Handles signals as PgBouncer does until a shutdown completes: SIGINT waits for servers,
+/// SIGTERM for clients, a second one of either or SIGQUIT exits at once.
+async fn serve_until_stopped(running: &pgmux::Running) -> anyhow::Result<()> {
+    use pgmux::shutdown::ShutdownMode;
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    // SIGHUP would end the process by default; operators send it to reload.
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).with_context(|| format!("installing the {name} handler"))
+    };
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut quit = install(SignalKind::quit(), "SIGQUIT")?;
+    // SIGHUP and SIGUSR1/2 would end the process by default; operators send them.
+    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
+    let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1")?;
+    let mut usr2 = install(SignalKind::user_defined2(), "SIGUSR2")?;
+    let escalate = |mode: ShutdownMode| {
+        if running.shared.shutdown.mode().is_some() {
+            running.begin_shutdown(ShutdownMode::Immediate);
+        } else {
+            running.begin_shutdown(mode);
+        }
+    };
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                tracing::warn!("SIGHUP: reloading is not supported yet; restart pgmux to apply config changes");
-            }
+            _ = running.shutdown_complete() => return Ok(()),
+            _ = int.recv() => escalate(ShutdownMode::WaitForServers),
+            _ = term.recv() => escalate(ShutdownMode::WaitForClients),
+            _ = quit.recv() => running.begin_shutdown(ShutdownMode::Immediate),
+            _ = hup.recv() => tracing::warn!("SIGHUP: reloading is not supported yet; restart pgmux to apply config changes"),
+            _ = usr1.recv() => tracing::warn!("SIGUSR1: PAUSE is not supported yet"),
+            _ = usr2.recv() => tracing::warn!("SIGUSR2: RESUME is not supported yet"),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::client::{ClientConn, ClientError};
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::frame;
 use crate::protocol::sqlstate as code;
+use crate::shutdown::ShutdownMode;
 use crate::Shared;
 use bytes::BytesMut;
 use parse::Command;
@@ -153,6 +154,26 @@ fn execute(shared: &Shared, role: Role, sql: &str, out: &mut BytesMut) {
             code::INSUFFICIENT_PRIVILEGE,
             "SET needs a user in admin_users",
         ),
+        Ok(Command::Control { name, arg }) if name == "SHUTDOWN" => {
+            let mode = match arg.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                None => Some(ShutdownMode::Immediate),
+                Some("WAIT_FOR_SERVERS") => Some(ShutdownMode::WaitForServers),
+                Some("WAIT_FOR_CLIENTS") => Some(ShutdownMode::WaitForClients),
+                Some(_) => None,
+            };
+            match mode {
+                Some(mode) => {
+                    tracing::info!(?mode, "shutdown requested from the admin console");
+                    shared.shutdown.begin(mode);
+                    backend::command_complete(out, "SHUTDOWN");
+                }
+                None => error(
+                    out,
+                    code::SYNTAX_ERROR,
+                    "SHUTDOWN takes WAIT_FOR_SERVERS, WAIT_FOR_CLIENTS or nothing",
+                ),
+            }
+        }
         Ok(Command::Control { name, .. }) => error(
             out,
             code::FEATURE_NOT_SUPPORTED,

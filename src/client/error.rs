@@ -36,6 +36,8 @@ pub enum ClientError {
     ServerGone,
     #[error("pool is shutting down")]
     PoolClosed,
+    #[error("pgmux is shutting down")]
+    ShuttingDown,
     #[error("canceling query due to query_wait_timeout: no server became free in time")]
     QueryWaitTimeout,
     #[error("terminating connection due to query_timeout")]
@@ -89,6 +91,7 @@ impl ClientError {
             },
             ClientError::ServerGone => fatal(code::CONNECTION_FAILURE),
             ClientError::PoolClosed => fatal(code::ADMIN_SHUTDOWN),
+            ClientError::ShuttingDown => fatal(code::ADMIN_SHUTDOWN),
             ClientError::QueryWaitTimeout => fatal(code::QUERY_CANCELED),
             ClientError::QueryTimeout => fatal(code::QUERY_CANCELED),
             ClientError::IdleTransactionTimeout => fatal(code::IDLE_IN_TRANSACTION_TIMEOUT),
@@ -129,6 +132,7 @@ mod tests {
             (ServerError::Closed.into(), Some("08006")),
             (ClientError::ServerGone, Some("08006")),
             (ClientError::PoolClosed, Some("57P01")),
+            (ClientError::ShuttingDown, Some("57P01")),
             (ClientError::QueryWaitTimeout, Some("57014")),
             (ClientError::QueryTimeout, Some("57014")),
             (ClientError::IdleTransactionTimeout, Some("25P03")),

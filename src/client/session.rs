@@ -11,6 +11,7 @@ use crate::protocol::backend;
 use crate::protocol::frame;
 use crate::relay::{scan_client, scan_server, Passthrough};
 use crate::server::tracker::Verdict;
+use crate::shutdown::{draining, ShutdownMode};
 use crate::stats::PoolStats;
 use crate::Shared;
 use bytes::{Buf, BytesMut};
@@ -18,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// A message this large may start a transaction before it is complete (it will be streamed).
@@ -90,6 +92,7 @@ struct Session<'a> {
     /// When the current transaction and query began (for SHOW STATS times).
     transaction_started: Option<Instant>,
     query_started: Option<Instant>,
+    shutdown: watch::Receiver<Option<ShutdownMode>>,
 }
 
 pub async fn run(
@@ -111,6 +114,7 @@ pub async fn run(
         phase_since: Instant::now(),
         transaction_started: None,
         query_started: None,
+        shutdown: shared.shutdown.watch(),
     };
     let result = session.serve().await;
     session.finish().await;
@@ -175,12 +179,19 @@ impl Session<'_> {
         deadline: Option<(Instant, Phase)>,
     ) -> Result<(), ClientError> {
         let read = self.client.stream.read_buf(&mut self.client.buf);
-        let n = match deadline {
-            None => read.await?,
-            Some((at, phase)) => match tokio::time::timeout_at(at, read).await {
-                Ok(n) => n?,
-                Err(_) => return Err(phase.timeout_error()),
-            },
+        let read = async {
+            match deadline {
+                None => Ok(read.await?),
+                Some((at, phase)) => match tokio::time::timeout_at(at, read).await {
+                    Ok(n) => Ok(n?),
+                    Err(_) => Err(phase.timeout_error()),
+                },
+            }
+        };
+        // An idle client holds no server: a draining shutdown ends it now.
+        let n = tokio::select! {
+            n = read => n?,
+            _ = self.shutdown.wait_for(|m| draining(*m)) => return Err(ClientError::ShuttingDown),
         };
         if n == 0 {
             return Err(closed_by_client());
@@ -195,12 +206,19 @@ impl Session<'_> {
         let waiting_since = Instant::now();
         pool.waiting.fetch_add(1, Ordering::Relaxed);
         let checkout = pool.checkout(Checkout::Wait);
-        let result = match self.timeouts.query_wait {
-            None => checkout.await.map_err(ClientError::from),
-            Some(limit) => match tokio::time::timeout(limit, checkout).await {
-                Ok(r) => r.map_err(ClientError::from),
-                Err(_) => Err(ClientError::QueryWaitTimeout),
-            },
+        let checkout = async {
+            match self.timeouts.query_wait {
+                None => checkout.await.map_err(ClientError::from),
+                Some(limit) => match tokio::time::timeout(limit, checkout).await {
+                    Ok(r) => r.map_err(ClientError::from),
+                    Err(_) => Err(ClientError::QueryWaitTimeout),
+                },
+            }
+        };
+        // No transaction has started yet: a draining shutdown ends the client instead.
+        let result = tokio::select! {
+            r = checkout => r,
+            _ = self.shutdown.wait_for(|m| draining(*m)) => Err(ClientError::ShuttingDown),
         };
         pool.waiting.fetch_sub(1, Ordering::Relaxed);
         let mut server = result?;
@@ -341,6 +359,7 @@ impl Session<'_> {
             && !self.server_pass.mid_message()
             && !self.client_pass.mid_message()
             && server.buf.len() == len;
+        let between_transactions = server.tracker.verdict() == Verdict::Idle;
         if done {
             let data = server.buf.split_to(len);
             self.release().await;
@@ -348,6 +367,10 @@ impl Session<'_> {
         } else if len > 0 {
             self.client.stream.write_all(&server.buf[..len]).await?;
             server.buf.advance(len);
+        }
+        // The transaction in flight has finished: a draining shutdown ends the client here.
+        if between_transactions && draining(*self.shutdown.borrow()) {
+            return Err(ClientError::ShuttingDown);
         }
         Ok(())
     }

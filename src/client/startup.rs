@@ -156,6 +156,9 @@ pub async fn login(
             .await
             .map(Some);
     }
+    if shared.shutdown.mode().is_some() {
+        return Err(ClientError::ShuttingDown);
+    }
     if over_limit {
         return Err(ClientError::TooManyClients);
     }

@@ -13,6 +13,7 @@ mod health;
 mod limits;
 mod pgbench;
 mod pipelines;
+mod shutdown;
 mod startup;
 mod timeouts;
 mod transaction_mode;

@@ -1,0 +1,190 @@
+//! Shutdown by signal, as PgBouncer does it: SIGINT lets transactions in flight finish, SIGTERM
+//! waits for clients to leave, new clients are refused with 57P01, and pgmux exits 0.
+
+use crate::harness::raw::{self, error_code, Raw};
+use crate::harness::{eventually, own_role, shared_cluster, sqlstate, PgmuxConfig, TempDir};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// pgmux as a separate process, so it can be signalled and its exit status read.
+struct Process {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Process {
+    async fn start(cfg: PgmuxConfig<'_>) -> Process {
+        let dir = TempDir::new("shutdown");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = cfg
+            .render(dir.path())
+            .replace("listen_port = 0", &format!("listen_port = {port}"));
+        let path = dir.path().join("pgmux.toml");
+        std::fs::write(&path, text).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pgmux"))
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("pgmux.log")).unwrap())
+            .spawn()
+            .unwrap();
+        eventually(Duration::from_secs(10), "pgmux listening", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        Process {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill with the pid of a child we started.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "pgmux did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, user: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={user} dbname=app",
+            self.port
+        )
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn refused_with_57p01(port: u16) {
+    let mut c = Raw::connect(port).await;
+    c.send(&raw::startup_packet(
+        196_608,
+        &[("user", "app"), ("database", "app")],
+    ))
+    .await;
+    let (tag, body) = c.read().await.expect("an answer");
+    assert_eq!((tag as char, error_code(&body).as_str()), ('E', "57P01"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_lets_every_started_transaction_commit_then_exits_0() {
+    let pg = shared_cluster();
+    let admin = pg.admin().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS drained (who int); GRANT ALL ON drained TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "drainer").await;
+    cfg.pool_size = 8;
+    let mut pgmux = Process::start(cfg).await;
+    let mut clients = Vec::new();
+    for id in 0..6i32 {
+        let (client, conn) = tokio_postgres::connect(&pgmux.url("drainer"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        clients.push(tokio::spawn(async move {
+            client.batch_execute("BEGIN").await.unwrap();
+            client
+                .execute("INSERT INTO drained VALUES ($1)", &[&id])
+                .await
+                .unwrap();
+            client.batch_execute("SELECT pg_sleep(0.8)").await.unwrap();
+            client.batch_execute("COMMIT").await.unwrap();
+            // The next transaction is not allowed to start.
+            let err = client.batch_execute("SELECT 1").await.unwrap_err();
+            assert!(
+                err.is_closed() || sqlstate(&err).as_deref() == Some("57P01"),
+                "{err:?}"
+            );
+        }));
+    }
+    eventually(Duration::from_secs(5), "all six transactions open", || async {
+        let n: i64 = admin
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE usename = 'drainer' AND xact_start IS NOT NULL", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (n == 6).then_some(())
+    })
+    .await;
+    pgmux.signal(libc::SIGINT);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    refused_with_57p01(pgmux.port).await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(pgmux.exit_code(Duration::from_secs(10)).await, Some(0));
+    let committed: i64 = admin
+        .query_one("SELECT count(*) FROM drained", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(committed, 6, "every started transaction committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_clients_and_a_second_signal_exits_at_once() {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "lingerer").await;
+    let mut pgmux = Process::start(cfg).await;
+    let (client, conn) = tokio_postgres::connect(&pgmux.url("lingerer"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    pgmux.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    refused_with_57p01(pgmux.port).await;
+    // The connected client carries on while pgmux waits for it.
+    for _ in 0..3 {
+        client.simple_query("SELECT 1").await.unwrap();
+    }
+    assert!(
+        pgmux.child.try_wait().unwrap().is_none(),
+        "still waiting for its client"
+    );
+    drop(client);
+    assert_eq!(pgmux.exit_code(Duration::from_secs(10)).await, Some(0));
+
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "lingerer").await;
+    let mut pgmux = Process::start(cfg).await;
+    let (client, conn) = tokio_postgres::connect(&pgmux.url("lingerer"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    pgmux.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pgmux.signal(libc::SIGTERM);
+    assert_eq!(pgmux.exit_code(Duration::from_secs(10)).await, Some(0));
+    drop(client);
+}
