@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod client;
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod relay;
@@ -37,6 +38,7 @@ pub struct Shared {
     /// Per-database averages over the last stats_period.
     averages: Mutex<BTreeMap<String, stats::Averages>>,
     pub shutdown: shutdown::ShutdownState,
+    pub metrics: metrics::Metrics,
 }
 
 impl Shared {
@@ -50,6 +52,7 @@ impl Shared {
             derived_keys: Mutex::new(HashMap::new()),
             averages: Mutex::new(BTreeMap::new()),
             shutdown: Default::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -131,10 +134,21 @@ impl Server {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(stats_task(shared.clone(), stop_rx.clone()));
+        let metrics_addr = match &shared.config.general.metrics_addr {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
+                let bound = listener.local_addr()?;
+                tracing::info!(%bound, "serving Prometheus metrics on /metrics");
+                tokio::spawn(metrics::serve(listener, shared.clone(), stop_rx.clone()));
+                Some(bound)
+            }
+            None => None,
+        };
         let task = tokio::spawn(listener::accept_loop(socket, shared.clone(), stop_rx));
         tracing::info!(%local_addr, "listening");
         Ok(Running {
             local_addr,
+            metrics_addr,
             shared,
             stop: stop_tx,
             task,
@@ -145,6 +159,8 @@ impl Server {
 /// A running pgmux.
 pub struct Running {
     pub local_addr: SocketAddr,
+    /// Where /metrics is served, when metrics_addr is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    init_logging(config.general.verbose);
+    init_logging(config.general.verbose, config.general.log_format);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: pgmux::config::LogFormat) {
     let level = match verbose {
         0 => "info",
         1 => "debug",
@@ -68,11 +68,13 @@ fn init_logging(verbose: u8) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        pgmux::config::LogFormat::Json => logger.json().init(),
+        pgmux::config::LogFormat::Text => logger.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 fn run(config: Config) -> anyhow::Result<()> {

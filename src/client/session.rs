@@ -223,7 +223,9 @@ impl Session<'_> {
         pool.waiting.fetch_sub(1, Ordering::Relaxed);
         let mut server = result?;
         PoolStats::add(&pool.stats.server_assignment_count, 1);
-        PoolStats::add(&pool.stats.wait_time_us, micros(waiting_since.elapsed()));
+        let waited = waiting_since.elapsed();
+        PoolStats::add(&pool.stats.wait_time_us, micros(waited));
+        pool.settings.histograms.wait.record(waited.as_secs_f64());
         self.login.cancel.link(ServerKey {
             addr: server.addr,
             pid: server.backend_pid,
@@ -334,14 +336,28 @@ impl Session<'_> {
             PoolStats::add(&stats.query_count, scan.queries_done as u64);
             if !server.tracker.awaiting_reply() {
                 if let Some(started) = self.query_started.take() {
-                    PoolStats::add(&stats.query_time_us, micros(started.elapsed()));
+                    let took = started.elapsed();
+                    PoolStats::add(&stats.query_time_us, micros(took));
+                    self.login
+                        .pool
+                        .settings
+                        .histograms
+                        .query
+                        .record(took.as_secs_f64());
                 }
             }
         }
         if scan.transactions_done > 0 {
             PoolStats::add(&stats.xact_count, scan.transactions_done as u64);
             if let Some(started) = self.transaction_started.take() {
-                PoolStats::add(&stats.xact_time_us, micros(started.elapsed()));
+                let took = started.elapsed();
+                PoolStats::add(&stats.xact_time_us, micros(took));
+                self.login
+                    .pool
+                    .settings
+                    .histograms
+                    .transaction
+                    .record(took.as_secs_f64());
             }
         }
         server.buf.reserve(scan.want);

@@ -267,7 +267,7 @@ async fn console_login(
 
 /// The pool of (database, server user), created on first use.
 pub(crate) fn pool_for(shared: &Shared, database: &str, server_user: &str) -> Arc<Pool> {
-    shared.pools.get_or_create(database, || {
+    shared.pools.get_or_create(database, server_user, || {
         let general = &shared.config.general;
         let db = &shared.config.databases[database];
         PoolSettings {
@@ -284,6 +284,7 @@ pub(crate) fn pool_for(shared: &Shared, database: &str, server_user: &str) -> Ar
             health: Health::from_config(general),
             max_db_connections: shared.config.max_db_connections(database),
             max_user_connections: shared.config.max_user_connections(server_user),
+            histograms: shared.metrics.pool_histograms(database, server_user),
         }
     })
 }

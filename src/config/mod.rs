@@ -5,7 +5,7 @@ mod schema;
 mod userlist;
 mod validate;
 
-pub use schema::{AuthType, Database, General, PoolMode, User};
+pub use schema::{AuthType, Database, General, LogFormat, PoolMode, User};
 pub use userlist::parse_userlist;
 
 use crate::auth::Secret;

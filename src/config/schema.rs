@@ -26,6 +26,15 @@ impl PoolMode {
     }
 }
 
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// How clients prove who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum AuthType {
@@ -89,6 +98,9 @@ pub struct General {
     /// 0 = info, 1 = debug, 2 = trace. RUST_LOG overrides. Default 0.
     #[serde(default)]
     pub verbose: u8,
+    /// "text" (one line per event) or "json" (one JSON object per line). Default "text".
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Most server connections to one database, all users together; 0 = no cap. Default 0.
     #[serde(default)]
     pub max_db_connections: u32,
@@ -138,6 +150,9 @@ pub struct General {
     /// Default 60.
     #[serde(default = "default_stats_period")]
     pub stats_period: f64,
+    /// Address ("host:port") of the Prometheus endpoint `/metrics`; unset = off. Default unset.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
     /// Log one line of statistics per database every stats_period. Default true.
     #[serde(default = "default_true")]
     pub log_stats: bool,

@@ -167,6 +167,14 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
     if g.max_client_conn == 0 {
         problems.push(problem("pgmux.max_client_conn", "must be at least 1"));
     }
+    if let Some(addr) = &g.metrics_addr {
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(problem(
+                "pgmux.metrics_addr",
+                "must be an address with a port, e.g. \"127.0.0.1:9127\"",
+            ));
+        }
+    }
     if g.stats_period < 1.0 {
         problems.push(problem("pgmux.stats_period", "must be at least 1 second"));
     }

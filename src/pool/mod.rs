@@ -65,6 +65,7 @@ pub struct PoolSettings {
     pub max_db_connections: usize,
     /// max_user_connections for this pool's server user; 0 = no cap.
     pub max_user_connections: usize,
+    pub histograms: crate::metrics::PoolHistograms,
 }
 
 /// Server health and lifecycle settings of a pool (PgBouncer's names, in Duration form).
@@ -399,18 +400,19 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// The pool for this key, created from `settings` if it does not exist yet.
+    /// The pool of (database, server user), created from `settings` if it does not exist yet.
     pub fn get_or_create(
         &self,
         database: &str,
+        server_user: &str,
         settings: impl FnOnce() -> PoolSettings,
     ) -> Arc<Pool> {
         let mut map = lock(&self.map);
-        let settings = settings();
-        let key = (database.to_owned(), settings.target.user.clone());
+        let key = (database.to_owned(), server_user.to_owned());
         if let Some(pool) = map.get(&key) {
             return pool.clone();
         }
+        let settings = settings();
         let mut caps = Vec::new();
         for (kind, name, max) in [
             ("db", database, settings.max_db_connections),

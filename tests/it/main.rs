@@ -11,6 +11,7 @@ mod copy;
 mod faults;
 mod health;
 mod limits;
+mod metrics;
 mod pgbench;
 mod pipelines;
 mod shutdown;

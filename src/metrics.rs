@@ -1,0 +1,178 @@
+//! The Prometheus endpoint: `GET /metrics` on metrics_addr. Figures come from a recorder of
+//! pgmux's own (metrics-exporter-prometheus, never installed as a global): pool and counter
+//! figures are read from the same snapshots as SHOW POOLS and SHOW STATS at scrape time; the
+//! time histograms are recorded as transactions, queries and waits end.
+
+use crate::Shared;
+use metrics::{Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Histogram buckets in seconds, from a fast query to a long transaction.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+/// Longest HTTP request head accepted.
+const MAX_REQUEST: usize = 8 * 1024;
+
+const METADATA: Metadata<'static> = Metadata::new("pgmux", Level::INFO, None);
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+}
+
+/// The time histograms of one pool.
+#[derive(Clone)]
+pub struct PoolHistograms {
+    pub transaction: Histogram,
+    pub query: Histogram,
+    pub wait: Histogram,
+}
+
+impl std::fmt::Debug for PoolHistograms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PoolHistograms")
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(*k, v.to_string()))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .expect("bucket list is not empty")
+            .build_recorder();
+        Metrics { recorder }
+    }
+}
+
+impl Metrics {
+    pub fn pool_histograms(&self, database: &str, user: &str) -> PoolHistograms {
+        let labels = [("database", database), ("user", user)];
+        let h = |name| {
+            self.recorder
+                .register_histogram(&key(name, &labels), &METADATA)
+        };
+        PoolHistograms {
+            transaction: h("pgmux_transaction_duration_seconds"),
+            query: h("pgmux_query_duration_seconds"),
+            wait: h("pgmux_wait_duration_seconds"),
+        }
+    }
+
+    /// The exposition text, with current pool and counter figures.
+    pub fn render(&self, shared: &Shared) -> String {
+        let r = &self.recorder;
+        let gauge = |name, labels: &[(&'static str, &str)], value: f64| {
+            r.register_gauge(&key(name, labels), &METADATA).set(value);
+        };
+        let counter = |name, labels: &[(&'static str, &str)], value: u64| {
+            r.register_counter(&key(name, labels), &METADATA)
+                .absolute(value);
+        };
+        gauge(
+            "pgmux_client_connections",
+            &[],
+            shared.clients.load(Ordering::Relaxed) as f64,
+        );
+        for pool in shared.pools.all() {
+            let s = pool.snapshot();
+            let labels = [("database", s.database.as_str()), ("user", s.user.as_str())];
+            let active_servers = s.servers.saturating_sub(s.idle + s.connecting);
+            gauge(
+                "pgmux_pool_clients_active",
+                &labels,
+                s.clients.saturating_sub(s.waiting) as f64,
+            );
+            gauge("pgmux_pool_clients_waiting", &labels, s.waiting as f64);
+            gauge("pgmux_pool_servers_active", &labels, active_servers as f64);
+            gauge("pgmux_pool_servers_idle", &labels, s.idle as f64);
+            gauge("pgmux_pool_servers_login", &labels, s.connecting as f64);
+            gauge(
+                "pgmux_pool_maxwait_seconds",
+                &labels,
+                s.max_wait.as_secs_f64(),
+            );
+            let t = pool.stats.totals();
+            counter(
+                "pgmux_server_assignments_total",
+                &labels,
+                t.server_assignment_count,
+            );
+            counter("pgmux_transactions_total", &labels, t.xact_count);
+            counter("pgmux_queries_total", &labels, t.query_count);
+            counter("pgmux_received_bytes_total", &labels, t.bytes_received);
+            counter("pgmux_sent_bytes_total", &labels, t.bytes_sent);
+            counter("pgmux_client_logins_total", &labels, t.client_login_count);
+        }
+        self.recorder.handle().render()
+    }
+}
+
+/// Serves /metrics until stopped. One short request per connection.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &shared)).await;
+        });
+    }
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || head.len() + n > MAX_REQUEST {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let (status, content_type, body) = match (method, path) {
+        (b"GET", b"/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            shared.metrics.render(shared),
+        ),
+        (b"GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "not found: try /metrics\n".into(),
+        ),
+        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,75 @@
+//! The Prometheus endpoint, scraped over HTTP and parsed: counters move with traffic.
+
+use crate::harness::{shared_cluster, PgmuxConfig};
+use std::collections::HashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn scrape(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// Samples of the exposition text: `name{labels}` -> value; comments skipped.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_reports_pools_counters_and_histograms() {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.general = "metrics_addr = \"127.0.0.1:0\"".into();
+    let pgmux = cfg.start().await;
+    let addr = pgmux
+        .running
+        .as_ref()
+        .unwrap()
+        .metrics_addr
+        .expect("metrics on");
+    let client = pgmux.connect("app", "app").await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let (status, body) = scrape(addr, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    let before = samples(&body);
+    let labels = "{database=\"app\",user=\"app\"}";
+    let xacts = |s: &HashMap<String, f64>| s[&format!("pgmux_transactions_total{labels}")];
+    assert!(xacts(&before) >= 1.0);
+    assert_eq!(before[&format!("pgmux_pool_clients_active{labels}")], 1.0);
+    for _ in 0..10 {
+        client.simple_query("SELECT 1").await.unwrap();
+    }
+    let (_, body) = scrape(addr, "/metrics").await;
+    let after = samples(&body);
+    assert!(
+        xacts(&after) >= xacts(&before) + 10.0,
+        "counters move with traffic"
+    );
+    let count = after
+        .iter()
+        .find(|(k, _)| k.starts_with("pgmux_transaction_duration_seconds_count"))
+        .map(|(_, v)| *v)
+        .expect("transaction histogram");
+    assert!(count >= 11.0, "{count}");
+    assert!(
+        body.contains("# TYPE pgmux_transaction_duration_seconds histogram"),
+        "{body}"
+    );
+    let (status, _) = scrape(addr, "/nope").await;
+    assert!(status.contains("404"));
+    pgmux.stop().await;
+}
