@@ -26,7 +26,8 @@ use tokio::task::JoinHandle;
 
 /// State every task shares.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// Replaced whole by a reload; read through [`Shared::config`].
+    config: std::sync::RwLock<Arc<Config>>,
     pub pools: pool::Pools,
     pub cancels: cancel::Cancels,
     /// Client connections open now (for max_client_conn).
@@ -39,12 +40,14 @@ pub struct Shared {
     averages: Mutex<BTreeMap<String, stats::Averages>>,
     pub shutdown: shutdown::ShutdownState,
     pub metrics: metrics::Metrics,
+    /// The file RELOAD and SIGHUP read.
+    config_path: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Shared {
         Shared {
-            config: Arc::new(config),
+            config: std::sync::RwLock::new(Arc::new(config)),
             pools: Default::default(),
             cancels: Default::default(),
             clients: AtomicUsize::new(0),
@@ -53,13 +56,76 @@ impl Shared {
             averages: Mutex::new(BTreeMap::new()),
             shutdown: Default::default(),
             metrics: Default::default(),
+            config_path: Mutex::new(None),
         }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        *self.config_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+    }
+
+    /// Re-reads the config file and applies it; a file that does not validate is refused whole
+    /// and the config in force stays. Returns every problem, one per line, on refusal.
+    pub fn reload_from_file(&self) -> Result<(), String> {
+        let path = self
+            .config_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(path) = path else {
+            return Err("pgmux was started without a config file to reload".into());
+        };
+        match Config::load(&path) {
+            Ok(config) => {
+                self.reload(config);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("reload refused, the config in force stays: {e}");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Applies a new config without dropping a client or a transaction in flight: new
+    /// databases, users, secrets, pool sizes, limits and timeouts take effect (timeouts for
+    /// sessions that start afterwards); settings that need a restart are kept and logged.
+    pub fn reload(&self, mut new: Config) {
+        let old = self.config();
+        let wanted = config::general_settings(&new.general);
+        let (g, o) = (&mut new.general, &old.general);
+        g.listen_addr = o.listen_addr.clone();
+        g.listen_port = o.listen_port;
+        g.metrics_addr = o.metrics_addr.clone();
+        g.stats_period = o.stats_period;
+        g.log_format = o.log_format;
+        let kept = config::general_settings(g);
+        for key in config::RESTART_ONLY {
+            if wanted.get(key) != kept.get(key) {
+                tracing::warn!(
+                    setting = key,
+                    "changing this setting needs a restart; kept as it was"
+                );
+            }
+        }
+        let new = Arc::new(new);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        self.pools.reload(&new);
+        tracing::info!("config reloaded");
     }
 
     /// Counters per configured database, summed over its pools.
     pub fn totals_by_database(&self) -> BTreeMap<String, stats::Totals> {
         let mut by_db: BTreeMap<String, stats::Totals> = self
-            .config
+            .config()
             .databases
             .keys()
             .map(|name| (name.clone(), Default::default()))
@@ -84,7 +150,7 @@ impl Shared {
 
 /// Every stats_period: recompute the averages SHOW STATS reports and, with log_stats, log them.
 async fn stats_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let period = std::time::Duration::from_secs_f64(shared.config.general.stats_period);
+    let period = std::time::Duration::from_secs_f64(shared.config().general.stats_period);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut previous = shared.totals_by_database();
     loop {
@@ -100,7 +166,7 @@ async fn stats_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 (db.clone(), t.averages_since(&before, period.as_secs_f64()))
             })
             .collect();
-        if shared.config.general.log_stats {
+        if shared.config().general.log_stats {
             for (db, a) in &averages {
                 tracing::info!(
                     database = %db,
@@ -127,14 +193,15 @@ impl Server {
         let shared = Arc::new(Shared::new(config));
         // Pools whose server login is fixed by config start now, so min_pool_size servers are
         // open before the first client arrives.
-        for (name, db) in &shared.config.databases {
+        let config = shared.config();
+        for (name, db) in &config.databases {
             if let Some(user) = &db.user {
-                client::pool_for(&shared, name, user);
+                client::pool_for(&shared, &config, name, user);
             }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(stats_task(shared.clone(), stop_rx.clone()));
-        let metrics_addr = match &shared.config.general.metrics_addr {
+        let metrics_addr = match &config.general.metrics_addr {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
                 let bound = listener.local_addr()?;

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.general.verbose, config.general.log_format);
-    match run(config) {
+    match run(config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -77,7 +77,7 @@ fn init_logging(verbose: u8, format: pgmux::config::LogFormat) {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,6 +86,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let running = pgmux::Server::bind(config)
             .await
             .context("binding the listen address")?;
+        running.shared.set_config_path(path);
         serve_until_stopped(&running).await?;
         tracing::info!("shutting down");
         running.shutdown().await;
@@ -104,7 +105,7 @@ async fn serve_until_stopped(running: &pgmux::Running) -> anyhow::Result<()> {
     let mut int = install(SignalKind::interrupt(), "SIGINT")?;
     let mut term = install(SignalKind::terminate(), "SIGTERM")?;
     let mut quit = install(SignalKind::quit(), "SIGQUIT")?;
-    // SIGHUP and SIGUSR1/2 would end the process by default; operators send them.
+    // SIGUSR1/2 would end the process by default; operators send them.
     let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
     let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1")?;
     let mut usr2 = install(SignalKind::user_defined2(), "SIGUSR2")?;
@@ -121,7 +122,10 @@ async fn serve_until_stopped(running: &pgmux::Running) -> anyhow::Result<()> {
             _ = int.recv() => escalate(ShutdownMode::WaitForServers),
             _ = term.recv() => escalate(ShutdownMode::WaitForClients),
             _ = quit.recv() => running.begin_shutdown(ShutdownMode::Immediate),
-            _ = hup.recv() => tracing::warn!("SIGHUP: reloading is not supported yet; restart pgmux to apply config changes"),
+            _ = hup.recv() => {
+                // Success and every problem are logged by the reload itself.
+                let _ = running.shared.reload_from_file();
+            }
             _ = usr1.recv() => tracing::warn!("SIGUSR1: PAUSE is not supported yet"),
             _ = usr2.recv() => tracing::warn!("SIGUSR2: RESUME is not supported yet"),
         }

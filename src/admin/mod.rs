@@ -31,7 +31,8 @@ pub enum Role {
 
 /// The role of `user` on the console, if any.
 pub fn role(shared: &Shared, user: &str) -> Option<Role> {
-    let g = &shared.config.general;
+    let config = shared.config();
+    let g = &config.general;
     if g.admin_users.iter().any(|u| u == user) {
         Some(Role::Admin)
     } else if g.stats_users.iter().any(|u| u == user) {
@@ -174,6 +175,14 @@ fn execute(shared: &Shared, role: Role, sql: &str, out: &mut BytesMut) {
                 ),
             }
         }
+        Ok(Command::Control { name, .. }) if name == "RELOAD" => match shared.reload_from_file() {
+            Ok(()) => backend::command_complete(out, "RELOAD"),
+            Err(problems) => error(
+                out,
+                code::CONFIG_FILE_ERROR,
+                &format!("reload refused: {problems}"),
+            ),
+        },
         Ok(Command::Control { name, .. }) => error(
             out,
             code::FEATURE_NOT_SUPPORTED,

@@ -313,7 +313,7 @@ fn databases(shared: &Shared) -> Table {
         ("paused", INT4),
         ("disabled", INT4),
     ]);
-    let config = &shared.config;
+    let config = shared.config();
     let g = &config.general;
     let pools = shared.pools.all();
     for (name, db) in &config.databases {
@@ -356,14 +356,14 @@ fn users(shared: &Shared) -> Table {
         ("max_user_client_connections", INT4),
         ("current_client_connections", INT4),
     ]);
-    let config = &shared.config;
+    let config = shared.config();
     let mut names: Vec<&String> = config.users.keys().chain(config.userlist.keys()).collect();
     names.sort();
     names.dedup();
     let pools = shared.pools.all();
     for name in names {
         let user = config.users.get(name);
-        let of_user = pools.iter().filter(|p| &p.settings.target.user == name);
+        let of_user = pools.iter().filter(|p| &p.user == name);
         let (servers, clients) = of_user.fold((0, 0), |(s, c), p| {
             let snap = p.snapshot();
             (s + snap.servers, c + snap.clients)
@@ -393,12 +393,16 @@ fn config(shared: &Shared) -> Table {
         ("default", TEXT),
         ("changeable", TEXT),
     ]);
-    let current = crate::config::general_settings(&shared.config.general);
+    let current = crate::config::general_settings(&shared.config().general);
     let defaults = crate::config::general_settings(&crate::config::General::default());
     for (key, value) in current {
         let default = defaults.get(&key).cloned().unwrap_or_default();
-        // Nothing changes at run time yet: reloading is not built.
-        t.row(vec![key, value, default, "no".into()]);
+        let changeable = if crate::config::RESTART_ONLY.contains(&key.as_str()) {
+            "no"
+        } else {
+            "yes"
+        };
+        t.row(vec![key, value, default, changeable.into()]);
     }
     t
 }
@@ -415,14 +419,14 @@ fn lists(shared: &Shared) -> Table {
         .load(std::sync::atomic::Ordering::Relaxed)
         .saturating_sub(clients);
     let users = {
-        let c = &shared.config;
+        let c = shared.config();
         let mut names: Vec<&String> = c.users.keys().chain(c.userlist.keys()).collect();
         names.sort();
         names.dedup();
         names.len()
     };
     for (name, n) in [
-        ("databases", shared.config.databases.len()),
+        ("databases", shared.config().databases.len()),
         ("users", users),
         ("peers", 0),
         ("pools", pools.len()),

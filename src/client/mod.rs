@@ -30,14 +30,15 @@ const CLIENT_BUFFER: usize = 8 * 1024;
 
 /// Serves one client from accept to close.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let over_limit = shared.clients.fetch_add(1, Ordering::AcqRel)
-        >= shared.config.general.max_client_conn as usize;
+    let general = shared.config().general.clone();
+    let over_limit =
+        shared.clients.fetch_add(1, Ordering::AcqRel) >= general.max_client_conn as usize;
     let mut conn = ClientConn {
         stream,
         buf: BytesMut::with_capacity(CLIENT_BUFFER),
         peer,
     };
-    let login_timeout = Duration::from_secs_f64(shared.config.general.client_login_timeout);
+    let login_timeout = Duration::from_secs_f64(general.client_login_timeout);
     let login = startup::login(&mut conn, &shared, over_limit);
     let result = match tokio::time::timeout(login_timeout, login).await {
         Err(_) => Err(ClientError::LoginTimeout),

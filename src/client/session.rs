@@ -80,7 +80,6 @@ impl Phase {
 struct Session<'a> {
     client: &'a mut ClientConn,
     login: Login,
-    shared: &'a Arc<Shared>,
     server: Option<PooledServer>,
     client_pass: Passthrough,
     server_pass: Passthrough,
@@ -93,6 +92,8 @@ struct Session<'a> {
     transaction_started: Option<Instant>,
     query_started: Option<Instant>,
     shutdown: watch::Receiver<Option<ShutdownMode>>,
+    /// server_reset_query, where it runs on release in this session's mode.
+    reset_query: Option<String>,
 }
 
 pub async fn run(
@@ -101,20 +102,25 @@ pub async fn run(
     shared: &Arc<Shared>,
 ) -> Result<(), ClientError> {
     let cancel_key = login.cancel_key;
+    let config = shared.config();
+    let general = &config.general;
+    let reset_query = (login.mode == PoolMode::Session || general.server_reset_query_always)
+        .then(|| general.server_reset_query.clone())
+        .filter(|q| !q.is_empty());
     let mut session = Session {
         client,
         login,
-        shared,
         server: None,
         client_pass: Passthrough::default(),
         server_pass: Passthrough::default(),
         own: BytesMut::new(),
-        timeouts: Timeouts::from_config(&shared.config.general),
+        timeouts: Timeouts::from_config(general),
         phase: Phase::Idle,
         phase_since: Instant::now(),
         transaction_started: None,
         query_started: None,
         shutdown: shared.shutdown.watch(),
+        reset_query,
     };
     let result = session.serve().await;
     session.finish().await;
@@ -225,7 +231,7 @@ impl Session<'_> {
         PoolStats::add(&pool.stats.server_assignment_count, 1);
         let waited = waiting_since.elapsed();
         PoolStats::add(&pool.stats.wait_time_us, micros(waited));
-        pool.settings.histograms.wait.record(waited.as_secs_f64());
+        pool.histograms.wait.record(waited.as_secs_f64());
         self.login.cancel.link(ServerKey {
             addr: server.addr,
             pid: server.backend_pid,
@@ -338,12 +344,7 @@ impl Session<'_> {
                 if let Some(started) = self.query_started.take() {
                     let took = started.elapsed();
                     PoolStats::add(&stats.query_time_us, micros(took));
-                    self.login
-                        .pool
-                        .settings
-                        .histograms
-                        .query
-                        .record(took.as_secs_f64());
+                    self.login.pool.histograms.query.record(took.as_secs_f64());
                 }
             }
         }
@@ -354,7 +355,6 @@ impl Session<'_> {
                 PoolStats::add(&stats.xact_time_us, micros(took));
                 self.login
                     .pool
-                    .settings
                     .histograms
                     .transaction
                     .record(took.as_secs_f64());
@@ -398,13 +398,8 @@ impl Session<'_> {
             return;
         };
         self.login.cancel.unlink().await;
-        let general = &self.shared.config.general;
-        let reset = self.login.mode == PoolMode::Session || general.server_reset_query_always;
-        if reset
-            && !general.server_reset_query.is_empty()
-            && server.tracker.verdict() == Verdict::Idle
-        {
-            if let Err(e) = server.run_own_query(&general.server_reset_query).await {
+        if let (Some(reset), Verdict::Idle) = (&self.reset_query, server.tracker.verdict()) {
+            if let Err(e) = server.run_own_query(reset).await {
                 tracing::warn!(error = %e, "server_reset_query failed; closing server");
                 server.tracker.poison();
             }

@@ -8,21 +8,20 @@ use crate::auth::md5::{salted_reply, stored_hash};
 use crate::auth::scram::{ScramKeys, ServerExchange, DEFAULT_ITERATIONS};
 use crate::auth::{constant_time_eq, random_nonce, Secret};
 use crate::cancel::CancelSlot;
-use crate::config::{AuthType, PoolMode};
-use crate::pool::{Checkout, Health, Pool, PoolSettings};
+use crate::config::{AuthType, Config, PoolMode};
+use crate::pool::{server_credentials, Checkout, Pool, PoolSettings};
 use crate::protocol::backend;
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::{tracked_index, ParamSet};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
-use crate::server::{ServerCredentials, ServerTarget};
+use crate::server::ServerCredentials;
 use crate::stats::PoolStats;
 use crate::Shared;
 use bytes::{Buf, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Startup parameters that are neither tracked nor refused.
@@ -138,7 +137,8 @@ pub async fn login(
         .filter(|d| !d.is_empty())
         .unwrap_or(&user)
         .to_owned();
-    let general = &shared.config.general;
+    let config = shared.config();
+    let general = &config.general;
     let mut client_params = ParamSet::default();
     for (key, value) in &params {
         if key.starts_with("_pq_.") || ALWAYS_IGNORED.contains(&key.as_str()) {
@@ -162,8 +162,7 @@ pub async fn login(
     if over_limit {
         return Err(ClientError::TooManyClients);
     }
-    let db = shared
-        .config
+    let db = config
         .databases
         .get(&database)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
@@ -172,9 +171,9 @@ pub async fn login(
     backend::authentication_ok(&mut out);
 
     let server_user = db.user.clone().unwrap_or_else(|| user.clone());
-    let credentials = server_credentials(shared, db.password.as_deref(), &server_user);
-    let pool = pool_for(shared, &database, &server_user);
-    if let (Some(client_key), Secret::Scram(keys)) = (proved_key, secret_of(shared, &user)) {
+    let credentials = server_credentials(&config, db.password.as_deref(), &server_user);
+    let pool = pool_for(shared, &config, &database, &server_user);
+    if let (Some(client_key), Some(Secret::Scram(keys))) = (proved_key, config.secret_for(&user)) {
         if server_user == user && !matches!(credentials, ServerCredentials::Password(_)) {
             pool.set_credentials(ServerCredentials::ScramKeys {
                 client_key,
@@ -215,7 +214,7 @@ pub async fn login(
     }
     pool.clients.fetch_add(1, Ordering::Relaxed);
     PoolStats::add(&pool.stats.client_login_count, 1);
-    let mode = pool.settings.mode;
+    let mode = pool.settings().mode;
     Ok(Some(Admitted::Pool(Login {
         user,
         database,
@@ -266,47 +265,18 @@ async fn console_login(
 }
 
 /// The pool of (database, server user), created on first use.
-pub(crate) fn pool_for(shared: &Shared, database: &str, server_user: &str) -> Arc<Pool> {
+pub(crate) fn pool_for(
+    shared: &Shared,
+    config: &Config,
+    database: &str,
+    server_user: &str,
+) -> Arc<Pool> {
     shared.pools.get_or_create(database, server_user, || {
-        let general = &shared.config.general;
-        let db = &shared.config.databases[database];
-        PoolSettings {
-            target: ServerTarget {
-                host: db.host.clone(),
-                port: db.port,
-                dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
-                user: server_user.to_owned(),
-            },
-            mode: shared.config.pool_mode(database, server_user),
-            size: shared.config.pool_size(database, server_user),
-            connect_timeout: Duration::from_secs_f64(general.server_connect_timeout),
-            credentials: server_credentials(shared, db.password.as_deref(), server_user),
-            health: Health::from_config(general),
-            max_db_connections: shared.config.max_db_connections(database),
-            max_user_connections: shared.config.max_user_connections(server_user),
-            histograms: shared.metrics.pool_histograms(database, server_user),
-        }
+        let settings = PoolSettings::from_config(config, database, server_user)
+            .expect("the database was looked up in the same config");
+        let histograms = shared.metrics.pool_histograms(database, server_user);
+        (settings, histograms)
     })
-}
-
-fn secret_of(shared: &Shared, user: &str) -> Secret {
-    shared
-        .config
-        .secret_for(user)
-        .unwrap_or(Secret::Plain(String::new()))
-}
-
-/// How the pool logs in to PostgreSQL: the database's password, else the user's secret.
-fn server_credentials(shared: &Shared, db_password: Option<&str>, user: &str) -> ServerCredentials {
-    if let Some(p) = db_password {
-        return ServerCredentials::Password(p.to_owned());
-    }
-    match shared.config.secret_for(user) {
-        Some(Secret::Plain(p)) => ServerCredentials::Password(p),
-        Some(Secret::Md5(h)) => ServerCredentials::Md5(h),
-        // A SCRAM secret logs in with the ClientKey a client proves; until then, nothing.
-        Some(Secret::Scram(_)) | None => ServerCredentials::None,
-    }
 }
 
 /// Authenticates by auth_type. Returns the ClientKey a SCRAM client proved, if any.
@@ -316,8 +286,9 @@ async fn authenticate(
     user: &str,
     out: &mut BytesMut,
 ) -> Result<Option<[u8; 32]>, ClientError> {
-    let secret = shared.config.secret_for(user);
-    match (shared.config.general.auth_type, secret) {
+    let config = shared.config();
+    let secret = config.secret_for(user);
+    match (config.general.auth_type, secret) {
         (AuthType::Trust, _) => Ok(None),
         (AuthType::Md5, Some(Secret::Scram(keys)))
         | (AuthType::ScramSha256, Some(Secret::Scram(keys))) => {

@@ -119,6 +119,15 @@ impl Config {
     }
 }
 
+/// General settings a reload cannot change (a restart applies them).
+pub const RESTART_ONLY: [&str; 5] = [
+    "listen_addr",
+    "listen_port",
+    "metrics_addr",
+    "stats_period",
+    "log_format",
+];
+
 /// Every general setting as (name, value) text, sorted by name, for SHOW CONFIG.
 pub fn general_settings(general: &General) -> BTreeMap<String, String> {
     let Ok(toml::Value::Table(table)) = toml::Value::try_from(general) else {

@@ -9,21 +9,52 @@ use super::{lock, Grant, Pool};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+/// Which setting a cap enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CapKind {
+    Database,
+    User,
+}
+
+/// Every database and every user has a cap; one whose setting is 0 has no limit, so a reload
+/// can set or lift a limit while servers are open and the count stays right.
 pub struct Cap {
+    pub kind: CapKind,
     pub label: String,
-    max: usize,
+    max: AtomicUsize,
     open: AtomicUsize,
     pools: Mutex<Vec<Weak<Pool>>>,
 }
 
+fn limit(setting: usize) -> usize {
+    if setting == 0 {
+        usize::MAX
+    } else {
+        setting
+    }
+}
+
 impl Cap {
-    pub fn new(label: String, max: usize) -> Cap {
+    pub fn new(kind: CapKind, name: &str, setting: usize) -> Cap {
+        let label = match kind {
+            CapKind::Database => format!("max_db_connections of {name}"),
+            CapKind::User => format!("max_user_connections of {name}"),
+        };
         Cap {
+            kind,
             label,
-            max,
+            max: AtomicUsize::new(limit(setting)),
             open: AtomicUsize::new(0),
             pools: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn set_max(&self, setting: usize) {
+        self.max.store(limit(setting), Ordering::Release);
+    }
+
+    fn full(&self) -> bool {
+        self.open.load(Ordering::Acquire) >= self.max.load(Ordering::Acquire)
     }
 
     pub fn register(&self, pool: &Arc<Pool>) {
@@ -33,17 +64,13 @@ impl Cap {
     fn try_take(&self) -> bool {
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < self.max).then_some(open + 1)
+                (open < self.max.load(Ordering::Acquire)).then_some(open + 1)
             })
             .is_ok()
     }
 
     fn give_back(&self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
     }
 
     fn pools(&self) -> Vec<Arc<Pool>> {
@@ -78,7 +105,7 @@ impl Pool {
 
     /// Closes the longest-idle server of another pool under a full cap of ours.
     pub(super) fn evict_for_caps(&self) -> bool {
-        for cap in self.caps.iter().filter(|c| c.open() >= c.max) {
+        for cap in self.caps.iter().filter(|c| c.full()) {
             for other in cap.pools() {
                 if std::ptr::eq(&*other, self) {
                     continue;
@@ -101,9 +128,9 @@ impl Pool {
         false
     }
 
-    /// Lets this pool's longest waiter connect if its caps allow, evicting idle servers of
-    /// other pools when they do not. Returns whether a waiter was served.
-    pub(super) fn serve_waiter_under_caps(self: &Arc<Self>) -> bool {
+    /// Lets this pool's longest waiter connect if the pool's size and its caps allow (evicting
+    /// idle servers of other pools under a full cap). Returns whether a waiter was served.
+    pub(super) fn serve_waiter_with_room(self: &Arc<Self>) -> bool {
         if lock(&self.queue).waiter_with_room().is_none() {
             return false;
         }

@@ -57,12 +57,13 @@ impl Drop for PooledServer {
         };
         let expired = conn
             .expires_at
-            .is_some_and(|at| at <= std::time::Instant::now());
+            .is_some_and(|at| at <= std::time::Instant::now())
+            || conn.generation != self.pool.generation();
         match conn.tracker.verdict() {
             Verdict::Idle if conn.buf.is_empty() && !expired => self.pool.check_in(conn),
             verdict => {
                 let reason = if expired && verdict == Verdict::Idle {
-                    "server_lifetime"
+                    "server_lifetime or config reloaded"
                 } else {
                     "not idle at release"
                 };

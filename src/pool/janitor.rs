@@ -25,15 +25,17 @@ pub(super) async fn run(pool: Weak<Pool>) {
         close_expired(&pool);
         grant_reserve(&pool);
         fill_minimum(&pool);
-        while pool.serve_waiter_under_caps() {}
+        while pool.serve_waiter_with_room() {}
     }
 }
 
 fn close_expired(pool: &Arc<Pool>) {
-    let health = &pool.settings.health;
+    let settings = pool.settings();
+    let health = &settings.health;
+    let generation = pool.generation();
     let now = Instant::now();
     let closed = lock(&pool.queue).remove_idle(health.min_size, |conn| {
-        let old = conn.expires_at.is_some_and(|at| at <= now);
+        let old = conn.expires_at.is_some_and(|at| at <= now) || conn.generation != generation;
         let idle = health
             .idle_timeout
             .is_some_and(|limit| now.duration_since(conn.last_used) >= limit);
@@ -41,7 +43,9 @@ fn close_expired(pool: &Arc<Pool>) {
     });
     pool.return_caps(closed.len());
     for mut conn in closed {
-        let reason = if conn.expires_at.is_some_and(|at| at <= now) {
+        let reason = if conn.generation != generation {
+            "config reloaded"
+        } else if conn.expires_at.is_some_and(|at| at <= now) {
             "server_lifetime"
         } else {
             "server_idle_timeout"
@@ -52,7 +56,8 @@ fn close_expired(pool: &Arc<Pool>) {
 }
 
 fn grant_reserve(pool: &Arc<Pool>) {
-    let health = &pool.settings.health;
+    let settings = pool.settings();
+    let health = &settings.health;
     if health.reserve_size == 0 {
         return;
     }
@@ -77,7 +82,7 @@ fn grant_reserve(pool: &Arc<Pool>) {
 }
 
 fn fill_minimum(pool: &Arc<Pool>) {
-    let min = pool.settings.health.min_size;
+    let min = pool.settings().health.min_size;
     if min == 0 || !pool.has_credentials() {
         return;
     }

@@ -6,12 +6,13 @@ mod caps;
 mod guard;
 mod janitor;
 mod queue;
+mod settings;
 
 pub use guard::PooledServer;
+pub use settings::{server_credentials, Health, PoolSettings};
 
-use crate::config::PoolMode;
-use crate::server::{ServerConn, ServerCredentials, ServerError, ServerTarget};
-use caps::Cap;
+use crate::server::{ServerConn, ServerCredentials, ServerError};
+use caps::{Cap, CapKind};
 use guard::ConnectSlot;
 use queue::{Handoff, Queue, Take};
 use std::collections::HashMap;
@@ -52,58 +53,6 @@ type Waiter = oneshot::Sender<Grant>;
 /// Every ParameterStatus a fresh server reported, in order.
 pub type Welcome = Arc<Vec<(String, String)>>;
 
-/// Settings a pool is built with.
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    pub target: ServerTarget,
-    pub mode: PoolMode,
-    pub size: usize,
-    pub connect_timeout: Duration,
-    pub credentials: ServerCredentials,
-    pub health: Health,
-    /// max_db_connections for this pool's database; 0 = no cap.
-    pub max_db_connections: usize,
-    /// max_user_connections for this pool's server user; 0 = no cap.
-    pub max_user_connections: usize,
-    pub histograms: crate::metrics::PoolHistograms,
-}
-
-/// Server health and lifecycle settings of a pool (PgBouncer's names, in Duration form).
-#[derive(Debug, Clone)]
-pub struct Health {
-    /// Run on a server idle at least `check_delay` before it is handed out; empty disables.
-    pub check_query: String,
-    pub check_delay: Duration,
-    /// None = forever; zero = each server is used once.
-    pub lifetime: Option<Duration>,
-    /// None = forever.
-    pub idle_timeout: Option<Duration>,
-    pub login_retry: Duration,
-    pub min_size: usize,
-    pub reserve_size: usize,
-    pub reserve_timeout: Duration,
-}
-
-impl Health {
-    pub fn from_config(g: &crate::config::General) -> Health {
-        let optional = |v: f64| (v > 0.0).then(|| Duration::from_secs_f64(v));
-        Health {
-            check_query: g.server_check_query.clone(),
-            check_delay: Duration::from_secs_f64(g.server_check_delay),
-            lifetime: if g.server_lifetime > 0.0 {
-                Some(Duration::from_secs_f64(g.server_lifetime))
-            } else {
-                Some(Duration::ZERO)
-            },
-            idle_timeout: optional(g.server_idle_timeout),
-            login_retry: Duration::from_secs_f64(g.server_login_retry),
-            min_size: g.min_pool_size as usize,
-            reserve_size: g.reserve_pool_size as usize,
-            reserve_timeout: Duration::from_secs_f64(g.reserve_pool_timeout),
-        }
-    }
-}
-
 /// Figures for SHOW POOLS and the demo.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolSnapshot {
@@ -123,7 +72,13 @@ pub struct PoolSnapshot {
 pub struct Pool {
     /// The database name clients use.
     pub database: String,
-    pub settings: PoolSettings,
+    /// The user its servers log in as.
+    pub user: String,
+    /// Replaced whole on reload.
+    settings: Mutex<Arc<PoolSettings>>,
+    /// Bumped when a reload changes where or how servers log in: older servers are closed.
+    generation: AtomicU64,
+    pub histograms: crate::metrics::PoolHistograms,
     queue: Mutex<Queue<ServerConn, Waiter>>,
     credentials: Mutex<ServerCredentials>,
     /// ParameterStatus values a fresh server reported, for clients' welcome.
@@ -146,14 +101,18 @@ impl Pool {
     fn new(
         database: String,
         settings: PoolSettings,
+        histograms: crate::metrics::PoolHistograms,
         ids: Arc<AtomicU64>,
         caps: Vec<Arc<Cap>>,
     ) -> Pool {
         Pool {
             database,
+            user: settings.target.user.clone(),
             queue: Mutex::new(Queue::new(settings.size)),
             credentials: Mutex::new(settings.credentials.clone()),
-            settings,
+            settings: Mutex::new(Arc::new(settings)),
+            generation: AtomicU64::new(0),
+            histograms,
             welcome: Mutex::new(None),
             clients: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
@@ -163,6 +122,39 @@ impl Pool {
             last_failure: Mutex::new(None),
             caps,
         }
+    }
+
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        lock(&self.settings).clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Applies settings from a reloaded config. Clients and transactions carry on: a bigger
+    /// size serves waiters at once, a smaller one shrinks as servers come back; if the server
+    /// address, database or credentials changed, servers are replaced as they are released.
+    pub fn apply(self: &Arc<Self>, new: PoolSettings) {
+        let old = self.settings();
+        let relogin =
+            old.target != new.target || !same_credentials(&old.credentials, &new.credentials);
+        if relogin {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            if !matches!(new.credentials, ServerCredentials::None) {
+                *lock(&self.credentials) = new.credentials.clone();
+            }
+            lock(&self.last_failure).take();
+        }
+        lock(&self.queue).set_max(new.size);
+        for cap in &self.caps {
+            match cap.kind {
+                CapKind::Database => cap.set_max(new.max_db_connections),
+                CapKind::User => cap.set_max(new.max_user_connections),
+            }
+        }
+        *lock(&self.settings) = Arc::new(new);
+        while self.serve_waiter_with_room() {}
     }
 
     /// Learns credentials at run time (a SCRAM ClientKey a client just proved).
@@ -241,12 +233,13 @@ impl Pool {
         if !server.looks_alive() {
             return Err("found dead at checkout");
         }
-        let health = &self.settings.health;
+        let settings = self.settings();
+        let health = &settings.health;
         if health.check_query.is_empty() || server.last_used.elapsed() < health.check_delay {
             return Ok(());
         }
         let check = server.run_own_query(&health.check_query);
-        match tokio::time::timeout(self.settings.connect_timeout, check).await {
+        match tokio::time::timeout(settings.connect_timeout, check).await {
             Ok(Ok(())) => Ok(()),
             _ => {
                 server.tracker.poison();
@@ -267,7 +260,7 @@ impl Pool {
         loop {
             let failure = lock(&self.last_failure).clone();
             if let Some((at, error)) = failure {
-                let retry_at = at + self.settings.health.login_retry;
+                let retry_at = at + self.settings().health.login_retry;
                 if Instant::now() < retry_at {
                     if mode == Checkout::FailFast || !error.is_transient() {
                         return Err(PoolError::Login(error));
@@ -289,7 +282,8 @@ impl Pool {
 
     /// One connect and login; a failure is remembered for server_login_retry.
     async fn try_connect(&self) -> Result<ServerConn, Arc<ServerError>> {
-        let s = &self.settings;
+        let s = self.settings();
+        let generation = self.generation();
         let credentials = lock(&self.credentials).clone();
         let id = self.next_server_id.fetch_add(1, Ordering::Relaxed);
         self.connecting.fetch_add(1, Ordering::Relaxed);
@@ -311,6 +305,7 @@ impl Pool {
         };
         lock(&self.last_failure).take();
         conn.expires_at = s.health.lifetime.map(|l| conn.created + janitor::spread(l));
+        conn.generation = generation;
         tracing::debug!(
             server = id,
             database = %self.database,
@@ -363,14 +358,14 @@ impl Pool {
         q.forget_waiters(|w| w.is_closed());
         PoolSnapshot {
             database: self.database.clone(),
-            user: self.settings.target.user.clone(),
+            user: self.user.clone(),
             clients: self.clients.load(Ordering::Relaxed),
             waiting: self.waiting.load(Ordering::Relaxed),
             servers: q.total(),
             idle: q.idle_count(),
             connecting: self.connecting.load(Ordering::Relaxed),
             max_wait: q.oldest_waiter().map(|t| t.elapsed()).unwrap_or_default(),
-            mode: self.settings.mode.as_str(),
+            mode: self.settings().mode.as_str(),
         }
     }
 
@@ -386,6 +381,16 @@ impl Pool {
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
 /// here leaves the data consistent before anything that can panic.
+fn same_credentials(a: &ServerCredentials, b: &ServerCredentials) -> bool {
+    use ServerCredentials::*;
+    match (a, b) {
+        (Password(x), Password(y)) | (Md5(x), Md5(y)) => x == y,
+        // Learned keys stay valid while the config still names no secret of its own.
+        (None | ScramKeys { .. }, None) => true,
+        _ => false,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -394,8 +399,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub struct Pools {
     map: Mutex<HashMap<(String, String), Arc<Pool>>>,
-    /// Shared caps by ("db" or "user", name).
-    caps: Mutex<HashMap<(&'static str, String), Arc<Cap>>>,
+    /// Shared caps by kind and database or user name.
+    caps: Mutex<HashMap<(CapKind, String), Arc<Cap>>>,
     next_server_id: Arc<AtomicU64>,
 }
 
@@ -405,40 +410,30 @@ impl Pools {
         &self,
         database: &str,
         server_user: &str,
-        settings: impl FnOnce() -> PoolSettings,
+        settings: impl FnOnce() -> (PoolSettings, crate::metrics::PoolHistograms),
     ) -> Arc<Pool> {
         let mut map = lock(&self.map);
         let key = (database.to_owned(), server_user.to_owned());
         if let Some(pool) = map.get(&key) {
             return pool.clone();
         }
-        let settings = settings();
-        let mut caps = Vec::new();
-        for (kind, name, max) in [
-            ("db", database, settings.max_db_connections),
-            (
-                "user",
-                settings.target.user.as_str(),
-                settings.max_user_connections,
-            ),
-        ] {
-            if max > 0 {
-                let cap = lock(&self.caps)
-                    .entry((kind, name.to_owned()))
-                    .or_insert_with(|| {
-                        let label = match kind {
-                            "db" => format!("max_db_connections of {name}"),
-                            _ => format!("max_user_connections of {name}"),
-                        };
-                        Arc::new(Cap::new(label, max))
-                    })
-                    .clone();
-                caps.push(cap);
-            }
-        }
+        let (settings, histograms) = settings();
+        let caps = [
+            (CapKind::Database, database, settings.max_db_connections),
+            (CapKind::User, server_user, settings.max_user_connections),
+        ]
+        .into_iter()
+        .map(|(kind, name, setting)| {
+            lock(&self.caps)
+                .entry((kind, name.to_owned()))
+                .or_insert_with(|| Arc::new(Cap::new(kind, name, setting)))
+                .clone()
+        })
+        .collect();
         let pool = Arc::new(Pool::new(
             database.to_owned(),
             settings,
+            histograms,
             self.next_server_id.clone(),
             caps,
         ));
@@ -450,11 +445,18 @@ impl Pools {
         pool
     }
 
+    /// Applies a reloaded config to every pool whose database still exists.
+    pub fn reload(&self, config: &crate::config::Config) {
+        for pool in self.all() {
+            if let Some(settings) = PoolSettings::from_config(config, &pool.database, &pool.user) {
+                pool.apply(settings);
+            }
+        }
+    }
+
     pub fn all(&self) -> Vec<Arc<Pool>> {
         let mut pools: Vec<_> = lock(&self.map).values().cloned().collect();
-        pools.sort_by(|a, b| {
-            (&a.database, &a.settings.target.user).cmp(&(&b.database, &b.settings.target.user))
-        });
+        pools.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
         pools
     }
 }

@@ -103,6 +103,11 @@ impl<C, W> Queue<C, W> {
         self.waiters.pop_front().map(|(_, w)| w)
     }
 
+    /// Changes the pool's size (on reload); a smaller size takes effect as connections close.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Undoes a [`Take::Connect`] whose connection may not be opened after all.
     pub fn cancel_connect(&mut self) {
         self.total -= 1;

@@ -13,5 +13,6 @@ pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
 pub const SYNTAX_ERROR: &str = "42601";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+pub const CONFIG_FILE_ERROR: &str = "F0000";
 pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
 pub const IDLE_SESSION_TIMEOUT: &str = "57P05";

@@ -68,6 +68,8 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// When server_lifetime (spread out) ends it; None = never.
     pub expires_at: Option<Instant>,
+    /// The pool's configuration generation it was opened under.
+    pub generation: u64,
     pub id: u64,
 }
 
@@ -112,6 +114,7 @@ impl ServerConn {
             created: Instant::now(),
             last_used: Instant::now(),
             expires_at: None,
+            generation: 0,
             id,
         };
         let mut out = BytesMut::new();

@@ -118,6 +118,10 @@ impl<'a> PgmuxConfig<'a> {
         let config = Config::parse(&text, dir.path())
             .unwrap_or_else(|p| panic!("test config invalid: {p:?}\n{text}"));
         let running = pgmux::Server::bind(config).await.expect("bind pgmux");
+        // Saved so that RELOAD tests can edit it.
+        let path = dir.path().join("pgmux.toml");
+        std::fs::write(&path, &text).expect("write config");
+        running.shared.set_config_path(path);
         Pgmux {
             port: running.local_addr.port(),
             running: Some(running),
@@ -153,6 +157,11 @@ impl Pgmux {
             let _ = conn.await;
         });
         Ok(client)
+    }
+
+    /// The config file RELOAD reads.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("pgmux.toml")
     }
 
     pub fn pools(&self) -> Vec<pgmux::pool::PoolSnapshot> {

@@ -14,6 +14,7 @@ mod limits;
 mod metrics;
 mod pgbench;
 mod pipelines;
+mod reload;
 mod shutdown;
 mod startup;
 mod timeouts;

@@ -188,3 +188,42 @@ async fn sigterm_waits_for_clients_and_a_second_signal_exits_at_once() {
     assert_eq!(pgmux.exit_code(Duration::from_secs(10)).await, Some(0));
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file() {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist.push_str("\"admin\" \"adminpw\"\n");
+    cfg.general = "admin_users = [\"admin\"]".into();
+    let pgmux = Process::start(cfg).await;
+    let path = pgmux._dir.path().join("pgmux.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("default_pool_size = 5", "default_pool_size = 9"),
+    )
+    .unwrap();
+    pgmux.signal(libc::SIGHUP);
+    let url = format!(
+        "host=127.0.0.1 port={} user=admin password=adminpw dbname=pgmux",
+        pgmux.port
+    );
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    eventually(
+        Duration::from_secs(5),
+        "default_pool_size reloaded",
+        || async {
+            let rows = admin.simple_query("SHOW CONFIG").await.unwrap();
+            rows.iter()
+                .any(|m| {
+                    matches!(m, tokio_postgres::SimpleQueryMessage::Row(r)
+                if r.get(0) == Some("default_pool_size") && r.get(1) == Some("9"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+}
