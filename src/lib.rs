@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cancel;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod listener;
 pub mod metrics;
 pub mod pool;
@@ -39,6 +40,7 @@ pub struct Shared {
     /// Per-database averages over the last stats_period.
     averages: Mutex<BTreeMap<String, stats::Averages>>,
     pub shutdown: shutdown::ShutdownState,
+    pub control: control::Control,
     pub metrics: metrics::Metrics,
     /// The file RELOAD and SIGHUP read.
     config_path: Mutex<Option<std::path::PathBuf>>,
@@ -55,6 +57,7 @@ impl Shared {
             derived_keys: Mutex::new(HashMap::new()),
             averages: Mutex::new(BTreeMap::new()),
             shutdown: Default::default(),
+            control: Default::default(),
             metrics: Default::default(),
             config_path: Mutex::new(None),
         }

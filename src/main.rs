@@ -126,8 +126,14 @@ async fn serve_until_stopped(running: &pgmux::Running) -> anyhow::Result<()> {
                 // Success and every problem are logged by the reload itself.
                 let _ = running.shared.reload_from_file();
             }
-            _ = usr1.recv() => tracing::warn!("SIGUSR1: PAUSE is not supported yet"),
-            _ = usr2.recv() => tracing::warn!("SIGUSR2: RESUME is not supported yet"),
+            _ = usr1.recv() => match running.shared.control.pause(None) {
+                Ok(()) => tracing::info!("SIGUSR1: paused; new transactions wait for RESUME"),
+                Err(e) => tracing::warn!("SIGUSR1: {e}"),
+            },
+            _ = usr2.recv() => match running.shared.control.resume(None) {
+                Ok(()) => tracing::info!("SIGUSR2: resumed"),
+                Err(e) => tracing::warn!("SIGUSR2: {e}"),
+            },
         }
     }
 }

@@ -2,6 +2,7 @@
 //! tools connect unchanged). Users in admin_users may run every command, users in stats_users
 //! only SHOW. Reads snapshots and statistics; never touches the hot path.
 
+mod control;
 mod parse;
 mod show;
 
@@ -91,7 +92,7 @@ pub async fn run(
             b'X' => return Ok(()),
             b'Q' => {
                 let sql = frame::cstr(&msg[5..]).map(|(s, _)| s).unwrap_or("");
-                execute(shared, role, sql, &mut out);
+                execute(shared, role, sql, &mut out).await;
                 backend::ready_for_query(&mut out, b'I');
             }
             _ => {
@@ -111,7 +112,7 @@ pub async fn run(
 }
 
 /// Runs one console statement, appending its reply (without ReadyForQuery).
-fn execute(shared: &Shared, role: Role, sql: &str, out: &mut BytesMut) {
+async fn execute(shared: &Shared, role: Role, sql: &str, out: &mut BytesMut) {
     let error = |out: &mut BytesMut, code: &str, message: &str| {
         backend::error_response(out, Severity::Error, code, message);
     };
@@ -173,6 +174,22 @@ fn execute(shared: &Shared, role: Role, sql: &str, out: &mut BytesMut) {
                     code::SYNTAX_ERROR,
                     "SHUTDOWN takes WAIT_FOR_SERVERS, WAIT_FOR_CLIENTS or nothing",
                 ),
+            }
+        }
+        Ok(Command::Control { name, arg })
+            if [
+                "PAUSE",
+                "RESUME",
+                "DISABLE",
+                "ENABLE",
+                "RECONNECT",
+                "WAIT_CLOSE",
+            ]
+            .contains(&name.as_str()) =>
+        {
+            match control::run(shared, &name, arg.as_deref()).await {
+                Ok(()) => backend::command_complete(out, &name),
+                Err(message) => error(out, code::OBJECT_NOT_IN_PREREQUISITE_STATE, &message),
             }
         }
         Ok(Command::Control { name, .. }) if name == "RELOAD" => match shared.reload_from_file() {

@@ -66,7 +66,7 @@ pub fn show(shared: &Shared, what: &str) -> Option<Table> {
         "USERS" => users(shared),
         "CONFIG" => config(shared),
         "LISTS" => lists(shared),
-        "STATE" => state(),
+        "STATE" => state(shared),
         "VERSION" => version(),
         _ => return None,
     })
@@ -316,6 +316,7 @@ fn databases(shared: &Shared) -> Table {
     let config = shared.config();
     let g = &config.general;
     let pools = shared.pools.all();
+    let control = shared.control.state();
     for (name, db) in &config.databases {
         let of_db = pools.iter().filter(|p| &p.database == name);
         let (servers, clients) = of_db.fold((0, 0), |(s, c), p| {
@@ -338,8 +339,8 @@ fn databases(shared: &Shared) -> Table {
             servers.to_string(),
             "0".into(),
             clients.to_string(),
-            "0".into(),
-            "0".into(),
+            u8::from(control.is_paused(name)).to_string(),
+            u8::from(control.disabled.contains(name)).to_string(),
         ]);
     }
     t
@@ -446,10 +447,16 @@ fn lists(shared: &Shared) -> Table {
     t
 }
 
-fn state() -> Table {
+fn state(shared: &Shared) -> Table {
     let mut t = Table::new(&[("key", TEXT), ("value", TEXT)]);
-    for (k, v) in [("active", "yes"), ("paused", "no"), ("suspended", "no")] {
-        t.row(vec![k.into(), v.into()]);
+    let paused = shared.control.state().all_paused;
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    for (k, v) in [
+        ("active", !paused),
+        ("paused", paused),
+        ("suspended", false),
+    ] {
+        t.row(vec![k.into(), yes_no(v).into()]);
     }
     t
 }

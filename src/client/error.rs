@@ -24,6 +24,8 @@ pub enum ClientError {
     AuthFailed(String),
     #[error("user \"{0}\" is not allowed on the admin console (admin_users, stats_users)")]
     NotConsoleUser(String),
+    #[error("database \"{0}\" is disabled (DISABLE on the admin console)")]
+    DatabaseDisabled(String),
     #[error("no more connections allowed (max_client_conn)")]
     TooManyClients,
     #[error("client_login_timeout: login not completed in time")]
@@ -77,6 +79,7 @@ impl ClientError {
             ClientError::UnknownDatabase(_) => fatal(code::INVALID_CATALOG_NAME),
             ClientError::AuthFailed(_) => fatal(code::INVALID_PASSWORD),
             ClientError::NotConsoleUser(_) => fatal(code::INVALID_AUTHORIZATION),
+            ClientError::DatabaseDisabled(_) => fatal(code::CANNOT_CONNECT_NOW),
             ClientError::TooManyClients => fatal(code::TOO_MANY_CONNECTIONS),
             ClientError::LoginTimeout => fatal(code::PROTOCOL_VIOLATION),
             ClientError::TransactionInStatementMode => fatal(code::FEATURE_NOT_SUPPORTED),
@@ -126,6 +129,7 @@ mod tests {
             (ClientError::UnknownDatabase("d".into()), Some("3D000")),
             (ClientError::AuthFailed("u".into()), Some("28P01")),
             (ClientError::TooManyClients, Some("53300")),
+            (ClientError::DatabaseDisabled("d".into()), Some("57P03")),
             (ClientError::NotConsoleUser("u".into()), Some("28000")),
             (ClientError::LoginTimeout, Some("08P01")),
             (ClientError::TransactionInStatementMode, Some("0A000")),

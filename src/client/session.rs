@@ -94,6 +94,7 @@ struct Session<'a> {
     shutdown: watch::Receiver<Option<ShutdownMode>>,
     /// server_reset_query, where it runs on release in this session's mode.
     reset_query: Option<String>,
+    shared_control: &'a crate::control::Control,
 }
 
 pub async fn run(
@@ -121,6 +122,7 @@ pub async fn run(
         query_started: None,
         shutdown: shared.shutdown.watch(),
         reset_query,
+        shared_control: &shared.control,
     };
     let result = session.serve().await;
     session.finish().await;
@@ -211,7 +213,13 @@ impl Session<'_> {
         let pool = &self.login.pool;
         let waiting_since = Instant::now();
         pool.waiting.fetch_add(1, Ordering::Relaxed);
-        let checkout = pool.checkout(Checkout::Wait);
+        let control = &self.shared_control;
+        let database = &self.login.database;
+        let checkout = async move {
+            // A PAUSE holds new transactions, without an error, until RESUME.
+            control.wait_unpaused(database).await;
+            pool.checkout(Checkout::Wait).await
+        };
         let checkout = async {
             match self.timeouts.query_wait {
                 None => checkout.await.map_err(ClientError::from),

@@ -166,6 +166,9 @@ pub async fn login(
         .databases
         .get(&database)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
+    if shared.control.is_disabled(&database) {
+        return Err(ClientError::DatabaseDisabled(database));
+    }
 
     let proved_key = authenticate_logged(conn, shared, &user, &database, &mut out).await?;
     backend::authentication_ok(&mut out);

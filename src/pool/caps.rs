@@ -119,7 +119,7 @@ impl Pool {
                         reason = "evicted to make room under a connection cap",
                         "closing server"
                     );
-                    conn.terminate();
+                    other.retire(&mut conn);
                     other.return_caps(1);
                     return true;
                 }

@@ -28,7 +28,7 @@ impl PooledServer {
     /// Closes this connection but keeps its place in the pool for a new one.
     pub(super) fn into_slot(mut self) -> ConnectSlot {
         let mut conn = self.take_conn();
-        conn.terminate();
+        self.pool.retire(&mut conn);
         ConnectSlot::new(self.pool.clone())
     }
 
@@ -68,7 +68,7 @@ impl Drop for PooledServer {
                     "not idle at release"
                 };
                 tracing::debug!(server = conn.id, ?verdict, reason, "closing server");
-                conn.terminate();
+                self.pool.retire(&mut conn);
                 drop(conn);
                 self.pool.release_slot();
             }

@@ -51,7 +51,7 @@ fn close_expired(pool: &Arc<Pool>) {
             "server_idle_timeout"
         };
         tracing::debug!(server = conn.id, database = %pool.database, reason, "closing server");
-        conn.terminate();
+        pool.retire(&mut conn);
     }
 }
 

@@ -76,8 +76,11 @@ pub struct Pool {
     pub user: String,
     /// Replaced whole on reload.
     settings: Mutex<Arc<PoolSettings>>,
-    /// Bumped when a reload changes where or how servers log in: older servers are closed.
+    /// Bumped when a reload changes where or how servers log in, or on RECONNECT: older
+    /// servers are closed as they are released.
     generation: AtomicU64,
+    /// Servers of an older generation still open (WAIT_CLOSE waits for none).
+    stale: AtomicUsize,
     pub histograms: crate::metrics::PoolHistograms,
     queue: Mutex<Queue<ServerConn, Waiter>>,
     credentials: Mutex<ServerCredentials>,
@@ -112,6 +115,7 @@ impl Pool {
             credentials: Mutex::new(settings.credentials.clone()),
             settings: Mutex::new(Arc::new(settings)),
             generation: AtomicU64::new(0),
+            stale: AtomicUsize::new(0),
             histograms,
             welcome: Mutex::new(None),
             clients: AtomicUsize::new(0),
@@ -132,6 +136,28 @@ impl Pool {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Marks every open server for closing as it is released (RECONNECT).
+    pub fn reconnect(&self) {
+        let q = lock(&self.queue);
+        self.stale.store(q.total(), Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Servers left from before the last RECONNECT or login change.
+    pub fn stale_servers(&self) -> usize {
+        self.stale.load(Ordering::Acquire)
+    }
+
+    /// Closes a server's connection (its slot is released by the caller).
+    fn retire(&self, conn: &mut ServerConn) {
+        if conn.generation != self.generation() {
+            let _ = self
+                .stale
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+        conn.terminate();
+    }
+
     /// Applies settings from a reloaded config. Clients and transactions carry on: a bigger
     /// size serves waiters at once, a smaller one shrinks as servers come back; if the server
     /// address, database or credentials changed, servers are replaced as they are released.
@@ -140,7 +166,7 @@ impl Pool {
         let relogin =
             old.target != new.target || !same_credentials(&old.credentials, &new.credentials);
         if relogin {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.reconnect();
             if !matches!(new.credentials, ServerCredentials::None) {
                 *lock(&self.credentials) = new.credentials.clone();
             }
@@ -230,6 +256,9 @@ impl Pool {
     /// Whether an idle server may be handed out: still connected, and passing
     /// server_check_query if it sat idle for server_check_delay.
     async fn healthy(&self, server: &mut PooledServer) -> Result<(), &'static str> {
+        if server.generation != self.generation() {
+            return Err("opened before RECONNECT or a login change");
+        }
         if !server.looks_alive() {
             return Err("found dead at checkout");
         }
@@ -374,7 +403,7 @@ impl Pool {
         let idle = lock(&self.queue).drain_idle();
         self.return_caps(idle.len());
         for mut conn in idle {
-            conn.terminate();
+            self.retire(&mut conn);
         }
     }
 }

@@ -14,5 +14,6 @@ pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
 pub const SYNTAX_ERROR: &str = "42601";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const CONFIG_FILE_ERROR: &str = "F0000";
+pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
 pub const IDLE_SESSION_TIMEOUT: &str = "57P05";

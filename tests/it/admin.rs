@@ -314,3 +314,83 @@ async fn roles_errors_and_psql() {
     );
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_lets_transactions_finish_and_holds_new_ones_until_resume() {
+    let pgmux = console_pgmux("").await;
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgmux")
+        .await
+        .unwrap();
+    let in_flight = pgmux.connect("app", "app").await;
+    let newcomer = pgmux.connect("app", "app").await;
+    in_flight.batch_execute("BEGIN").await.unwrap();
+    let pause = tokio::spawn(async move {
+        admin.simple_query("PAUSE app").await.unwrap();
+        admin
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !pause.is_finished(),
+        "PAUSE waits for the transaction in flight"
+    );
+    // The transaction in flight carries on and finishes.
+    let rows = in_flight.simple_query("SELECT 'in flight'").await.unwrap();
+    assert_eq!(crate::transaction_mode::first_value(&rows), "in flight");
+    in_flight.batch_execute("COMMIT").await.unwrap();
+    let admin = tokio::time::timeout(Duration::from_secs(5), pause)
+        .await
+        .expect("PAUSE returns once the server is back")
+        .unwrap();
+    let (cols, rows) = columns_and_rows(&admin, "SHOW DATABASES").await;
+    let row = rows.iter().find(|r| r[0] == "app").unwrap();
+    assert_eq!(value(&cols, row, "paused"), "1");
+    // A new transaction waits, without an error, until RESUME.
+    let held = tokio::spawn(async move { newcomer.simple_query("SELECT 'after resume'").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "new transactions wait while paused");
+    admin.simple_query("RESUME app").await.unwrap();
+    let rows = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("served after RESUME")
+        .unwrap()
+        .expect("no error for the held client");
+    assert_eq!(crate::transaction_mode::first_value(&rows), "after resume");
+    let err = admin.simple_query("RESUME app").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("55000"), "not paused");
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_enable_reconnect_and_wait_close() {
+    let pgmux = console_pgmux("").await;
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgmux")
+        .await
+        .unwrap();
+    let client = pgmux.connect("app", "app").await;
+    let pid = || async {
+        crate::transaction_mode::first_value(
+            &client
+                .simple_query("SELECT pg_backend_pid()")
+                .await
+                .unwrap(),
+        )
+    };
+    let before = pid().await;
+    admin.simple_query("DISABLE app").await.unwrap();
+    let err = pgmux.try_connect("app", "app", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57P03"));
+    assert_eq!(pid().await, before, "connected clients carry on");
+    admin.simple_query("ENABLE app").await.unwrap();
+    pgmux.try_connect("app", "app", "app").await.unwrap();
+    admin.simple_query("RECONNECT app").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), admin.simple_query("WAIT_CLOSE app"))
+        .await
+        .expect("old servers close")
+        .unwrap();
+    assert_ne!(pid().await, before, "a new server after RECONNECT");
+    let err = admin.simple_query("PAUSE nosuchdb").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("55000"));
+    pgmux.stop().await;
+}

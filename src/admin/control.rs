@@ -1,0 +1,76 @@
+//! The console's pool control commands: PAUSE, RESUME, DISABLE, ENABLE, RECONNECT, WAIT_CLOSE.
+
+use crate::pool::Pool;
+use crate::Shared;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often PAUSE and WAIT_CLOSE look again.
+const POLL: Duration = Duration::from_millis(50);
+
+fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<Pool>> {
+    shared
+        .pools
+        .all()
+        .into_iter()
+        .filter(|p| db.is_none_or(|d| p.database == d))
+        .collect()
+}
+
+fn known(shared: &Shared, db: Option<&str>) -> Result<(), String> {
+    match db {
+        Some(d) if !shared.config().databases.contains_key(d) => {
+            Err(format!("no such database: {d}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub async fn run(shared: &Shared, name: &str, db: Option<&str>) -> Result<(), String> {
+    known(shared, db)?;
+    let needs_db = || db.ok_or_else(|| format!("{name} needs a database name"));
+    match name {
+        "PAUSE" => {
+            shared.control.pause(db)?;
+            // Returns once every transaction in flight has given its server back; then the
+            // idle servers are closed, as PgBouncer does.
+            loop {
+                let pools = pools_of(shared, db);
+                let busy = pools.iter().any(|p| {
+                    let s = p.snapshot();
+                    s.servers > s.idle
+                });
+                if !busy {
+                    pools.iter().for_each(|p| p.close_idle());
+                    tracing::info!(database = db.unwrap_or("*"), "paused");
+                    return Ok(());
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        "RESUME" => {
+            shared.control.resume(db)?;
+            tracing::info!(database = db.unwrap_or("*"), "resumed");
+            Ok(())
+        }
+        "DISABLE" => {
+            shared.control.set_disabled(needs_db()?, true);
+            Ok(())
+        }
+        "ENABLE" => {
+            shared.control.set_disabled(needs_db()?, false);
+            Ok(())
+        }
+        "RECONNECT" => {
+            pools_of(shared, db).iter().for_each(|p| p.reconnect());
+            Ok(())
+        }
+        "WAIT_CLOSE" => {
+            while pools_of(shared, db).iter().any(|p| p.stale_servers() > 0) {
+                tokio::time::sleep(POLL).await;
+            }
+            Ok(())
+        }
+        other => Err(format!("{other} is not a pool control command")),
+    }
+}
