@@ -5,6 +5,16 @@ use crate::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The commands [`run`] handles.
+pub const COMMANDS: [&str; 6] = [
+    "PAUSE",
+    "RESUME",
+    "DISABLE",
+    "ENABLE",
+    "RECONNECT",
+    "WAIT_CLOSE",
+];
+
 /// How often PAUSE and WAIT_CLOSE look again.
 const POLL: Duration = Duration::from_millis(50);
 

@@ -3,17 +3,16 @@
 //! only SHOW. Reads snapshots and statistics; never touches the hot path.
 
 mod control;
+mod execute;
+mod extended;
 mod parse;
 mod show;
 
 use crate::client::{ClientConn, ClientError};
-use crate::protocol::backend::{self, Severity};
+use crate::protocol::backend;
 use crate::protocol::frame;
-use crate::protocol::sqlstate as code;
-use crate::shutdown::ShutdownMode;
 use crate::Shared;
 use bytes::BytesMut;
-use parse::Command;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -59,13 +58,16 @@ pub fn welcome(out: &mut BytesMut) {
     }
 }
 
-/// Serves a logged-in console user until Terminate or disconnect.
+/// Serves a logged-in console user until Terminate or disconnect: the simple query protocol as
+/// PgBouncer's console, and the extended one (Parse/Bind/Describe/Execute/Sync) that drivers such
+/// as psycopg 3, JDBC and Npgsql use by default.
 pub async fn run(
     conn: &mut ClientConn,
     role: Role,
     shared: &Arc<Shared>,
 ) -> Result<(), ClientError> {
     let mut out = BytesMut::new();
+    let mut extended = extended::Extended::default();
     loop {
         let Some(h) = frame::header(&conn.buf)? else {
             if conn.stream.read_buf(&mut conn.buf).await? == 0 {
@@ -88,128 +90,24 @@ pub async fn run(
             continue;
         }
         let msg = conn.buf.split_to(h.total);
+        let body = &msg[5..];
         match h.tag {
             b'X' => return Ok(()),
             b'Q' => {
-                let sql = frame::cstr(&msg[5..]).map(|(s, _)| s).unwrap_or("");
-                execute(shared, role, sql, &mut out).await;
+                let sql = frame::cstr(body).map(|(s, _)| s).unwrap_or("");
+                let outcome = execute::execute(shared, role, sql).await;
+                outcome.describe(&mut out, &[]);
+                outcome.write_result(&mut out, &[]);
                 backend::ready_for_query(&mut out, b'I');
             }
-            _ => {
-                backend::error_response(
-                    &mut out,
-                    Severity::Fatal,
-                    code::FEATURE_NOT_SUPPORTED,
-                    "the admin console speaks the simple query protocol only",
-                );
-                conn.stream.write_all(&out).await?;
-                return Ok(());
-            }
+            b'H' => {}
+            tag => extended.message(shared, role, tag, body, &mut out).await?,
         }
-        conn.stream.write_all(&out).await?;
-        out.clear();
-    }
-}
-
-/// Runs one console statement, appending its reply (without ReadyForQuery).
-async fn execute(shared: &Shared, role: Role, sql: &str, out: &mut BytesMut) {
-    let error = |out: &mut BytesMut, code: &str, message: &str| {
-        backend::error_response(out, Severity::Error, code, message);
-    };
-    match parse::parse(sql) {
-        Err(message) => error(
-            out,
-            code::SYNTAX_ERROR,
-            &format!("{message}. {}", help_text()),
-        ),
-        Ok(Command::Show(what)) if what == "HELP" => {
-            backend::error_response(out, Severity::Notice, "00000", &help_text());
-            backend::command_complete(out, "SHOW");
+        // Flush at Sync, Flush and simple queries; extended replies before that may wait.
+        if matches!(h.tag, b'Q' | b'S' | b'H') || out.len() > MAX_STATEMENT {
+            conn.stream.write_all(&out).await?;
+            out.clear();
         }
-        Ok(Command::Show(what)) => match show::show(shared, &what) {
-            Some(table) => {
-                let columns: Vec<(&str, u32)> = table.columns.clone();
-                backend::row_description(out, &columns);
-                for row in &table.rows {
-                    backend::data_row(out, row.iter().map(|v| v.as_deref()));
-                }
-                backend::command_complete(out, "SHOW");
-            }
-            None if show::NOT_YET.contains(&what.as_str()) => error(
-                out,
-                code::FEATURE_NOT_SUPPORTED,
-                &format!("SHOW {what} is not supported by pgmux yet"),
-            ),
-            None => error(
-                out,
-                code::SYNTAX_ERROR,
-                &format!("unknown SHOW {what}. {}", help_text()),
-            ),
-        },
-        Ok(Command::Control { name, .. }) if role == Role::Stats => error(
-            out,
-            code::INSUFFICIENT_PRIVILEGE,
-            &format!("{name} needs a user in admin_users"),
-        ),
-        Ok(Command::Set { .. }) if role == Role::Stats => error(
-            out,
-            code::INSUFFICIENT_PRIVILEGE,
-            "SET needs a user in admin_users",
-        ),
-        Ok(Command::Control { name, arg }) if name == "SHUTDOWN" => {
-            let mode = match arg.as_deref().map(str::to_ascii_uppercase).as_deref() {
-                None => Some(ShutdownMode::Immediate),
-                Some("WAIT_FOR_SERVERS") => Some(ShutdownMode::WaitForServers),
-                Some("WAIT_FOR_CLIENTS") => Some(ShutdownMode::WaitForClients),
-                Some(_) => None,
-            };
-            match mode {
-                Some(mode) => {
-                    tracing::info!(?mode, "shutdown requested from the admin console");
-                    shared.shutdown.begin(mode);
-                    backend::command_complete(out, "SHUTDOWN");
-                }
-                None => error(
-                    out,
-                    code::SYNTAX_ERROR,
-                    "SHUTDOWN takes WAIT_FOR_SERVERS, WAIT_FOR_CLIENTS or nothing",
-                ),
-            }
-        }
-        Ok(Command::Control { name, arg })
-            if [
-                "PAUSE",
-                "RESUME",
-                "DISABLE",
-                "ENABLE",
-                "RECONNECT",
-                "WAIT_CLOSE",
-            ]
-            .contains(&name.as_str()) =>
-        {
-            match control::run(shared, &name, arg.as_deref()).await {
-                Ok(()) => backend::command_complete(out, &name),
-                Err(message) => error(out, code::OBJECT_NOT_IN_PREREQUISITE_STATE, &message),
-            }
-        }
-        Ok(Command::Control { name, .. }) if name == "RELOAD" => match shared.reload_from_file() {
-            Ok(()) => backend::command_complete(out, "RELOAD"),
-            Err(problems) => error(
-                out,
-                code::CONFIG_FILE_ERROR,
-                &format!("reload refused: {problems}"),
-            ),
-        },
-        Ok(Command::Control { name, .. }) => error(
-            out,
-            code::FEATURE_NOT_SUPPORTED,
-            &format!("{name} is not supported by pgmux yet"),
-        ),
-        Ok(Command::Set { key, .. }) => error(
-            out,
-            code::FEATURE_NOT_SUPPORTED,
-            &format!("changing {key} at run time is not supported by pgmux yet"),
-        ),
     }
 }
 

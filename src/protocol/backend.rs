@@ -132,22 +132,31 @@ pub fn empty_query_response(buf: &mut BytesMut) {
 /// RowDescription with every column typed as text (OID 25), as PgBouncer's console sends text
 /// columns; `types` gives each column's type OID.
 pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
+    row_description_formats(buf, columns, |_| false);
+}
+
+/// RowDescription where `binary(i)` says whether column `i` is sent in binary format.
+pub fn row_description_formats(
+    buf: &mut BytesMut,
+    columns: &[(&str, u32)],
+    binary: impl Fn(usize) -> bool,
+) {
     put_message(buf, b'T', |b| {
         b.put_u16(columns.len() as u16);
-        for (name, oid) in columns {
+        for (i, (name, oid)) in columns.iter().enumerate() {
             put_cstr(b, name);
             b.put_u32(0);
             b.put_u16(0);
             b.put_u32(*oid);
             b.put_i16(-1);
             b.put_i32(-1);
-            b.put_u16(0);
+            b.put_u16(u16::from(binary(i)));
         }
     });
 }
 
-/// DataRow; `None` is SQL NULL.
-pub fn data_row<'a>(buf: &mut BytesMut, values: impl IntoIterator<Item = Option<&'a str>>) {
+/// DataRow of raw values (text or binary as described); `None` is SQL NULL.
+pub fn data_row_bytes<'a>(buf: &mut BytesMut, values: impl IntoIterator<Item = Option<&'a [u8]>>) {
     put_message(buf, b'D', |b| {
         let count_at = b.len();
         b.put_u16(0);
@@ -156,14 +165,19 @@ pub fn data_row<'a>(buf: &mut BytesMut, values: impl IntoIterator<Item = Option<
             count += 1;
             match v {
                 None => b.put_i32(-1),
-                Some(s) => {
-                    b.put_u32(s.len() as u32);
-                    b.put_slice(s.as_bytes());
+                Some(bytes) => {
+                    b.put_u32(bytes.len() as u32);
+                    b.put_slice(bytes);
                 }
             }
         }
         b[count_at..count_at + 2].copy_from_slice(&count.to_be_bytes());
     });
+}
+
+/// DataRow of text values; `None` is SQL NULL.
+pub fn data_row<'a>(buf: &mut BytesMut, values: impl IntoIterator<Item = Option<&'a str>>) {
+    data_row_bytes(buf, values.into_iter().map(|v| v.map(str::as_bytes)));
 }
 
 /// A simple Query, as pgmux sends its own statements (parameter restores, reset, checks).

@@ -394,3 +394,36 @@ async fn disable_enable_reconnect_and_wait_close() {
     assert_eq!(sqlstate(&err).as_deref(), Some("55000"));
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_answers_the_extended_protocol() {
+    let pgmux = console_pgmux("").await;
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgmux")
+        .await
+        .unwrap();
+    let app = pgmux.connect("app", "app").await;
+    app.simple_query("SELECT 1").await.unwrap();
+    // tokio-postgres prepares a named statement, describes it, binds and executes, asking for
+    // binary results: the way drivers such as Npgsql talk by default.
+    let rows = admin.query("SHOW POOLS", &[]).await.unwrap();
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names[..3], ["database", "user", "cl_active"]);
+    let active: i32 = rows[0].get("cl_active");
+    assert_eq!(active, 1);
+    let rows = admin.query("SHOW VERSION", &[]).await.unwrap();
+    let version: &str = rows[0].get(0);
+    assert!(version.starts_with("pgmux "), "{version}");
+    let stmt = admin.prepare("SHOW STATE").await.unwrap();
+    assert_eq!(stmt.columns().len(), 2);
+    let rows = admin.query(&stmt, &[]).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    // Errors arrive as errors, and the session carries on after Sync.
+    let err = admin.query("SHOW NOTHING", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42601"));
+    let err = admin.execute("PAUSE nosuchdb", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("55000"));
+    let rows = admin.query("SHOW STATE", &[]).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    pgmux.stop().await;
+}
