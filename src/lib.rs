@@ -11,6 +11,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod registry;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
@@ -41,6 +42,7 @@ pub struct Shared {
     averages: Mutex<BTreeMap<String, stats::Averages>>,
     pub shutdown: shutdown::ShutdownState,
     pub control: control::Control,
+    pub registry: registry::Registry,
     pub metrics: metrics::Metrics,
     /// The file RELOAD and SIGHUP read.
     config_path: Mutex<Option<std::path::PathBuf>>,
@@ -58,6 +60,7 @@ impl Shared {
             averages: Mutex::new(BTreeMap::new()),
             shutdown: Default::default(),
             control: Default::default(),
+            registry: Default::default(),
             metrics: Default::default(),
             config_path: Mutex::new(None),
         }

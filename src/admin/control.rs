@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The commands [`run`] handles.
-pub const COMMANDS: [&str; 6] = [
+pub const COMMANDS: [&str; 8] = [
+    "KILL",
+    "KILL_CLIENT",
     "PAUSE",
     "RESUME",
     "DISABLE",
@@ -37,6 +39,15 @@ fn known(shared: &Shared, db: Option<&str>) -> Result<(), String> {
 }
 
 pub async fn run(shared: &Shared, name: &str, db: Option<&str>) -> Result<(), String> {
+    if name == "KILL_CLIENT" {
+        let id = db
+            .and_then(|a| a.parse::<u64>().ok())
+            .ok_or("KILL_CLIENT needs a client id from SHOW CLIENTS")?;
+        return match shared.registry.kill(id) {
+            true => Ok(()),
+            false => Err(format!("no client with id {id}")),
+        };
+    }
     known(shared, db)?;
     let needs_db = || db.ok_or_else(|| format!("{name} needs a database name"));
     match name {
@@ -57,6 +68,19 @@ pub async fn run(shared: &Shared, name: &str, db: Option<&str>) -> Result<(), St
                 }
                 tokio::time::sleep(POLL).await;
             }
+        }
+        "KILL" => {
+            // As PgBouncer: drop the database's clients (and with them the servers they hold),
+            // close its idle servers, and leave it paused until RESUME.
+            let _ = shared.control.pause(db);
+            for client in shared.registry.all() {
+                if db.is_none_or(|d| client.database == d) {
+                    client.kill.notify_one();
+                }
+            }
+            pools_of(shared, db).iter().for_each(|p| p.close_idle());
+            tracing::info!(database = db.unwrap_or("*"), "killed; paused until RESUME");
+            Ok(())
         }
         "RESUME" => {
             shared.control.resume(db)?;

@@ -113,7 +113,9 @@ pub async fn run(
 
 fn help_text() -> String {
     format!(
-        "Commands: SHOW {}; also SHOW HELP. SELECT x is SHOW x.",
+        "Commands: SHOW {}; SHOW HELP; SELECT x is SHOW x; PAUSE [db]; RESUME [db]; \
+         DISABLE db; ENABLE db; RECONNECT [db]; WAIT_CLOSE [db]; KILL [db]; KILL_CLIENT id; \
+         RELOAD; SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]",
         show::SHOWS.join("|")
     )
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 pub const TEXT: u32 = 25;
 pub const INT4: u32 = 23;
+pub const INT8: u32 = 20;
 pub const NUMERIC: u32 = 1700;
 
 /// A result set: columns (name, type OID) and rows of text values (None = NULL).
@@ -29,18 +30,11 @@ impl Table {
     }
 }
 
-/// PgBouncer SHOWs the console knows but cannot answer yet (no per-connection registry).
-pub const NOT_YET: [&str; 6] = [
-    "CLIENTS",
-    "SERVERS",
-    "SOCKETS",
-    "ACTIVE_SOCKETS",
-    "MEM",
-    "FDS",
-];
+/// PgBouncer SHOWs the console knows but does not answer (yet).
+pub const NOT_YET: [&str; 4] = ["SOCKETS", "ACTIVE_SOCKETS", "MEM", "FDS"];
 
 /// Every SHOW the console answers, for HELP and for the unknown-command error.
-pub const SHOWS: [&str; 11] = [
+pub const SHOWS: [&str; 13] = [
     "POOLS",
     "STATS",
     "STATS_TOTALS",
@@ -52,6 +46,8 @@ pub const SHOWS: [&str; 11] = [
     "LISTS",
     "STATE",
     "VERSION",
+    "CLIENTS",
+    "SERVERS",
 ];
 
 /// The table for `SHOW what`, or None if there is no such SHOW.
@@ -68,6 +64,8 @@ pub fn show(shared: &Shared, what: &str) -> Option<Table> {
         "LISTS" => lists(shared),
         "STATE" => state(shared),
         "VERSION" => version(),
+        "CLIENTS" => clients(shared),
+        "SERVERS" => servers(shared),
         _ => return None,
     })
 }
@@ -464,5 +462,154 @@ fn state(shared: &Shared) -> Table {
 fn version() -> Table {
     let mut t = Table::new(&[("version", TEXT)]);
     t.row(vec![format!("pgmux {}", env!("CARGO_PKG_VERSION"))]);
+    t
+}
+
+/// SHOW CLIENTS and SHOW SERVERS columns, PgBouncer's 21 in its order.
+const SOCKET_COLUMNS: [(&str, u32); 21] = [
+    ("type", TEXT),
+    ("user", TEXT),
+    ("database", TEXT),
+    ("replication", TEXT),
+    ("state", TEXT),
+    ("addr", TEXT),
+    ("port", INT4),
+    ("local_addr", TEXT),
+    ("local_port", INT4),
+    ("connect_time", TEXT),
+    ("request_time", TEXT),
+    ("wait", INT4),
+    ("wait_us", INT4),
+    ("close_needed", INT4),
+    ("ptr", TEXT),
+    ("link", TEXT),
+    ("remote_pid", INT4),
+    ("tls", TEXT),
+    ("application_name", TEXT),
+    ("prepared_statements", INT4),
+    ("id", INT8),
+];
+
+/// What one SHOW CLIENTS / SHOW SERVERS row says.
+struct SocketRow<'a> {
+    kind: &'a str,
+    user: &'a str,
+    database: &'a str,
+    state: &'a str,
+    addr: std::net::SocketAddr,
+    local: Option<std::net::SocketAddr>,
+    connect_time: std::time::SystemTime,
+    /// pgmux ids in hex (clients `c…`, servers `s…`), standing in for PgBouncer's pointers.
+    ptr: String,
+    link: String,
+    remote_pid: u32,
+    application_name: &'a str,
+    id: u64,
+}
+
+impl SocketRow<'_> {
+    fn cells(self) -> Vec<String> {
+        let time = crate::registry::format_time(self.connect_time);
+        vec![
+            self.kind.into(),
+            self.user.into(),
+            self.database.into(),
+            "none".into(),
+            self.state.into(),
+            self.addr.ip().to_string(),
+            self.addr.port().to_string(),
+            self.local.map(|l| l.ip().to_string()).unwrap_or_default(),
+            self.local.map(|l| l.port().to_string()).unwrap_or_default(),
+            time.clone(),
+            time,
+            "0".into(),
+            "0".into(),
+            "0".into(),
+            self.ptr,
+            self.link,
+            self.remote_pid.to_string(),
+            String::new(),
+            self.application_name.into(),
+            "0".into(),
+            self.id.to_string(),
+        ]
+    }
+}
+
+fn clients(shared: &Shared) -> Table {
+    let mut t = Table::new(&SOCKET_COLUMNS);
+    for c in shared.registry.all() {
+        let server = c.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let app = c
+            .application_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        t.row(
+            SocketRow {
+                kind: "C",
+                user: &c.user,
+                database: &c.database,
+                state: c.state().as_str(),
+                addr: c.addr,
+                local: c.local_addr,
+                connect_time: c.connect_time,
+                ptr: format!("c{:x}", c.id),
+                link: server.map(|s| format!("s{:x}", s.id)).unwrap_or_default(),
+                remote_pid: 0,
+                application_name: &app,
+                id: c.id,
+            }
+            .cells(),
+        );
+    }
+    t
+}
+
+fn servers(shared: &Shared) -> Table {
+    let mut t = Table::new(&SOCKET_COLUMNS);
+    let pools = shared.pools.all();
+    for c in shared.registry.all() {
+        let server = c.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(s) = server else { continue };
+        t.row(
+            SocketRow {
+                kind: "S",
+                user: &c.server_user,
+                database: &c.database,
+                state: "active",
+                addr: s.addr,
+                local: s.local_addr,
+                connect_time: s.connect_time,
+                ptr: format!("s{:x}", s.id),
+                link: format!("c{:x}", c.id),
+                remote_pid: s.backend_pid,
+                application_name: "",
+                id: s.id,
+            }
+            .cells(),
+        );
+    }
+    for pool in &pools {
+        for s in pool.idle_servers() {
+            t.row(
+                SocketRow {
+                    kind: "S",
+                    user: &pool.user,
+                    database: &pool.database,
+                    state: "idle",
+                    addr: s.addr,
+                    local: s.local_addr,
+                    connect_time: s.connect_time,
+                    ptr: format!("s{:x}", s.id),
+                    link: String::new(),
+                    remote_pid: s.backend_pid,
+                    application_name: "",
+                    id: s.id,
+                }
+                .cells(),
+            );
+        }
+    }
     t
 }

@@ -40,6 +40,8 @@ pub enum ClientError {
     PoolClosed,
     #[error("pgmux is shutting down")]
     ShuttingDown,
+    #[error("terminating connection due to administrator command (KILL on the admin console)")]
+    Killed,
     #[error("canceling query due to query_wait_timeout: no server became free in time")]
     QueryWaitTimeout,
     #[error("terminating connection due to query_timeout")]
@@ -95,6 +97,7 @@ impl ClientError {
             ClientError::ServerGone => fatal(code::CONNECTION_FAILURE),
             ClientError::PoolClosed => fatal(code::ADMIN_SHUTDOWN),
             ClientError::ShuttingDown => fatal(code::ADMIN_SHUTDOWN),
+            ClientError::Killed => fatal(code::ADMIN_SHUTDOWN),
             ClientError::QueryWaitTimeout => fatal(code::QUERY_CANCELED),
             ClientError::QueryTimeout => fatal(code::QUERY_CANCELED),
             ClientError::IdleTransactionTimeout => fatal(code::IDLE_IN_TRANSACTION_TIMEOUT),
@@ -137,6 +140,7 @@ mod tests {
             (ClientError::ServerGone, Some("08006")),
             (ClientError::PoolClosed, Some("57P01")),
             (ClientError::ShuttingDown, Some("57P01")),
+            (ClientError::Killed, Some("57P01")),
             (ClientError::QueryWaitTimeout, Some("57014")),
             (ClientError::QueryTimeout, Some("57014")),
             (ClientError::IdleTransactionTimeout, Some("25P03")),

@@ -47,7 +47,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Ok(Ok(Some(Admitted::Pool(login)))) => {
             tracing::info!(user = %login.user, database = %login.database, %peer, "client connected");
             let (user, database) = (login.user.clone(), login.database.clone());
-            let result = session::run(&mut conn, login, &shared).await;
+            let result = session::run(&mut conn, *login, &shared).await;
             tracing::info!(%user, %database, %peer, "client disconnected");
             result
         }

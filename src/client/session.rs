@@ -9,6 +9,7 @@ use crate::config::PoolMode;
 use crate::pool::{Checkout, PooledServer};
 use crate::protocol::backend;
 use crate::protocol::frame;
+use crate::registry::ClientState;
 use crate::relay::{scan_client, scan_server, Passthrough};
 use crate::server::tracker::Verdict;
 use crate::shutdown::{draining, ShutdownMode};
@@ -127,6 +128,7 @@ pub async fn run(
     let result = session.serve().await;
     session.finish().await;
     shared.cancels.unregister(cancel_key);
+    shared.registry.remove(session.login.entry.id);
     session.login.pool.clients.fetch_sub(1, Ordering::Relaxed);
     result
 }
@@ -200,6 +202,7 @@ impl Session<'_> {
         let n = tokio::select! {
             n = read => n?,
             _ = self.shutdown.wait_for(|m| draining(*m)) => return Err(ClientError::ShuttingDown),
+            _ = self.login.entry.kill.notified() => return Err(ClientError::Killed),
         };
         if n == 0 {
             return Err(closed_by_client());
@@ -230,16 +233,30 @@ impl Session<'_> {
             }
         };
         // No transaction has started yet: a draining shutdown ends the client instead.
+        let entry = &self.login.entry;
+        entry.set_state(ClientState::Waiting);
         let result = tokio::select! {
             r = checkout => r,
             _ = self.shutdown.wait_for(|m| draining(*m)) => Err(ClientError::ShuttingDown),
+            _ = entry.kill.notified() => Err(ClientError::Killed),
         };
+        entry.set_state(if result.is_ok() {
+            ClientState::Active
+        } else {
+            ClientState::Idle
+        });
         pool.waiting.fetch_sub(1, Ordering::Relaxed);
         let mut server = result?;
         PoolStats::add(&pool.stats.server_assignment_count, 1);
         let waited = waiting_since.elapsed();
         PoolStats::add(&pool.stats.wait_time_us, micros(waited));
         pool.histograms.wait.record(waited.as_secs_f64());
+        *self
+            .login
+            .entry
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(server.summary());
         self.login.cancel.link(ServerKey {
             addr: server.addr,
             pid: server.backend_pid,
@@ -312,6 +329,10 @@ impl Session<'_> {
                     Err(server_failed(&self.login, e.into()))
                 }
             },
+            _ = self.login.entry.kill.notified() => {
+                server.tracker.poison();
+                Err(ClientError::Killed)
+            }
             _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
                 let error = deadline.map_or(ClientError::QueryTimeout, |(_, p)| p.timeout_error());
                 if server.tracker.awaiting_reply() {
@@ -405,6 +426,9 @@ impl Session<'_> {
         let Some(mut server) = self.server.take() else {
             return;
         };
+        let entry = &self.login.entry;
+        entry.set_state(ClientState::Idle);
+        *entry.server.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.login.cancel.unlink().await;
         if let (Some(reset), Verdict::Idle) = (&self.reset_query, server.tracker.verdict()) {
             if let Err(e) = server.run_own_query(reset).await {

@@ -15,6 +15,7 @@ use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::{tracked_index, ParamSet};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
+use crate::registry::ClientEntry;
 use crate::server::ServerCredentials;
 use crate::stats::PoolStats;
 use crate::Shared;
@@ -32,7 +33,7 @@ const PROTOCOL_MINOR: u16 = 0;
 
 /// What a successful login leads to.
 pub enum Admitted {
-    Pool(Login),
+    Pool(Box<Login>),
     Console { user: String, role: Role },
 }
 
@@ -45,6 +46,8 @@ pub struct Login {
     pub params: ParamSet,
     pub cancel_key: (u32, u32),
     pub cancel: Arc<CancelSlot>,
+    /// This client's entry for SHOW CLIENTS and KILL.
+    pub entry: Arc<ClientEntry>,
 }
 
 impl ClientConn {
@@ -217,8 +220,16 @@ pub async fn login(
     }
     pool.clients.fetch_add(1, Ordering::Relaxed);
     PoolStats::add(&pool.stats.client_login_count, 1);
+    let entry = shared.registry.add(
+        &user,
+        &database,
+        &pool.user,
+        conn.peer,
+        conn.stream.local_addr().ok(),
+        params_out.get("application_name").unwrap_or(""),
+    );
     let mode = pool.settings().mode;
-    Ok(Some(Admitted::Pool(Login {
+    Ok(Some(Admitted::Pool(Box::new(Login {
         user,
         database,
         pool,
@@ -226,7 +237,8 @@ pub async fn login(
         params: params_out,
         cancel_key,
         cancel,
-    })))
+        entry,
+    }))))
 }
 
 /// Authenticates, logging a failure with user, database and peer address.

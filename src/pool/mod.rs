@@ -398,6 +398,15 @@ impl Pool {
         }
     }
 
+    /// The idle servers, for SHOW SERVERS.
+    pub fn idle_servers(&self) -> Vec<crate::registry::ServerSummary> {
+        lock(&self.queue)
+            .idle()
+            .iter()
+            .map(ServerConn::summary)
+            .collect()
+    }
+
     /// Closes every idle server (used on shutdown).
     pub fn close_idle(&self) {
         let idle = lock(&self.queue).drain_idle();

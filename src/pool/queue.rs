@@ -165,6 +165,10 @@ impl<C, W> Queue<C, W> {
         removed
     }
 
+    pub fn idle(&self) -> &[C] {
+        &self.idle
+    }
+
     /// When the longest waiter started waiting.
     pub fn oldest_waiter(&self) -> Option<Instant> {
         self.waiters.front().map(|(since, _)| *since)

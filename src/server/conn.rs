@@ -64,6 +64,9 @@ pub struct ServerConn {
     pub addr: SocketAddr,
     pub tracker: Tracker,
     pub created: Instant,
+    /// Wall-clock time of the connect, for SHOW SERVERS.
+    pub connect_time: std::time::SystemTime,
+    pub local_addr: Option<SocketAddr>,
     /// When it last went back to the pool idle.
     pub last_used: Instant,
     /// When server_lifetime (spread out) ends it; None = never.
@@ -102,6 +105,7 @@ impl ServerConn {
             })?;
         stream.set_nodelay(true)?;
         let addr = stream.peer_addr()?;
+        let local_addr = stream.local_addr().ok();
         let mut conn = ServerConn {
             stream,
             buf: BytesMut::with_capacity(READ_BUFFER),
@@ -112,6 +116,8 @@ impl ServerConn {
             addr,
             tracker: Tracker::new(),
             created: Instant::now(),
+            connect_time: std::time::SystemTime::now(),
+            local_addr,
             last_used: Instant::now(),
             expires_at: None,
             generation: 0,
@@ -287,6 +293,17 @@ impl ServerConn {
         }
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// What SHOW SERVERS shows of this connection.
+    pub fn summary(&self) -> crate::registry::ServerSummary {
+        crate::registry::ServerSummary {
+            id: self.id,
+            addr: self.addr,
+            local_addr: self.local_addr,
+            connect_time: self.connect_time,
+            backend_pid: self.backend_pid,
+        }
     }
 
     /// Sends Terminate, best effort, so the server logs a clean disconnect.

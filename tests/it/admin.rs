@@ -427,3 +427,64 @@ async fn console_answers_the_extended_protocol() {
     assert_eq!(rows.len(), 3);
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_and_servers_and_kill_them() {
+    let pgmux = console_pgmux("").await;
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgmux")
+        .await
+        .unwrap();
+    let busy = pgmux.connect("app", "app").await;
+    let idle = pgmux.connect("app", "app").await;
+    idle.simple_query("SELECT 1").await.unwrap();
+    busy.batch_execute("BEGIN").await.unwrap();
+    let backend_pid = crate::transaction_mode::first_value(
+        &busy.simple_query("SELECT pg_backend_pid()").await.unwrap(),
+    );
+    let (cols, rows) = columns_and_rows(&admin, "SHOW CLIENTS").await;
+    assert_eq!(cols.len(), 21);
+    let states: Vec<&str> = rows.iter().map(|r| value(&cols, r, "state")).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        states.contains(&"active") && states.contains(&"idle"),
+        "{states:?}"
+    );
+    let active = rows
+        .iter()
+        .find(|r| value(&cols, r, "state") == "active")
+        .unwrap();
+    let (scols, srows) = columns_and_rows(&admin, "SHOW SERVERS").await;
+    let server = srows
+        .iter()
+        .find(|r| value(&scols, r, "state") == "active")
+        .expect("the busy client's server");
+    assert_eq!(value(&scols, server, "remote_pid"), backend_pid);
+    assert_eq!(value(&scols, server, "link"), value(&cols, active, "ptr"));
+    // KILL_CLIENT ends exactly that client, mid-transaction; the other one carries on.
+    let id = value(&cols, active, "id").to_owned();
+    admin
+        .simple_query(&format!("KILL_CLIENT {id}"))
+        .await
+        .unwrap();
+    let err = busy.simple_query("SELECT 1").await.unwrap_err();
+    assert!(
+        err.is_closed() || sqlstate(&err).as_deref() == Some("57P01"),
+        "{err:?}"
+    );
+    idle.simple_query("SELECT 1").await.unwrap();
+    // KILL drops the database's clients and pauses it until RESUME.
+    admin.simple_query("KILL app").await.unwrap();
+    let err = idle.simple_query("SELECT 1").await.unwrap_err();
+    assert!(
+        err.is_closed() || sqlstate(&err).as_deref() == Some("57P01"),
+        "{err:?}"
+    );
+    let (_, rows) = columns_and_rows(&admin, "SHOW DATABASES").await;
+    let paused = rows.iter().find(|r| r[0] == "app").map(|r| r[15].clone());
+    assert_eq!(paused.as_deref(), Some("1"));
+    admin.simple_query("RESUME app").await.unwrap();
+    let fresh = pgmux.connect("app", "app").await;
+    fresh.simple_query("SELECT 1").await.unwrap();
+    pgmux.stop().await;
+}
