@@ -197,10 +197,28 @@ pub async fn execute(shared: &Shared, role: Role, sql: &str) -> Outcome {
             code::FEATURE_NOT_SUPPORTED,
             format!("{name} is not supported by pgmux yet"),
         ),
-        Command::Set { key, .. } => error(
-            code::FEATURE_NOT_SUPPORTED,
-            format!("changing {key} at run time is not supported by pgmux yet"),
-        ),
+        Command::Set { key, value } => {
+            if crate::config::RESTART_ONLY.contains(&key.as_str()) {
+                return error(
+                    code::CANT_CHANGE_RUNTIME_PARAM,
+                    format!("{key} can only change with a restart"),
+                );
+            }
+            match shared.config().with_setting(&key, &value) {
+                Ok(config) => {
+                    tracing::info!(setting = %key, "changed from the admin console");
+                    shared.reload(config);
+                    done("SET")
+                }
+                Err(problems) => {
+                    let list: Vec<String> = problems
+                        .iter()
+                        .map(|p| format!("{}: {}", p.key, p.message))
+                        .collect();
+                    error(code::INVALID_PARAMETER_VALUE, list.join("; "))
+                }
+            }
+        }
     }
 }
 

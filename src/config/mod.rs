@@ -75,6 +75,11 @@ impl Config {
         validate::parse_and_validate(text, base)
     }
 
+    /// This config with one `[pgmux]` setting changed (the console's SET), validated whole.
+    pub fn with_setting(&self, key: &str, value: &str) -> Result<Config, Vec<Problem>> {
+        validate::with_setting(self, key, value)
+    }
+
     /// The secret a user logs in with: the `[users.NAME]` password first, then auth_file.
     pub fn secret_for(&self, user: &str) -> Option<Secret> {
         if let Some(p) = self.users.get(user).and_then(|u| u.password.as_deref()) {

@@ -128,6 +128,29 @@ fn general_settings_list_every_key_with_its_value() {
 }
 
 #[test]
+fn one_setting_changes_and_is_checked() {
+    let c = parse("[pgmux]\ndefault_pool_size = 7\n").unwrap();
+    let changed = c.with_setting("default_pool_size", "30").unwrap();
+    assert_eq!(changed.general.default_pool_size, 30);
+    let changed = c
+        .with_setting("server_reset_query", "DISCARD ALL; SELECT 1")
+        .unwrap();
+    assert_eq!(changed.general.server_reset_query, "DISCARD ALL; SELECT 1");
+    assert_eq!(
+        keys(&c.with_setting("default_pool_size", "0").unwrap_err()),
+        ["pgmux.default_pool_size"]
+    );
+    assert_eq!(
+        keys(&c.with_setting("no_such_thing", "1").unwrap_err()),
+        ["pgmux.no_such_thing"]
+    );
+    assert_eq!(
+        keys(&c.with_setting("default_pool_size", "many").unwrap_err()),
+        ["pgmux.default_pool_size"]
+    );
+}
+
+#[test]
 fn syntax_errors_are_reported() {
     let err = parse("[pgmux\n").unwrap_err();
     assert_eq!(keys(&err), ["(syntax)"]);

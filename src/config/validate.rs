@@ -151,6 +151,52 @@ fn check_seconds(key: &str, value: f64, problems: &mut Vec<Problem>) {
     }
 }
 
+/// A copy of `config` with one `[pgmux]` setting changed, checked like a file would be.
+/// `value` is a TOML literal (`30`, `true`, `"text"`); anything else is taken as text.
+pub(super) fn with_setting(
+    config: &Config,
+    key: &str,
+    value: &str,
+) -> Result<Config, Vec<Problem>> {
+    let literal = format!("v = {value}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(value.to_owned()));
+    let mut table = match Value::try_from(&config.general) {
+        Ok(Value::Table(t)) => t,
+        _ => {
+            return Err(vec![problem(
+                "pgmux",
+                "cannot represent the settings in force",
+            )])
+        }
+    };
+    let mut problems = Vec::new();
+    let mut single = Table::new();
+    single.insert(key.to_owned(), literal.clone());
+    check_keys::<General>("pgmux", &single, &[], &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    table.insert(key.to_owned(), literal);
+    let general = General::deserialize_table(&table).map_err(|e| {
+        vec![problem(
+            format!("pgmux.{key}"),
+            e.message().trim().to_owned(),
+        )]
+    })?;
+    let mut new = config.clone();
+    new.general = general;
+    // auth_file is already an absolute path in a loaded config.
+    check_rules(&mut new, Path::new("."), &mut problems);
+    if problems.is_empty() {
+        Ok(new)
+    } else {
+        Err(problems)
+    }
+}
+
 fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
     let g = &config.general;
     if g.listen_addr.parse::<std::net::IpAddr>().is_err()

@@ -488,3 +488,48 @@ async fn show_clients_and_servers_and_kill_them() {
     fresh.simple_query("SELECT 1").await.unwrap();
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_changes_settings_at_run_time() {
+    let pgmux = console_pgmux("").await;
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgmux")
+        .await
+        .unwrap();
+    admin
+        .simple_query("SET default_pool_size = 3")
+        .await
+        .unwrap();
+    admin
+        .simple_query("set server_reset_query to 'DISCARD PLANS'")
+        .await
+        .unwrap();
+    let (cols, rows) = columns_and_rows(&admin, "SHOW CONFIG").await;
+    let setting = |name: &str| {
+        let row = rows.iter().find(|r| r[0] == name).unwrap();
+        (
+            value(&cols, row, "value").to_owned(),
+            value(&cols, row, "changeable").to_owned(),
+        )
+    };
+    assert_eq!(setting("default_pool_size"), ("3".into(), "yes".into()));
+    assert_eq!(setting("server_reset_query").0, "DISCARD PLANS");
+    assert_eq!(setting("listen_port").1, "no");
+    let err = admin.simple_query("SET listen_port = 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("55P02"));
+    let err = admin
+        .simple_query("SET default_pool_size = 0")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("22023"));
+    let monitor = pgmux
+        .try_connect("monitor", "monitorpw", "pgmux")
+        .await
+        .unwrap();
+    let err = monitor
+        .simple_query("SET default_pool_size = 4")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    pgmux.stop().await;
+}
