@@ -31,10 +31,10 @@ impl Table {
 }
 
 /// PgBouncer SHOWs the console knows but does not answer (yet).
-pub const NOT_YET: [&str; 4] = ["SOCKETS", "ACTIVE_SOCKETS", "MEM", "FDS"];
+pub const NOT_YET: [&str; 3] = ["SOCKETS", "ACTIVE_SOCKETS", "FDS"];
 
 /// Every SHOW the console answers, for HELP and for the unknown-command error.
-pub const SHOWS: [&str; 13] = [
+pub const SHOWS: [&str; 14] = [
     "POOLS",
     "STATS",
     "STATS_TOTALS",
@@ -48,6 +48,7 @@ pub const SHOWS: [&str; 13] = [
     "VERSION",
     "CLIENTS",
     "SERVERS",
+    "MEM",
 ];
 
 /// The table for `SHOW what`, or None if there is no such SHOW.
@@ -66,6 +67,7 @@ pub fn show(shared: &Shared, what: &str) -> Option<Table> {
         "VERSION" => version(),
         "CLIENTS" => clients(shared),
         "SERVERS" => servers(shared),
+        "MEM" => mem(shared),
         _ => return None,
     })
 }
@@ -610,6 +612,41 @@ fn servers(shared: &Shared) -> Table {
                 .cells(),
             );
         }
+    }
+    t
+}
+
+/// PgBouncer lists its slab caches; pgmux has none, so it lists what it holds per client, server
+/// and pool: `size` is the bytes each starts with (its read buffer, or the pool structure),
+/// `used` how many exist, `free` 0, `memtotal` their product. Buffers grow for large messages,
+/// so these are floors, not measurements.
+fn mem(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("name", TEXT),
+        ("size", INT4),
+        ("used", INT4),
+        ("free", INT4),
+        ("memtotal", INT4),
+    ]);
+    let pools = shared.pools.all();
+    let servers: usize = pools.iter().map(|p| p.snapshot().servers).sum();
+    let clients = shared.clients.load(std::sync::atomic::Ordering::Relaxed);
+    for (name, size, used) in [
+        ("client_cache", crate::client::CLIENT_BUFFER, clients),
+        ("server_cache", crate::server::READ_BUFFER, servers),
+        (
+            "pool_cache",
+            std::mem::size_of::<crate::pool::Pool>(),
+            pools.len(),
+        ),
+    ] {
+        t.row(vec![
+            name.into(),
+            size.to_string(),
+            used.to_string(),
+            "0".into(),
+            (size * used).to_string(),
+        ]);
     }
     t
 }

@@ -26,7 +26,7 @@ pub struct ClientConn {
 }
 
 /// Read buffer a client starts with; it grows for large messages.
-const CLIENT_BUFFER: usize = 8 * 1024;
+pub const CLIENT_BUFFER: usize = 8 * 1024;
 
 /// Serves one client from accept to close.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {

@@ -48,7 +48,7 @@ impl std::fmt::Debug for ServerCredentials {
     }
 }
 
-const READ_BUFFER: usize = 16 * 1024;
+pub const READ_BUFFER: usize = 16 * 1024;
 
 /// One logged-in connection to PostgreSQL.
 pub struct ServerConn {

@@ -4,7 +4,7 @@
 mod conn;
 pub mod tracker;
 
-pub use conn::{ServerConn, ServerCredentials, ServerTarget};
+pub use conn::{ServerConn, ServerCredentials, ServerTarget, READ_BUFFER};
 
 use crate::auth::AuthError;
 use crate::protocol::backend::ErrorFields;
