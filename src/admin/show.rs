@@ -151,20 +151,6 @@ fn counters(t: &Totals) -> [u64; 12] {
 }
 
 fn stats(shared: &Shared) -> Table {
-    const NAMES: [&str; 12] = [
-        "server_assignment_count",
-        "xact_count",
-        "query_count",
-        "received",
-        "sent",
-        "xact_time",
-        "query_time",
-        "wait_time",
-        "client_parse_count",
-        "server_parse_count",
-        "bind_count",
-        "client_login_count",
-    ];
     const COLUMNS: [&str; 25] = [
         "database",
         "total_server_assignment_count",
@@ -192,7 +178,6 @@ fn stats(shared: &Shared) -> Table {
         "avg_bind_count",
         "avg_client_login_count",
     ];
-    debug_assert_eq!(NAMES.len() * 2 + 1, COLUMNS.len());
     let columns: Vec<_> = COLUMNS
         .iter()
         .map(|c| (*c, if *c == "database" { TEXT } else { NUMERIC }))

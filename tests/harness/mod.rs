@@ -199,6 +199,31 @@ pub async fn run_tool(
     (out.status.success(), text)
 }
 
+/// `pgbench -i -s 1` directly on PostgreSQL, as the app role.
+pub async fn pgbench_init(pg_port: u16) {
+    let port = pg_port.to_string();
+    let (ok, out) = run_tool(
+        &pg::tool("pgbench"),
+        &[
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "app",
+            "app",
+        ],
+        "app",
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(ok, "pgbench -i failed:\n{out}");
+}
+
 /// The SQLSTATE of a tokio-postgres error, if the server (or pgmux) sent one.
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.as_db_error().map(|d| d.code().code().to_owned())

@@ -6,6 +6,18 @@ use crate::harness::{eventually, own_role, shared_cluster, sqlstate, Cluster, Pg
 use crate::transaction_mode::first_value;
 use std::time::Duration;
 
+/// Stops PostgreSQL, keeps it down for `outage`, and starts it again.
+async fn down_for(mut pg: Cluster, outage: Duration) -> Cluster {
+    tokio::task::spawn_blocking(move || {
+        pg.stop();
+        std::thread::sleep(outage);
+        pg.restart();
+        pg
+    })
+    .await
+    .unwrap()
+}
+
 async fn count(admin: &tokio_postgres::Client, sql: &str) -> i64 {
     admin.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -222,14 +234,7 @@ async fn recovers_under_load_from_repeated_postgres_stops() {
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let failed_before = failed.load(Ordering::Relaxed);
-        pg = tokio::task::spawn_blocking(move || {
-            pg.stop();
-            std::thread::sleep(Duration::from_secs(2));
-            pg.restart();
-            pg
-        })
-        .await
-        .unwrap();
+        pg = down_for(pg, Duration::from_secs(2)).await;
         let back_ms = epoch.elapsed().as_millis() as u64;
         // server_login_retry (1 s) plus one second, with slack for a loaded machine.
         eventually(
@@ -269,27 +274,7 @@ async fn recovers_under_load_from_repeated_postgres_stops() {
 async fn pgbench_keeps_running_across_a_postgres_stop() {
     use crate::harness::pg::tool;
     let mut pg = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
-    let port = pg.port.to_string();
-    let (ok, out) = crate::harness::run_tool(
-        &tool("pgbench"),
-        &[
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "app",
-            "app",
-        ],
-        "app",
-        Duration::from_secs(120),
-    )
-    .await;
-    assert!(ok, "{out}");
+    crate::harness::pgbench_init(pg.port).await;
     let mut cfg = PgmuxConfig::new(&pg);
     cfg.pool_size = 4;
     cfg.general = "server_login_retry = 1".into();
@@ -324,14 +309,7 @@ async fn pgbench_keeps_running_across_a_postgres_stop() {
         .await
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    pg = tokio::task::spawn_blocking(move || {
-        pg.stop();
-        std::thread::sleep(Duration::from_secs(2));
-        pg.restart();
-        pg
-    })
-    .await
-    .unwrap();
+    pg = down_for(pg, Duration::from_secs(2)).await;
     let back = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

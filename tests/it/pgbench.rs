@@ -16,27 +16,7 @@ fn processed(output: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_simple_and_extended_64_clients_on_16_servers() {
     let pg = shared_cluster();
-    let port = pg.port.to_string();
-    let (ok, out) = run_tool(
-        &tool("pgbench"),
-        &[
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "app",
-            "app",
-        ],
-        "app",
-        Duration::from_secs(120),
-    )
-    .await;
-    assert!(ok, "pgbench -i failed:\n{out}");
+    crate::harness::pgbench_init(pg.port).await;
     let mut cfg = PgmuxConfig::new(pg);
     cfg.pool_size = 16;
     let pgmux = cfg.start().await;
