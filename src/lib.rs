@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod import;
 pub mod listener;
 pub mod metrics;
 pub mod pool;

@@ -27,12 +27,31 @@ struct Cli {
 enum Command {
     /// Validate a config file: print every problem and exit non-zero if there is any.
     Check { file: PathBuf },
+    /// Convert a PgBouncer ini file to pgmux's TOML; unsupported settings are listed on stderr.
+    Import {
+        ini: PathBuf,
+        /// PgBouncer userlist.txt to use as auth_file (default: the ini's auth_file).
+        #[arg(long)]
+        userlist: Option<PathBuf>,
+        /// Where to write the TOML (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Import {
+        ini,
+        userlist,
+        output,
+    }) = &cli.command
+    {
+        return import(ini, userlist.as_deref(), output.as_deref());
+    }
     let (path, check_only) = match (&cli.command, cli.config.or(cli.config_positional)) {
         (Some(Command::Check { file }), _) => (file.clone(), true),
+        (Some(Command::Import { .. }), _) => unreachable!("handled above"),
         (None, Some(path)) => (path, cli.check),
         (None, None) => {
             eprintln!("pgmux: no config file given (pgmux --config FILE, or pgmux check FILE)");
@@ -58,6 +77,39 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn import(
+    ini: &std::path::Path,
+    userlist: Option<&std::path::Path>,
+    output: Option<&std::path::Path>,
+) -> ExitCode {
+    let imported = match pgmux::import::import(ini, userlist) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("pgmux import: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for line in &imported.skipped {
+        eprintln!("pgmux import: left out {line}");
+    }
+    match output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &imported.toml) {
+                eprintln!("pgmux import: cannot write {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+            // The result must pass the same check a start would.
+            if let Err(e) = Config::load(path) {
+                eprintln!("pgmux import: the converted config does not validate: {e}");
+                return ExitCode::from(1);
+            }
+            eprintln!("pgmux import: wrote {}", path.display());
+        }
+        None => print!("{}", imported.toml),
+    }
+    ExitCode::SUCCESS
 }
 
 fn init_logging(verbose: u8, format: pgmux::config::LogFormat) {

@@ -140,6 +140,28 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
+/// Ready when not shutting down and at least one configured database's server accepts a TCP
+/// connection, or one of its pools holds a server already.
+async fn readiness(shared: &Shared) -> Result<String, String> {
+    if let Some(mode) = shared.shutdown.mode() {
+        return Err(format!("shutting down ({mode:?})"));
+    }
+    if shared.pools.all().iter().any(|p| p.snapshot().servers > 0) {
+        return Ok("serving with open server connections".into());
+    }
+    let config = shared.config();
+    if config.databases.is_empty() {
+        return Err("no databases configured".into());
+    }
+    for (name, db) in &config.databases {
+        let connect = tokio::net::TcpStream::connect((db.host.as_str(), db.port));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+            return Ok(format!("database {name} reachable"));
+        }
+    }
+    Err("no configured database is reachable".into())
+}
+
 async fn answer(mut stream: tokio::net::TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
@@ -162,10 +184,19 @@ async fn answer(mut stream: tokio::net::TcpStream, shared: &Shared) -> std::io::
             "text/plain; version=0.0.4",
             shared.metrics.render(shared),
         ),
+        (b"GET", b"/health/live") => ("200 OK", "text/plain", "live\n".into()),
+        (b"GET", b"/health/ready") => match readiness(shared).await {
+            Ok(why) => ("200 OK", "text/plain", format!("ready: {why}\n")),
+            Err(why) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
         (b"GET", _) => (
             "404 Not Found",
             "text/plain",
-            "not found: try /metrics\n".into(),
+            "not found: try /metrics, /health/live or /health/ready\n".into(),
         ),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };

@@ -10,6 +10,7 @@ mod cli;
 mod copy;
 mod faults;
 mod health;
+mod import;
 mod limits;
 mod metrics;
 mod pgbench;

@@ -71,5 +71,52 @@ async fn metrics_endpoint_reports_pools_counters_and_histograms() {
     );
     let (status, _) = scrape(addr, "/nope").await;
     assert!(status.contains("404"));
+    let (status, body) = scrape(addr, "/health/live").await;
+    assert!(
+        status.contains("200") && body == "live\n",
+        "{status} {body}"
+    );
+    let (status, body) = scrape(addr, "/health/ready").await;
+    assert!(
+        status.contains("200") && body.starts_with("ready"),
+        "{status} {body}"
+    );
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_when_no_database_is_reachable() {
+    let pg = shared_cluster();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.general = "metrics_addr = \"127.0.0.1:0\"".into();
+    let pgmux = cfg.start().await;
+    let addr = pgmux.running.as_ref().unwrap().metrics_addr.unwrap();
+    // Point the only database at a port nobody listens on, by reload.
+    let path = pgmux.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace(
+        &format!("port = {}", pg.port),
+        &format!("port = {closed_port}"),
+    );
+    std::fs::write(&path, text).unwrap();
+    pgmux
+        .running
+        .as_ref()
+        .unwrap()
+        .shared
+        .reload_from_file()
+        .unwrap();
+    let (status, body) = scrape(addr, "/health/ready").await;
+    assert!(
+        status.contains("503") && body.contains("not ready"),
+        "{status} {body}"
+    );
+    let (status, _) = scrape(addr, "/health/live").await;
+    assert!(status.contains("200"));
     pgmux.stop().await;
 }
