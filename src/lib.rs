@@ -10,6 +10,7 @@ pub mod control;
 pub mod import;
 pub mod listener;
 pub mod metrics;
+pub mod notify;
 pub mod pool;
 pub mod protocol;
 pub mod registry;

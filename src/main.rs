@@ -135,11 +135,14 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
+        // Handlers first: a signal that arrives once clients can connect must not kill us.
+        let signals = Signals::install()?;
         let running = pgmux::Server::bind(config)
             .await
             .context("binding the listen address")?;
         running.shared.set_config_path(path);
-        serve_until_stopped(&running).await?;
+        pgmux::notify::ready();
+        serve_until_stopped(&running, signals).await?;
         tracing::info!("shutting down");
         running.shutdown().await;
         Ok(())
@@ -148,19 +151,43 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
 
 /// Handles signals as PgBouncer does until a shutdown completes: SIGINT waits for servers,
 /// SIGTERM for clients, a second one of either or SIGQUIT exits at once.
-async fn serve_until_stopped(running: &pgmux::Running) -> anyhow::Result<()> {
+/// The signals pgmux handles; SIGHUP and SIGUSR1/2 would otherwise end the process.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("installing the {name} handler"))
+        };
+        Ok(Signals {
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            quit: install(SignalKind::quit(), "SIGQUIT")?,
+            hup: install(SignalKind::hangup(), "SIGHUP")?,
+            usr1: install(SignalKind::user_defined1(), "SIGUSR1")?,
+            usr2: install(SignalKind::user_defined2(), "SIGUSR2")?,
+        })
+    }
+}
+
+async fn serve_until_stopped(running: &pgmux::Running, signals: Signals) -> anyhow::Result<()> {
     use pgmux::shutdown::ShutdownMode;
-    use tokio::signal::unix::{signal, SignalKind};
-    let install = |kind: SignalKind, name: &str| {
-        signal(kind).with_context(|| format!("installing the {name} handler"))
-    };
-    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
-    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
-    let mut quit = install(SignalKind::quit(), "SIGQUIT")?;
-    // SIGUSR1/2 would end the process by default; operators send them.
-    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
-    let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1")?;
-    let mut usr2 = install(SignalKind::user_defined2(), "SIGUSR2")?;
+    let Signals {
+        mut int,
+        mut term,
+        mut quit,
+        mut hup,
+        mut usr1,
+        mut usr2,
+    } = signals;
     let escalate = |mode: ShutdownMode| {
         if running.shared.shutdown.mode().is_some() {
             running.begin_shutdown(ShutdownMode::Immediate);
@@ -175,8 +202,10 @@ async fn serve_until_stopped(running: &pgmux::Running) -> anyhow::Result<()> {
             _ = term.recv() => escalate(ShutdownMode::WaitForClients),
             _ = quit.recv() => running.begin_shutdown(ShutdownMode::Immediate),
             _ = hup.recv() => {
+                pgmux::notify::reloading();
                 // Success and every problem are logged by the reload itself.
                 let _ = running.shared.reload_from_file();
+                pgmux::notify::ready();
             }
             _ = usr1.recv() => match running.shared.control.pause(None) {
                 Ok(()) => tracing::info!("SIGUSR1: paused; new transactions wait for RESUME"),

@@ -31,6 +31,9 @@ impl ShutdownState {
     /// Starts (or hastens) a shutdown; a milder mode never replaces a stricter one.
     pub fn begin(&self, mode: ShutdownMode) {
         self.tx.send_if_modified(|current| {
+            if current.is_none() {
+                crate::notify::stopping();
+            }
             if current.is_none_or(|c| mode > c) {
                 *current = Some(mode);
                 true

@@ -20,6 +20,16 @@ pub const COMMANDS: [&str; 8] = [
 /// How often PAUSE and WAIT_CLOSE look again.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Longest a KILL waits for the sessions it ended to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+async fn wait_until(done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + KILL_WAIT;
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<Pool>> {
     shared
         .pools
@@ -43,10 +53,12 @@ pub async fn run(shared: &Shared, name: &str, db: Option<&str>) -> Result<(), St
         let id = db
             .and_then(|a| a.parse::<u64>().ok())
             .ok_or("KILL_CLIENT needs a client id from SHOW CLIENTS")?;
-        return match shared.registry.kill(id) {
-            true => Ok(()),
-            false => Err(format!("no client with id {id}")),
-        };
+        if !shared.registry.kill(id) {
+            return Err(format!("no client with id {id}"));
+        }
+        // Like PgBouncer's, the command returns once the client is gone.
+        wait_until(|| shared.registry.all().iter().all(|c| c.id != id)).await;
+        return Ok(());
     }
     known(shared, db)?;
     let needs_db = || db.ok_or_else(|| format!("{name} needs a database name"));
@@ -73,11 +85,13 @@ pub async fn run(shared: &Shared, name: &str, db: Option<&str>) -> Result<(), St
             // As PgBouncer: drop the database's clients (and with them the servers they hold),
             // close its idle servers, and leave it paused until RESUME.
             let _ = shared.control.pause(db);
+            let of_db = |c: &crate::registry::ClientEntry| db.is_none_or(|d| c.database == d);
             for client in shared.registry.all() {
-                if db.is_none_or(|d| client.database == d) {
+                if of_db(&client) {
                     client.kill.notify_one();
                 }
             }
+            wait_until(|| !shared.registry.all().iter().any(|c| of_db(c))).await;
             pools_of(shared, db).iter().for_each(|p| p.close_idle());
             tracing::info!(database = db.unwrap_or("*"), "killed; paused until RESUME");
             Ok(())

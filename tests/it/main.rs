@@ -13,6 +13,7 @@ mod health;
 mod import;
 mod limits;
 mod metrics;
+mod package;
 mod pgbench;
 mod pipelines;
 mod reload;

@@ -1,0 +1,64 @@
+//! systemd's readiness protocol (sd_notify): one datagram to the socket named by NOTIFY_SOCKET.
+//! Without that variable (not started by systemd with Type=notify*), nothing happens.
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+/// Sends `state` to `socket` (a path, or `@name` for an abstract socket).
+pub fn notify_to(socket: &str, state: &str) -> std::io::Result<()> {
+    let addr = match socket.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
+        None => SocketAddr::from_pathname(socket)?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
+
+fn notify(state: &str) {
+    if let Some(socket) = std::env::var_os("NOTIFY_SOCKET") {
+        if let Err(e) = notify_to(&socket.to_string_lossy(), state) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
+}
+
+/// Microseconds of CLOCK_MONOTONIC, which systemd wants with RELOADING=1.
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+pub fn ready() {
+    notify("READY=1\nSTATUS=accepting connections");
+}
+
+pub fn reloading() {
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+}
+
+pub fn stopping() {
+    notify("STOPPING=1");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagram_reaches_the_socket() {
+        let path = std::env::temp_dir().join(format!("pgmux-notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        notify_to(path.to_str().unwrap(), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        std::fs::remove_file(&path).unwrap();
+        assert!(monotonic_usec() > 0);
+    }
+}
