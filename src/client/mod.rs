@@ -38,7 +38,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         buf: BytesMut::with_capacity(CLIENT_BUFFER),
         peer,
     };
-    let login_timeout = Duration::from_secs_f64(general.client_login_timeout);
+    // 0 disables the timeout, as for the other timeouts.
+    let login_timeout = match general.client_login_timeout {
+        t if t > 0.0 => Duration::from_secs_f64(t),
+        _ => Duration::MAX,
+    };
     let login = startup::login(&mut conn, &shared, over_limit);
     let result = match tokio::time::timeout(login_timeout, login).await {
         Err(_) => Err(ClientError::LoginTimeout),

@@ -426,6 +426,13 @@ impl Session<'_> {
         let Some(mut server) = self.server.take() else {
             return;
         };
+        if !server.buf.is_empty()
+            || self.client_pass.mid_message()
+            || self.server_pass.mid_message()
+        {
+            // Bytes the client never got: never reset and pool such a server.
+            server.tracker.poison();
+        }
         let entry = &self.login.entry;
         entry.set_state(ClientState::Idle);
         *entry.server.lock().unwrap_or_else(|e| e.into_inner()) = None;

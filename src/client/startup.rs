@@ -117,7 +117,10 @@ pub async fn login(
                 conn.stream.write_all(b"N").await?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                shared.cancels.cancel(pid, secret).await;
+                // Delivered on its own task, so no login timeout can drop it half-way and
+                // leave the client's link counted in flight.
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.cancels.cancel(pid, secret).await });
                 return Ok(None);
             }
             StartupPacket::Startup { minor, params } => break (minor, params),

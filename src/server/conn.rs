@@ -256,12 +256,20 @@ impl ServerConn {
     /// Runs one of pgmux's own statements to completion (reset, checks), outside any client's
     /// traffic. The connection must be idle.
     pub async fn run_own_query(&mut self, sql: &str) -> Result<(), ServerError> {
+        if !self.buf.is_empty() {
+            // Unread bytes belong to someone else's reply: this connection cannot be trusted.
+            self.tracker.poison();
+            return Err(ServerError::Unexpected('?'));
+        }
+        // Counted as owed until its ReadyForQuery, so a checkout dropped mid-check closes it.
+        self.tracker.own_query();
         let mut out = BytesMut::new();
         backend::query(&mut out, sql);
         self.stream.write_all(&out).await?;
         let mut failure = None;
         loop {
             let (tag, body) = self.read_message().await?;
+            self.tracker.server_message(tag, body.first().copied());
             match tag {
                 b'E' => failure = Some(parse_error_fields(&body)),
                 b'S' => {
