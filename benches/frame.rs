@@ -1,9 +1,15 @@
-//! Frame scanning and relay bookkeeping over a pgbench-shaped reply buffer.
+//! Relay bookkeeping over pgbench-shaped traffic: 64 pipelined `pgbench -S` transactions, client
+//! side then server side, with unnamed statements (`-M extended`) and with a named statement
+//! rewritten to pgmux's name (`-M prepared`).
 
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pgmux::prepared::{ClientStatements, Context, Counts, Registry, ServerStatements};
 use pgmux::protocol::params::ParamSet;
-use pgmux::relay::{scan_client, scan_server, Passthrough};
+use pgmux::relay::{scan_client, scan_server, Passthrough, ServerSide};
 use pgmux::server::tracker::Tracker;
+
+const QUERY: &[u8] = b"SELECT abalance FROM pgbench_accounts WHERE aid = $1;\0\0\0";
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
@@ -12,10 +18,12 @@ fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Replies to 64 pipelined `pgbench -S -M extended` transactions.
-fn select_replies() -> Vec<u8> {
-    let one = [
-        msg(b'1', b""),
+fn replies(parse: bool) -> Vec<u8> {
+    let mut one = Vec::new();
+    if parse {
+        one.extend(msg(b'1', b""));
+    }
+    for m in [
         msg(b'2', b""),
         msg(
             b'T',
@@ -24,56 +32,86 @@ fn select_replies() -> Vec<u8> {
         msg(b'D', b"\0\x01\0\0\0\x04-123"),
         msg(b'C', b"SELECT 1\0"),
         msg(b'Z', b"I"),
-    ]
-    .concat();
+    ] {
+        one.extend(m);
+    }
     one.repeat(64)
 }
 
-fn select_requests() -> Vec<u8> {
-    let one = [
-        msg(
-            b'P',
-            b"\0SELECT abalance FROM pgbench_accounts WHERE aid = $1;\0\0\0",
-        ),
-        msg(b'B', b"\0\0\0\0\0\x01\0\0\0\x0512345\0\0"),
+fn requests(statement: &str) -> Vec<u8> {
+    let mut one = Vec::new();
+    if statement.is_empty() {
+        one.extend(msg(b'P', &[b"\0", QUERY].concat()));
+    }
+    let bind = [
+        b"\0",
+        statement.as_bytes(),
+        b"\0\0\0\0\x01\0\0\0\x0512345\0\0",
+    ]
+    .concat();
+    for m in [
+        msg(b'B', &bind),
         msg(b'D', b"P\0"),
         msg(b'E', b"\0\0\0\0\0"),
         msg(b'S', b""),
-    ]
-    .concat();
+    ] {
+        one.extend(m);
+    }
     one.repeat(64)
 }
 
+/// One round trip of 64 transactions through both scans.
+fn round_trip(requests: &[u8], replies: &[u8], ctx: &mut Context, out: &mut BytesMut) {
+    let mut tracker = Tracker::new();
+    let scan = scan_client(
+        requests,
+        &mut Passthrough::default(),
+        &mut tracker,
+        ctx,
+        out,
+    )
+    .unwrap();
+    assert_eq!(scan.forward, requests.len());
+    let (mut sp, mut cp) = (ParamSet::default(), ParamSet::default());
+    let side = ServerSide {
+        tracker: &mut tracker,
+        server_params: &mut sp,
+        client_params: &mut cp,
+    };
+    let scan = scan_server(replies, &mut Passthrough::default(), side, ctx, out).unwrap();
+    assert_eq!(scan.end, replies.len());
+}
+
 fn bench(c: &mut Criterion) {
-    let replies = select_replies();
-    let requests = select_requests();
+    let registry = Registry::default();
+    let mut client = ClientStatements::default();
+    let mut server = ServerStatements::default();
+    let statement = registry.intern(QUERY);
+    client.insert("P0_1".into(), statement.clone());
+    server.insert(statement);
+    let mut counts = Counts::default();
+    let mut ctx = Context {
+        client: &mut client,
+        server: &mut server,
+        registry: &registry,
+        capacity: 200,
+        counts: &mut counts,
+    };
+    let mut out = BytesMut::new();
     let mut group = c.benchmark_group("relay_scan");
-    group.throughput(Throughput::Bytes(replies.len() as u64));
-    group.bench_function("server_64_selects", |b| {
-        b.iter(|| {
-            let mut tracker = Tracker::new();
-            for _ in 0..64 {
-                tracker.client_message(b'S');
-            }
-            let (mut sp, mut cp) = (ParamSet::default(), ParamSet::default());
-            let scan = scan_server(
-                &replies,
-                &mut Passthrough::default(),
-                &mut tracker,
-                &mut sp,
-                &mut cp,
-            )
-            .unwrap();
-            assert_eq!(scan.end, replies.len());
-        })
+    let (unnamed, unnamed_replies) = (requests(""), replies(true));
+    group.throughput(Throughput::Bytes(
+        (unnamed.len() + unnamed_replies.len()) as u64,
+    ));
+    group.bench_function("unnamed_64_selects", |b| {
+        b.iter(|| round_trip(&unnamed, &unnamed_replies, &mut ctx, &mut out))
     });
-    group.throughput(Throughput::Bytes(requests.len() as u64));
-    group.bench_function("client_64_selects", |b| {
-        b.iter(|| {
-            let mut tracker = Tracker::new();
-            let scan = scan_client(&requests, &mut Passthrough::default(), &mut tracker).unwrap();
-            assert_eq!(scan.forward, requests.len());
-        })
+    let (named, named_replies) = (requests("P0_1"), replies(false));
+    group.throughput(Throughput::Bytes(
+        (named.len() + named_replies.len()) as u64,
+    ));
+    group.bench_function("prepared_64_selects", |b| {
+        b.iter(|| round_trip(&named, &named_replies, &mut ctx, &mut out))
     });
     group.finish();
 }

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod pool;
+pub mod prepared;
 pub mod protocol;
 pub mod registry;
 pub mod relay;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub shutdown: shutdown::ShutdownState,
     pub control: control::Control,
     pub registry: registry::Registry,
+    /// Every distinct named prepared statement some client holds, by its exact bytes.
+    pub statements: prepared::Registry,
     pub metrics: metrics::Metrics,
     /// The file RELOAD and SIGHUP read.
     config_path: Mutex<Option<std::path::PathBuf>>,
@@ -63,6 +66,7 @@ impl Shared {
             shutdown: Default::default(),
             control: Default::default(),
             registry: Default::default(),
+            statements: Default::default(),
             metrics: Default::default(),
             config_path: Mutex::new(None),
         }

@@ -117,6 +117,23 @@ impl Metrics {
             counter("pgmux_received_bytes_total", &labels, t.bytes_received);
             counter("pgmux_sent_bytes_total", &labels, t.bytes_sent);
             counter("pgmux_client_logins_total", &labels, t.client_login_count);
+            counter("pgmux_client_parses_total", &labels, t.client_parse_count);
+            counter("pgmux_binds_total", &labels, t.bind_count);
+            counter(
+                "pgmux_prepared_cache_hits_total",
+                &labels,
+                t.prepared_hit_count,
+            );
+            counter(
+                "pgmux_prepared_cache_misses_total",
+                &labels,
+                t.server_parse_count,
+            );
+            counter(
+                "pgmux_prepared_cache_evictions_total",
+                &labels,
+                t.prepared_eviction_count,
+            );
         }
         self.recorder.handle().render()
     }

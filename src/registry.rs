@@ -36,6 +36,8 @@ pub struct ServerSummary {
     pub local_addr: Option<SocketAddr>,
     pub connect_time: SystemTime,
     pub backend_pid: u32,
+    /// Named statements prepared on it for clients.
+    pub prepared_statements: usize,
 }
 
 pub struct ClientEntry {
@@ -53,6 +55,8 @@ pub struct ClientEntry {
     pub server: Mutex<Option<ServerSummary>>,
     /// KILL and KILL_CLIENT wake the session through this.
     pub kill: Notify,
+    /// Named prepared statements the client holds, for SHOW CLIENTS.
+    pub prepared_statements: std::sync::atomic::AtomicUsize,
 }
 
 impl ClientEntry {
@@ -97,6 +101,7 @@ impl Registry {
             state: AtomicU8::new(ClientState::Idle as u8),
             server: Mutex::new(None),
             kill: Notify::new(),
+            prepared_statements: Default::default(),
         });
         lock(&self.clients).insert(entry.id, entry.clone());
         entry

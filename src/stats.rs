@@ -15,11 +15,25 @@ pub struct PoolStats {
     pub query_time_us: AtomicU64,
     pub wait_time_us: AtomicU64,
     pub client_login_count: AtomicU64,
+    pub client_parse_count: AtomicU64,
+    pub server_parse_count: AtomicU64,
+    pub bind_count: AtomicU64,
+    pub prepared_hit_count: AtomicU64,
+    pub prepared_eviction_count: AtomicU64,
 }
 
 impl PoolStats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one scan's prepared-statement counts.
+    pub fn add_prepared(&self, c: &crate::prepared::Counts) {
+        PoolStats::add(&self.client_parse_count, c.client_parses);
+        PoolStats::add(&self.server_parse_count, c.server_parses);
+        PoolStats::add(&self.bind_count, c.binds);
+        PoolStats::add(&self.prepared_hit_count, c.hits);
+        PoolStats::add(&self.prepared_eviction_count, c.evictions);
     }
 
     pub fn totals(&self) -> Totals {
@@ -34,6 +48,11 @@ impl PoolStats {
             query_time_us: get(&self.query_time_us),
             wait_time_us: get(&self.wait_time_us),
             client_login_count: get(&self.client_login_count),
+            client_parse_count: get(&self.client_parse_count),
+            server_parse_count: get(&self.server_parse_count),
+            bind_count: get(&self.bind_count),
+            prepared_hit_count: get(&self.prepared_hit_count),
+            prepared_eviction_count: get(&self.prepared_eviction_count),
         }
     }
 }
@@ -50,6 +69,12 @@ pub struct Totals {
     pub query_time_us: u64,
     pub wait_time_us: u64,
     pub client_login_count: u64,
+    pub client_parse_count: u64,
+    /// Parses pgmux sent to servers: prepared-statement cache misses.
+    pub server_parse_count: u64,
+    pub bind_count: u64,
+    pub prepared_hit_count: u64,
+    pub prepared_eviction_count: u64,
 }
 
 impl Totals {
@@ -63,6 +88,11 @@ impl Totals {
         self.query_time_us += o.query_time_us;
         self.wait_time_us += o.wait_time_us;
         self.client_login_count += o.client_login_count;
+        self.client_parse_count += o.client_parse_count;
+        self.server_parse_count += o.server_parse_count;
+        self.bind_count += o.bind_count;
+        self.prepared_hit_count += o.prepared_hit_count;
+        self.prepared_eviction_count += o.prepared_eviction_count;
     }
 
     /// Averages between `earlier` and `self`, `seconds` apart, as PgBouncer reports them:
@@ -93,6 +123,14 @@ impl Totals {
             query_time_us: per(d(self.query_time_us, earlier.query_time_us), queries),
             wait_time_us: per(d(self.wait_time_us, earlier.wait_time_us), assignments),
             client_login_count: per_second(d(self.client_login_count, earlier.client_login_count)),
+            client_parse_count: per_second(d(self.client_parse_count, earlier.client_parse_count)),
+            server_parse_count: per_second(d(self.server_parse_count, earlier.server_parse_count)),
+            bind_count: per_second(d(self.bind_count, earlier.bind_count)),
+            prepared_hit_count: per_second(d(self.prepared_hit_count, earlier.prepared_hit_count)),
+            prepared_eviction_count: per_second(d(
+                self.prepared_eviction_count,
+                earlier.prepared_eviction_count,
+            )),
         }
     }
 }
@@ -117,6 +155,7 @@ mod tests {
             query_time_us: 8000,
             wait_time_us: 200,
             client_login_count: 2,
+            ..Totals::default()
         };
         let a = now.averages_since(&earlier, 10.0);
         assert_eq!(a.xact_count, 1);

@@ -4,6 +4,7 @@
 use crate::stats::Totals;
 use crate::Shared;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 pub const TEXT: u32 = 25;
 pub const INT4: u32 = 23;
@@ -143,15 +144,24 @@ fn counters(t: &Totals) -> [u64; 12] {
         t.xact_time_us,
         t.query_time_us,
         t.wait_time_us,
-        0, // client_parse_count: prepared statements are not tracked yet
-        0, // server_parse_count
-        0, // bind_count
+        t.client_parse_count,
+        t.server_parse_count,
+        t.bind_count,
         t.client_login_count,
     ]
 }
 
+/// Prepared-statement cache hits, misses (Parses sent to servers) and evictions.
+fn cache_counters(t: &Totals) -> [u64; 3] {
+    [
+        t.prepared_hit_count,
+        t.server_parse_count,
+        t.prepared_eviction_count,
+    ]
+}
+
 fn stats(shared: &Shared) -> Table {
-    const COLUMNS: [&str; 25] = [
+    const COLUMNS: [&str; 31] = [
         "database",
         "total_server_assignment_count",
         "total_xact_count",
@@ -177,6 +187,13 @@ fn stats(shared: &Shared) -> Table {
         "avg_server_parse_count",
         "avg_bind_count",
         "avg_client_login_count",
+        // pgmux's own, after PgBouncer's: the prepared-statement cache.
+        "total_prepared_hits",
+        "total_prepared_misses",
+        "total_prepared_evictions",
+        "avg_prepared_hits",
+        "avg_prepared_misses",
+        "avg_prepared_evictions",
     ];
     let columns: Vec<_> = COLUMNS
         .iter()
@@ -187,7 +204,10 @@ fn stats(shared: &Shared) -> Table {
     for (db, totals) in totals_by_database(shared) {
         let mut row = vec![db.clone()];
         row.extend(counters(&totals).iter().map(u64::to_string));
-        row.extend(counters(&averages[&db]).iter().map(u64::to_string));
+        let average = &averages[&db];
+        row.extend(counters(average).iter().map(u64::to_string));
+        row.extend(cache_counters(&totals).iter().map(u64::to_string));
+        row.extend(cache_counters(average).iter().map(u64::to_string));
         t.row(row);
     }
     t
@@ -491,6 +511,7 @@ struct SocketRow<'a> {
     link: String,
     remote_pid: u32,
     application_name: &'a str,
+    prepared_statements: usize,
     id: u64,
 }
 
@@ -517,7 +538,7 @@ impl SocketRow<'_> {
             self.remote_pid.to_string(),
             String::new(),
             self.application_name.into(),
-            "0".into(),
+            self.prepared_statements.to_string(),
             self.id.to_string(),
         ]
     }
@@ -545,6 +566,7 @@ fn clients(shared: &Shared) -> Table {
                 link: server.map(|s| format!("s{:x}", s.id)).unwrap_or_default(),
                 remote_pid: 0,
                 application_name: &app,
+                prepared_statements: c.prepared_statements.load(Ordering::Relaxed),
                 id: c.id,
             }
             .cells(),
@@ -572,6 +594,7 @@ fn servers(shared: &Shared) -> Table {
                 link: format!("c{:x}", c.id),
                 remote_pid: s.backend_pid,
                 application_name: "",
+                prepared_statements: s.prepared_statements,
                 id: s.id,
             }
             .cells(),
@@ -592,6 +615,7 @@ fn servers(shared: &Shared) -> Table {
                     link: String::new(),
                     remote_pid: s.backend_pid,
                     application_name: "",
+                    prepared_statements: s.prepared_statements,
                     id: s.id,
                 }
                 .cells(),

@@ -7,10 +7,11 @@ use super::{ClientConn, ClientError};
 use crate::cancel::ServerKey;
 use crate::config::PoolMode;
 use crate::pool::{Checkout, PooledServer};
+use crate::prepared::{ClientStatements, Context, Counts, Registry};
 use crate::protocol::backend;
 use crate::protocol::frame;
 use crate::registry::ClientState;
-use crate::relay::{scan_client, scan_server, Passthrough};
+use crate::relay::{scan_client, scan_server, Passthrough, ServerSide};
 use crate::server::tracker::Verdict;
 use crate::shutdown::{draining, ShutdownMode};
 use crate::stats::PoolStats;
@@ -86,6 +87,15 @@ struct Session<'a> {
     server_pass: Passthrough,
     /// Scratch buffer for pgmux's own statements, reused.
     own: BytesMut,
+    /// Client bytes rewritten for the server, and server bytes composed for the client, when a
+    /// batch is not forwarded as it came (prepared statements).
+    to_server: BytesMut,
+    to_client: BytesMut,
+    /// The client's named prepared statements, and the pgmux-wide registry behind them.
+    statements: ClientStatements,
+    registry: &'a Registry,
+    /// max_prepared_statements when the session started; 0 passes statements through untouched.
+    statement_capacity: usize,
     timeouts: Timeouts,
     phase: Phase,
     phase_since: Instant,
@@ -116,6 +126,11 @@ pub async fn run(
         client_pass: Passthrough::default(),
         server_pass: Passthrough::default(),
         own: BytesMut::new(),
+        to_server: BytesMut::new(),
+        to_client: BytesMut::new(),
+        statements: ClientStatements::default(),
+        registry: &shared.statements,
+        statement_capacity: general.max_prepared_statements,
         timeouts: Timeouts::from_config(general),
         phase: Phase::Idle,
         phase_since: Instant::now(),
@@ -275,31 +290,58 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Forwards whole client messages to the server. Returns true if the client said Terminate.
+    /// Forwards whole client messages to the server, rewritten where they name prepared
+    /// statements. Returns true if the client said Terminate.
     async fn forward_client(&mut self) -> Result<bool, ClientError> {
         let Some(server) = self.server.as_mut() else {
             return Ok(false);
         };
+        let server = &mut **server;
         let was_awaiting = server.tracker.awaiting_reply();
-        let scan = scan_client(&self.client.buf, &mut self.client_pass, &mut server.tracker)?;
+        let mut counts = Counts::default();
+        let mut context = Context {
+            client: &mut self.statements,
+            server: &mut server.statements,
+            registry: self.registry,
+            capacity: self.statement_capacity,
+            counts: &mut counts,
+        };
+        let scan = scan_client(
+            &self.client.buf,
+            &mut self.client_pass,
+            &mut server.tracker,
+            &mut context,
+            &mut self.to_server,
+        )?;
         if scan.forward > 0 {
             let now = Instant::now();
             self.transaction_started.get_or_insert(now);
             if !was_awaiting {
                 self.query_started.get_or_insert(now);
             }
-            PoolStats::add(&self.login.pool.stats.bytes_received, scan.forward as u64);
-            if let Err(e) = server
-                .stream
-                .write_all(&self.client.buf[..scan.forward])
-                .await
-            {
+            let out = match scan.composed {
+                true => &self.to_server[..],
+                false => &self.client.buf[..scan.forward],
+            };
+            PoolStats::add(&self.login.pool.stats.bytes_received, out.len() as u64);
+            if let Err(e) = server.stream.write_all(out).await {
                 server.tracker.poison();
                 return Err(server_failed(&self.login, e.into()));
             }
             self.client.buf.advance(scan.forward);
         }
         self.client.buf.reserve(scan.want);
+        if !counts.is_zero() {
+            self.login.pool.stats.add_prepared(&counts);
+            self.login
+                .entry
+                .prepared_statements
+                .store(self.statements.len(), Ordering::Relaxed);
+        }
+        if server.tracker.answer_due() {
+            // Answers pgmux gives itself go out now if nothing is owed ahead of them.
+            self.forward_server().await?;
+        }
         Ok(scan.terminate)
     }
 
@@ -356,15 +398,34 @@ impl Session<'_> {
             return Ok(());
         };
         let server = &mut **server;
+        let mut counts = Counts::default();
+        let mut context = Context {
+            client: &mut self.statements,
+            server: &mut server.statements,
+            registry: self.registry,
+            capacity: self.statement_capacity,
+            counts: &mut counts,
+        };
+        let side = ServerSide {
+            tracker: &mut server.tracker,
+            server_params: &mut server.params,
+            client_params: &mut self.login.params,
+        };
         let scan = scan_server(
             &server.buf,
             &mut self.server_pass,
-            &mut server.tracker,
-            &mut server.params,
-            &mut self.login.params,
+            side,
+            &mut context,
+            &mut self.to_client,
         )?;
-        server.buf.advance(scan.swallow);
-        let len = scan.end - scan.swallow;
+        let len = if scan.composed {
+            // The composed output stands for all of the scanned input.
+            server.buf.advance(scan.end);
+            self.to_client.len()
+        } else {
+            server.buf.advance(scan.swallow);
+            scan.end - scan.swallow
+        };
         let stats = &self.login.pool.stats;
         PoolStats::add(&stats.bytes_sent, len as u64);
         if scan.queries_done > 0 {
@@ -392,20 +453,27 @@ impl Session<'_> {
         server.buf.reserve(scan.want);
         if let (PoolMode::Statement, Some(at)) = (self.login.mode, scan.transaction_opened_at) {
             // Everything before the ReadyForQuery that opened the transaction, then the error.
-            self.client
-                .stream
-                .write_all(&server.buf[..at - scan.swallow])
-                .await?;
+            let out = match scan.composed {
+                true => &self.to_client[..at],
+                false => &server.buf[..at],
+            };
+            self.client.stream.write_all(out).await?;
             server.tracker.poison();
             return Err(ClientError::TransactionInStatementMode);
         }
+        let unread = if scan.composed { 0 } else { len };
         let done = self.login.mode != PoolMode::Session
             && server.tracker.verdict() == Verdict::Idle
             && !self.server_pass.mid_message()
             && !self.client_pass.mid_message()
-            && server.buf.len() == len;
+            && server.buf.len() == unread;
         let between_transactions = server.tracker.verdict() == Verdict::Idle;
-        if done {
+        if scan.composed {
+            if done {
+                self.release().await;
+            }
+            self.client.stream.write_all(&self.to_client).await?;
+        } else if done {
             let data = server.buf.split_to(len);
             self.release().await;
             self.client.stream.write_all(&data).await?;

@@ -107,6 +107,11 @@ pub struct General {
     /// Most server connections of one user, all databases together; 0 = no cap. Default 0.
     #[serde(default)]
     pub max_user_connections: u32,
+    /// Named prepared statements each server connection keeps prepared for clients, least
+    /// recently used closed first; 0 passes protocol-level statements through untouched (they
+    /// then fail across transactions in transaction mode). Default 200.
+    #[serde(default = "default_max_prepared_statements")]
+    pub max_prepared_statements: usize,
     /// Servers each pool opens ahead of demand and keeps, once it can log in. Default 0.
     #[serde(default)]
     pub min_pool_size: u32,
@@ -226,6 +231,10 @@ fn default_pool_mode() -> PoolMode {
 fn default_pool_size() -> u32 {
     20
 }
+fn default_max_prepared_statements() -> usize {
+    200
+}
+
 fn default_max_client_conn() -> u32 {
     100
 }

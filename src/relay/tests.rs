@@ -1,6 +1,40 @@
 use super::*;
+use crate::prepared::Fixture;
 use crate::server::tracker::Verdict;
 use bytes::BytesMut;
+
+/// scan_client with prepared statements off.
+fn client(buf: &[u8], p: &mut Passthrough, t: &mut Tracker) -> Result<ClientScan, ProtocolError> {
+    scan_client(
+        buf,
+        p,
+        t,
+        &mut Fixture::default().context(0),
+        &mut BytesMut::new(),
+    )
+}
+
+/// scan_server with prepared statements off.
+fn server(
+    buf: &[u8],
+    p: &mut Passthrough,
+    t: &mut Tracker,
+    sp: &mut ParamSet,
+    cp: &mut ParamSet,
+) -> Result<ServerScan, ProtocolError> {
+    let side = ServerSide {
+        tracker: t,
+        server_params: sp,
+        client_params: cp,
+    };
+    scan_server(
+        buf,
+        p,
+        side,
+        &mut Fixture::default().context(0),
+        &mut BytesMut::new(),
+    )
+}
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
@@ -20,18 +54,18 @@ fn client_whole_messages_are_forwarded_partial_ones_wait() {
     buf.extend_from_slice(&q[..4]);
     let mut t = Tracker::new();
     let mut p = Passthrough::default();
-    let s = scan_client(&buf, &mut p, &mut t).unwrap();
+    let s = client(&buf, &mut p, &mut t).unwrap();
     assert_eq!(s.forward, 2 * q.len());
     assert!(!s.terminate);
     assert_eq!(s.want, 0, "header incomplete: nothing known yet");
-    let s = scan_client(&q[..7], &mut p, &mut t).unwrap();
+    let s = client(&q[..7], &mut p, &mut t).unwrap();
     assert_eq!((s.forward, s.want), (0, q.len() - 7));
 }
 
 #[test]
 fn terminate_stops_the_scan() {
     let buf = concat(&[msg(b'Q', b"x\0"), msg(b'X', b""), msg(b'Q', b"y\0")]);
-    let s = scan_client(&buf, &mut Passthrough::default(), &mut Tracker::new()).unwrap();
+    let s = client(&buf, &mut Passthrough::default(), &mut Tracker::new()).unwrap();
     assert_eq!(s.forward, 7);
     assert!(s.terminate);
 }
@@ -42,11 +76,11 @@ fn large_copy_data_passes_through_in_pieces() {
     let mut t = Tracker::new();
     t.client_message(b'Q');
     let mut p = Passthrough::default();
-    let s = scan_client(&data[..300], &mut p, &mut t).unwrap();
+    let s = client(&data[..300], &mut p, &mut t).unwrap();
     assert_eq!(s.forward, 300);
     assert!(p.mid_message());
     let rest = concat(&[data[300..].to_vec(), msg(b'c', b"")]);
-    let s = scan_client(&rest, &mut p, &mut t).unwrap();
+    let s = client(&rest, &mut p, &mut t).unwrap();
     assert_eq!(s.forward, rest.len());
     assert!(!p.mid_message());
 }
@@ -54,7 +88,7 @@ fn large_copy_data_passes_through_in_pieces() {
 #[test]
 fn bad_client_length_is_a_protocol_error() {
     let buf = [b'Q', 0, 0, 0, 1];
-    assert!(scan_client(&buf, &mut Passthrough::default(), &mut Tracker::new()).is_err());
+    assert!(client(&buf, &mut Passthrough::default(), &mut Tracker::new()).is_err());
 }
 
 #[test]
@@ -72,7 +106,7 @@ fn own_replies_are_swallowed_and_params_recorded() {
         msg(b'C', b"SELECT 1\0"),
         msg(b'Z', b"I"),
     ]);
-    let s = scan_server(&buf, &mut Passthrough::default(), &mut t, &mut sp, &mut cp).unwrap();
+    let s = server(&buf, &mut Passthrough::default(), &mut t, &mut sp, &mut cp).unwrap();
     let swallowed = (5 + 13) + (5 + 4) + (5 + 1);
     assert_eq!(s.swallow, swallowed);
     assert_eq!(s.end, buf.len());
@@ -94,11 +128,11 @@ fn big_rows_pass_through_and_ready_for_query_waits_whole() {
     let row = msg(b'D', &[1u8; 500]);
     let (mut sp, mut cp) = (ParamSet::default(), ParamSet::default());
     let mut p = Passthrough::default();
-    let s = scan_server(&row[..100], &mut p, &mut t, &mut sp, &mut cp).unwrap();
+    let s = server(&row[..100], &mut p, &mut t, &mut sp, &mut cp).unwrap();
     assert_eq!(s.end, 100);
     let mut rest = BytesMut::from(&row[100..]);
     rest.extend_from_slice(&msg(b'Z', b"I")[..5]);
-    let s = scan_server(&rest, &mut p, &mut t, &mut sp, &mut cp).unwrap();
+    let s = server(&rest, &mut p, &mut t, &mut sp, &mut cp).unwrap();
     assert_eq!(s.end, row.len() - 100);
     assert_eq!(s.want, 1);
     assert_eq!(t.verdict(), Verdict::Busy);

@@ -3,6 +3,7 @@ use super::ServerError;
 use crate::auth::md5::salted_reply;
 use crate::auth::scram::{ClientCredentials, ClientExchange};
 use crate::auth::AuthError;
+use crate::prepared::ServerStatements;
 use crate::protocol::backend::{self, parse_error_fields};
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::ParamSet;
@@ -63,6 +64,8 @@ pub struct ServerConn {
     pub backend_secret: u32,
     pub addr: SocketAddr,
     pub tracker: Tracker,
+    /// Named statements prepared on this connection for clients (an LRU).
+    pub statements: ServerStatements,
     pub created: Instant,
     /// Wall-clock time of the connect, for SHOW SERVERS.
     pub connect_time: std::time::SystemTime,
@@ -115,6 +118,7 @@ impl ServerConn {
             backend_secret: 0,
             addr,
             tracker: Tracker::new(),
+            statements: ServerStatements::default(),
             created: Instant::now(),
             connect_time: std::time::SystemTime::now(),
             local_addr,
@@ -272,6 +276,10 @@ impl ServerConn {
             self.tracker.server_message(tag, body.first().copied());
             match tag {
                 b'E' => failure = Some(parse_error_fields(&body)),
+                // A reset query may drop every prepared statement.
+                b'C' if matches!(&body[..], b"DISCARD ALL\0" | b"DEALLOCATE ALL\0") => {
+                    self.statements.clear();
+                }
                 b'S' => {
                     if let Some((name, rest)) = cstr(&body) {
                         if let Some((value, _)) = cstr(rest) {
@@ -311,6 +319,7 @@ impl ServerConn {
             local_addr: self.local_addr,
             connect_time: self.connect_time,
             backend_pid: self.backend_pid,
+            prepared_statements: self.statements.len(),
         }
     }
 

@@ -1,16 +1,27 @@
-//! The reply tracker: which replies a server connection still owes, and to whom.
+//! The reply tracker: which replies a server connection still owes, in order, and to whom.
 //!
-//! Fed the tag of every message that crosses the connection, it answers whether the server may go
-//! back to the pool. It errs on the side of closing: a reply it cannot account for makes the
-//! connection desynchronized for good. Pure; no I/O.
+//! Every message that will draw a reply is queued with what that reply ends on and where it goes:
+//! to the client, nowhere (pgmux's own statements, Parses pgmux slipped in), or replaced by an
+//! answer of pgmux's own. The server answers in order, and after an error in an extended-protocol
+//! batch it skips everything up to the next Sync; the queue does the same, and hands back what
+//! must be undone for the messages that never took effect. Fed the tag of every message that
+//! crosses the connection, it answers whether the server may go back to the pool, erring on the
+//! side of closing: a reply it cannot account for makes the connection desynchronized for good.
+//! Pure; no I/O.
+
+use crate::prepared::Undo;
+use bytes::Bytes;
+use std::collections::VecDeque;
 
 /// What the relay should do with one server message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// Goes to the client.
     Forward,
-    /// Reply to a statement pgmux sent in its own name; the client never sees it.
+    /// Reply to a message pgmux sent in its own name; the client never sees it.
     Swallow,
+    /// An error pgmux provoked on purpose: the client gets [`Tracker::take_replacement`] instead.
+    Replace,
 }
 
 /// Whether the connection can be handed to someone else.
@@ -24,19 +35,100 @@ pub enum Verdict {
     Desync,
 }
 
-/// Counts of replies owed, in the order the server will send them: pgmux's own first.
+/// The reply a message draws, by what ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Query or FunctionCall: everything through ReadyForQuery.
+    Ready,
+    /// Sync: through ReadyForQuery; ends the skipping after an error.
+    Sync,
+    /// ParseComplete.
+    Parse,
+    /// BindComplete.
+    Bind,
+    /// ParameterDescription (for a statement), then RowDescription or NoData.
+    Describe,
+    /// Rows (or COPY), then CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute,
+    /// CloseComplete.
+    Close,
+    /// No reply: marks where the client ended a COPY (CopyDone or CopyFail), so that the Syncs
+    /// it sent before, which the server ignores in COPY IN, can be told from those after.
+    CopyEnd,
+}
+
+impl Reply {
+    /// Extended-protocol messages: an ErrorResponse ends their reply and starts the skip to Sync.
+    fn extended(self) -> bool {
+        !matches!(self, Reply::Ready | Reply::Sync | Reply::CopyEnd)
+    }
+
+    fn ends_on(self, tag: u8) -> bool {
+        match self {
+            Reply::Ready | Reply::Sync => tag == b'Z',
+            Reply::Parse => tag == b'1',
+            Reply::Bind => tag == b'2',
+            Reply::Describe => matches!(tag, b'T' | b'n'),
+            Reply::Execute => matches!(tag, b'C' | b'I' | b's'),
+            Reply::Close => tag == b'3',
+            Reply::CopyEnd => false,
+        }
+    }
+}
+
+/// An answer pgmux gives itself, in the reply's turn, for a message the server never saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    ParseComplete,
+    CloseComplete,
+    /// CommandComplete `DEALLOCATE`, then ReadyForQuery.
+    Deallocate,
+    /// What PostgreSQL says to a DEALLOCATE in a failed transaction (25P02), then ReadyForQuery.
+    FailedTransaction,
+}
+
+/// Where a reply goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handling {
+    /// To the client.
+    Forward,
+    /// A message pgmux slipped into the client's pipeline: success is hidden, an error goes to the
+    /// client in place of the reply to its next message (which the server then skips).
+    Hide,
+    /// pgmux's own query: all of it is swallowed.
+    Own,
+    /// The server was made to fail on purpose; the client gets this ErrorResponse instead.
+    ReplaceError(Bytes),
+    /// Nothing was sent; pgmux answers itself when the reply's turn comes.
+    Answer(Answer),
+}
+
+#[derive(Debug)]
+struct Pending {
+    reply: Reply,
+    handling: Handling,
+    undo: Undo,
+}
+
+/// Replies owed, in the order the server will send them.
+#[derive(Debug)]
 pub struct Tracker {
-    /// ReadyForQuery replies to pgmux's own queries, all of them ahead of the client's.
-    swallowed: u32,
-    /// ReadyForQuery replies owed to the client: one per Query, Sync and FunctionCall.
-    owed: u32,
+    pending: VecDeque<Pending>,
     /// Extended-protocol messages sent since the last Sync (a Flush-terminated batch included):
     /// the server holds state for this client until a Sync closes the batch.
     batch_open: bool,
+    /// An extended-protocol error arrived and no Sync has been sent since: the server discards
+    /// every message until the client's next Sync.
+    skipping: bool,
+    /// The server is in COPY IN and the client has not yet sent CopyDone or CopyFail: the server
+    /// ignores Sync and Flush until then.
+    copy_in: bool,
     /// Transaction status of the last ReadyForQuery: b'I', b'T' or b'E'.
     status: u8,
     desync: bool,
+    /// Undo records of messages that never took effect, oldest first, for the caller to apply.
+    undone: Vec<Undo>,
+    replacement: Option<Bytes>,
 }
 
 impl Default for Tracker {
@@ -49,71 +141,217 @@ impl Tracker {
     /// A freshly logged-in connection: nothing owed, idle.
     pub fn new() -> Tracker {
         Tracker {
-            swallowed: 0,
-            owed: 0,
+            pending: VecDeque::new(),
             batch_open: false,
+            skipping: false,
+            copy_in: false,
             status: b'I',
             desync: false,
+            undone: Vec::new(),
+            replacement: None,
         }
     }
 
     /// pgmux sent a simple Query of its own; its replies are swallowed.
     pub fn own_query(&mut self) {
-        self.swallowed += 1;
+        self.expect(Reply::Ready, Handling::Own, Undo::Nothing);
     }
 
-    /// The client sent a message with this tag to the server.
+    /// The client sent a message with this tag to the server, as it was.
     pub fn client_message(&mut self, tag: u8) {
-        match tag {
-            b'Q' | b'F' => self.owed += 1,
-            b'S' => {
-                self.owed += 1;
-                self.batch_open = false;
+        let reply = match tag {
+            // In COPY IN the server ignores Sync and Flush (libpq and others send them anyway).
+            b'S' | b'H' if self.copy_in => return,
+            b'c' | b'f' if self.copy_in => {
+                self.copy_in = false;
+                return;
             }
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.batch_open = true,
-            // CopyData, CopyDone, CopyFail: part of a COPY whose reply is already owed.
-            b'd' | b'c' | b'f' => {}
+            b'c' | b'f' => Reply::CopyEnd,
+            b'Q' | b'F' => Reply::Ready,
+            b'S' => Reply::Sync,
+            b'P' => Reply::Parse,
+            b'B' => Reply::Bind,
+            b'D' => Reply::Describe,
+            b'E' => Reply::Execute,
+            b'C' => Reply::Close,
+            b'H' => {
+                self.batch_open = true;
+                return;
+            }
+            // CopyData: part of a COPY whose reply is already owed.
+            b'd' => return,
             // Terminate is never forwarded; anything else is not a message a client may send.
-            _ => self.desync = true,
+            _ => {
+                self.desync = true;
+                return;
+            }
+        };
+        self.expect(reply, Handling::Forward, Undo::Nothing);
+    }
+
+    /// A message went to the server (or was answered by pgmux) that draws `reply`.
+    pub fn expect(&mut self, reply: Reply, handling: Handling, undo: Undo) {
+        match reply {
+            Reply::Sync => {
+                self.batch_open = false;
+                self.skipping = false;
+            }
+            Reply::Ready => {}
+            // A COPY end nothing is waiting for draws no reply and marks nothing.
+            Reply::CopyEnd if self.pending.is_empty() || self.skipping => return,
+            Reply::CopyEnd => {}
+            _ => self.batch_open = true,
         }
+        if self.skipping {
+            // The server discards it unanswered, as it will everything up to the next Sync.
+            self.undone.push(undo);
+            return;
+        }
+        self.pending.push_back(Pending {
+            reply,
+            handling,
+            undo,
+        });
     }
 
     /// The server sent a message with this tag; `first_byte` is the first byte of its body
     /// (the status of a ReadyForQuery).
     pub fn server_message(&mut self, tag: u8, first_byte: Option<u8>) -> Route {
-        let route = if self.swallowed > 0 {
-            Route::Swallow
-        } else {
-            Route::Forward
+        let asynchronous = matches!(tag, b'N' | b'S' | b'A');
+        self.drop_copy_end_markers();
+        let Some(head) = self.pending.front() else {
+            if !asynchronous {
+                self.desync = true;
+            }
+            return Route::Forward;
         };
-        match tag {
-            b'Z' => {
-                match first_byte {
-                    Some(s @ (b'I' | b'T' | b'E')) => self.status = s,
-                    _ => self.desync = true,
-                }
-                if self.swallowed > 0 {
-                    self.swallowed -= 1;
-                } else if self.owed > 0 {
-                    self.owed -= 1;
-                } else {
-                    self.desync = true;
+        if asynchronous {
+            return match head.handling {
+                Handling::Own => Route::Swallow,
+                _ => Route::Forward,
+            };
+        }
+        let failed = tag == b'E' && head.reply.extended();
+        if tag == b'Z' {
+            match first_byte {
+                Some(s @ (b'I' | b'T' | b'E')) if !head.reply.extended() => self.status = s,
+                _ => self.desync = true,
+            }
+        }
+        let route = match &head.handling {
+            Handling::Forward => Route::Forward,
+            Handling::Own => Route::Swallow,
+            Handling::Hide if failed => Route::Forward,
+            Handling::Hide => Route::Swallow,
+            Handling::ReplaceError(error) if failed => {
+                self.replacement = Some(error.clone());
+                Route::Replace
+            }
+            Handling::ReplaceError(_) | Handling::Answer(_) => {
+                // The server answered a message it should have failed on, or never saw.
+                self.desync = true;
+                Route::Forward
+            }
+        };
+        let ends = failed || head.reply.ends_on(tag);
+        if tag == b'G' {
+            self.start_copy_in();
+        }
+        if ends {
+            if let Some(done) = self.pending.pop_front() {
+                if failed {
+                    self.skip_to_sync(done.undo);
                 }
             }
-            // Asynchronous messages may arrive at any time.
-            b'N' | b'S' | b'A' => {}
-            _ => {
-                if self.swallowed == 0 && self.owed == 0 && !self.batch_open {
-                    self.desync = true;
-                }
-            }
+            self.drop_copy_end_markers();
         }
         route
     }
 
+    /// The message at the head started COPY IN: Syncs the client sent after it and before its
+    /// CopyDone or CopyFail are ignored by the server, so no ReadyForQuery comes for them.
+    fn start_copy_in(&mut self) {
+        let mut i = 1;
+        while i < self.pending.len() {
+            match self.pending[i].reply {
+                Reply::CopyEnd => {
+                    self.pending.remove(i);
+                    return;
+                }
+                Reply::Sync => {
+                    self.pending.remove(i);
+                }
+                _ => i += 1,
+            }
+        }
+        // The client is still sending data: its Syncs are ignored until it ends the COPY.
+        self.copy_in = true;
+    }
+
+    /// A COPY end marker at the head belongs to no COPY the server started; it draws nothing.
+    fn drop_copy_end_markers(&mut self) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.reply == Reply::CopyEnd)
+        {
+            self.pending.pop_front();
+        }
+    }
+
+    /// After an extended-protocol error: the server skips every message up to the next Sync,
+    /// so none of them took effect. Their undo records go out newest first, the failed one last.
+    fn skip_to_sync(&mut self, failed: Undo) {
+        let first_skipped = self.undone.len();
+        while self.pending.front().is_some_and(|p| p.reply != Reply::Sync) {
+            if let Some(skipped) = self.pending.pop_front() {
+                self.undone.push(skipped.undo);
+            }
+        }
+        self.undone[first_skipped..].reverse();
+        self.undone.push(failed);
+        if self.pending.is_empty() {
+            self.skipping = true;
+        }
+    }
+
+    /// The answer pgmux owes now, if its turn has come (everything ahead of it is answered).
+    pub fn take_answer(&mut self) -> Option<Answer> {
+        let Handling::Answer(answer) = self.pending.front()?.handling else {
+            return None;
+        };
+        let done = self.pending.pop_front()?;
+        if answer == Answer::Deallocate && self.status == b'E' {
+            self.undone.push(done.undo);
+            return Some(Answer::FailedTransaction);
+        }
+        Some(answer)
+    }
+
+    /// Whether an answer of pgmux's own is due now.
+    pub fn answer_due(&self) -> bool {
+        self.pending
+            .front()
+            .is_some_and(|p| matches!(p.handling, Handling::Answer(_)))
+    }
+
+    /// The ErrorResponse to send in place of the one just routed [`Route::Replace`].
+    pub fn take_replacement(&mut self) -> Option<Bytes> {
+        self.replacement.take()
+    }
+
+    /// Undo records waiting to be applied, oldest first.
+    pub fn undone(&mut self) -> std::vec::Drain<'_, Undo> {
+        self.undone.drain(..)
+    }
+
+    pub fn has_undone(&self) -> bool {
+        !self.undone.is_empty()
+    }
+
     /// Whether the server still owes replies (the client is waiting on it).
     pub fn awaiting_reply(&self) -> bool {
-        self.swallowed > 0 || self.owed > 0
+        !self.pending.is_empty()
     }
 
     /// Whether the client has a transaction or an extended-protocol batch open on this server.
@@ -134,7 +372,7 @@ impl Tracker {
     pub fn verdict(&self) -> Verdict {
         if self.desync {
             Verdict::Desync
-        } else if self.swallowed == 0 && self.owed == 0 && !self.batch_open && self.status == b'I' {
+        } else if self.pending.is_empty() && !self.batch_open && self.status == b'I' {
             Verdict::Idle
         } else {
             Verdict::Busy

@@ -126,6 +126,13 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "avg_server_parse_count",
             "avg_bind_count",
             "avg_client_login_count",
+            // pgmux's own, after PgBouncer's.
+            "total_prepared_hits",
+            "total_prepared_misses",
+            "total_prepared_evictions",
+            "avg_prepared_hits",
+            "avg_prepared_misses",
+            "avg_prepared_evictions",
         ],
     ),
     (

@@ -81,11 +81,31 @@ fn copy_in_and_out() {
     assert_eq!(verdict("c:Q s:G c:d c:f s:E s:ZI"), Verdict::Idle);
     assert_eq!(verdict("c:Q s:H s:d s:d s:c s:C s:ZI"), Verdict::Idle);
     assert_eq!(verdict("c:Q s:H s:d"), Verdict::Busy);
-    // Extended-protocol COPY.
+    // Extended-protocol COPY: the server ignores the Sync sent before the data, so clients send
+    // another after CopyDone.
     assert_eq!(
-        verdict("c:P c:B c:E c:S s:1 s:2 s:G c:d c:c s:C s:ZI"),
+        verdict("c:P c:B c:E c:S s:1 s:2 s:G c:d c:c c:S s:C s:ZI"),
         Verdict::Idle
     );
+}
+
+#[test]
+fn syncs_sent_during_copy_in_draw_no_reply() {
+    // tokio-postgres: Bind, Execute, Sync, then the data, CopyDone and another Sync.
+    assert_eq!(
+        verdict("c:B c:E c:S s:2 s:G c:d c:c c:S s:C s:ZI"),
+        Verdict::Idle
+    );
+    // The same, all sent before the server's CopyInResponse arrives.
+    assert_eq!(
+        verdict("c:B c:E c:S c:d c:c c:S s:2 s:G s:C s:ZI"),
+        Verdict::Idle
+    );
+    // libpq: Query, then the data and CopyDone, with a stray Sync in the middle.
+    assert_eq!(verdict("c:Q s:G c:d c:S c:d c:c s:C s:ZI"), Verdict::Idle);
+    // A CopyDone with no COPY behind it draws nothing.
+    assert_eq!(verdict("c:c"), Verdict::Idle);
+    assert_eq!(verdict("c:Q c:c s:C s:ZI"), Verdict::Idle);
 }
 
 #[test]
@@ -155,8 +175,145 @@ fn awaiting_and_in_transaction_follow_the_flow() {
     run(&mut t, "s:C s:ZT");
     assert!(!t.awaiting_reply() && t.in_transaction());
     run(&mut t, "c:Q s:C s:ZI c:P c:D c:H");
+    assert!(t.awaiting_reply(), "Parse and Describe replies owed");
+    run(&mut t, "s:1 s:t s:T");
     assert!(
         !t.awaiting_reply() && t.in_transaction(),
         "Flush-terminated batch is open"
     );
+}
+
+#[test]
+fn extended_errors_skip_to_the_next_sync() {
+    // The Bind fails: Execute is skipped, the Sync still answers.
+    assert_eq!(verdict("c:P c:B c:E c:S s:1 s:E s:ZI"), Verdict::Idle);
+    // A ReadyForQuery where an extended reply is owed is a desync.
+    assert_eq!(verdict("c:P c:B c:S s:ZI"), Verdict::Desync);
+    // Replies each end on their own message.
+    assert_eq!(verdict("c:P c:S s:2 s:ZI"), Verdict::Desync);
+    // Describe of a statement: ParameterDescription, then RowDescription or NoData.
+    assert_eq!(verdict("c:D c:S s:t s:n s:ZI"), Verdict::Idle);
+}
+
+#[test]
+fn messages_after_an_error_without_sync_are_discarded_by_the_server() {
+    let mut t = Tracker::new();
+    run(&mut t, "c:P c:H s:E");
+    assert_eq!(t.verdict(), Verdict::Busy);
+    // The server ignores these until Sync: no replies are owed for them, not even the Query's.
+    run(&mut t, "c:B c:E c:Q");
+    assert!(!t.awaiting_reply());
+    assert_eq!(run(&mut t, "c:S s:ZI").1, Verdict::Idle);
+}
+
+#[test]
+fn hidden_messages_swallow_success_and_forward_errors() {
+    use crate::prepared::Undo;
+    let mut t = Tracker::new();
+    let hidden = |id| Undo::Parse {
+        client_name: None,
+        server_id: Some(id),
+    };
+    t.expect(Reply::Parse, Handling::Hide, hidden(7));
+    t.client_message(b'B');
+    t.client_message(b'S');
+    assert_eq!(t.server_message(b'1', None), Route::Swallow);
+    assert_eq!(t.server_message(b'2', None), Route::Forward);
+    assert_eq!(t.server_message(b'Z', Some(b'I')), Route::Forward);
+    assert!(!t.has_undone());
+    t.expect(Reply::Parse, Handling::Hide, hidden(8));
+    t.client_message(b'B');
+    t.client_message(b'S');
+    assert_eq!(
+        t.server_message(b'E', None),
+        Route::Forward,
+        "error stands in"
+    );
+    let undone: Vec<_> = t.undone().collect();
+    assert_eq!(
+        undone,
+        [
+            Undo::Nothing,
+            Undo::Parse {
+                client_name: None,
+                server_id: Some(8)
+            }
+        ]
+    );
+    assert_eq!(t.server_message(b'Z', Some(b'I')), Route::Forward);
+    assert_eq!(t.verdict(), Verdict::Idle);
+}
+
+#[test]
+fn skipped_messages_are_undone_newest_first() {
+    use crate::prepared::Undo;
+    let mut t = Tracker::new();
+    t.client_message(b'B');
+    let parse = |id| Undo::Parse {
+        client_name: None,
+        server_id: Some(id),
+    };
+    t.expect(Reply::Parse, Handling::Forward, parse(1));
+    t.expect(Reply::Parse, Handling::Hide, parse(2));
+    t.client_message(b'S');
+    assert_eq!(t.server_message(b'E', None), Route::Forward);
+    let undone: Vec<_> = t.undone().collect();
+    assert_eq!(undone, [parse(2), parse(1), Undo::Nothing]);
+}
+
+#[test]
+fn answers_wait_their_turn() {
+    let mut t = Tracker::new();
+    t.client_message(b'B');
+    t.expect(
+        Reply::Close,
+        Handling::Answer(Answer::CloseComplete),
+        Default::default(),
+    );
+    t.client_message(b'S');
+    assert_eq!(t.take_answer(), None, "BindComplete first");
+    assert_eq!(t.server_message(b'2', None), Route::Forward);
+    assert!(t.answer_due());
+    assert_eq!(t.take_answer(), Some(Answer::CloseComplete));
+    assert_eq!(t.server_message(b'Z', Some(b'I')), Route::Forward);
+    assert_eq!(t.verdict(), Verdict::Idle);
+}
+
+#[test]
+fn an_answer_the_server_replies_to_is_a_desync() {
+    let mut t = Tracker::new();
+    t.expect(
+        Reply::Parse,
+        Handling::Answer(Answer::ParseComplete),
+        Default::default(),
+    );
+    t.server_message(b'1', None);
+    assert_eq!(t.verdict(), Verdict::Desync);
+}
+
+#[test]
+fn deallocate_in_a_failed_transaction_is_refused() {
+    let mut t = Tracker::new();
+    run(&mut t, "c:Q s:E s:ZE");
+    t.expect(
+        Reply::Ready,
+        Handling::Answer(Answer::Deallocate),
+        Default::default(),
+    );
+    assert_eq!(t.take_answer(), Some(Answer::FailedTransaction));
+}
+
+#[test]
+fn provoked_errors_are_replaced() {
+    let mut t = Tracker::new();
+    t.expect(
+        Reply::Describe,
+        Handling::ReplaceError(Bytes::from_static(b"x")),
+        Default::default(),
+    );
+    t.client_message(b'S');
+    assert_eq!(t.server_message(b'E', None), Route::Replace);
+    assert_eq!(t.take_replacement(), Some(Bytes::from_static(b"x")));
+    assert_eq!(t.server_message(b'Z', Some(b'I')), Route::Forward);
+    assert_eq!(t.verdict(), Verdict::Idle);
 }

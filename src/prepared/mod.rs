@@ -1,0 +1,44 @@
+//! Protocol-level named prepared statements across pooled servers.
+//!
+//! A client's named statement is renamed to a pgmux-wide name (`PGMUX_<id>`) that stands for its
+//! exact bytes (query text and parameter types); each server connection remembers, in an LRU,
+//! which of those it has prepared. When a client's Bind or Describe reaches a server that lacks
+//! the statement, the Parse is slipped in just before it, inside the client's own pipeline, and
+//! its reply is hidden. This module owns the bookkeeping and the rewriting of client messages; the
+//! reply side lives in the tracker, which knows what each pending reply is for. No I/O.
+
+mod rewrite;
+mod sql;
+mod statement;
+
+pub use rewrite::{rewrite_candidate, rewrite_message, Context, Counts};
+pub use sql::deallocate_target;
+pub use statement::{
+    ClientStatements, Registry, ServerStatements, Statement, Undo, SERVER_NAME_PREFIX,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// Owned state behind a [`Context`], for tests of the rewriting and the relay.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Fixture {
+    pub client: ClientStatements,
+    pub server: ServerStatements,
+    pub registry: Registry,
+    pub counts: Counts,
+}
+
+#[cfg(test)]
+impl Fixture {
+    pub fn context(&mut self, capacity: usize) -> Context<'_> {
+        Context {
+            client: &mut self.client,
+            server: &mut self.server,
+            registry: &self.registry,
+            capacity,
+            counts: &mut self.counts,
+        }
+    }
+}
