@@ -16,6 +16,7 @@ mod metrics;
 mod package;
 mod pgbench;
 mod pipelines;
+mod prepared;
 mod reload;
 mod shutdown;
 mod startup;
