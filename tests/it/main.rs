@@ -7,6 +7,7 @@ mod harness;
 mod auth;
 mod cancel;
 mod cli;
+mod clients;
 mod copy;
 mod faults;
 mod health;
