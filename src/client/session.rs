@@ -116,6 +116,12 @@ pub async fn run(
     let cancel_key = login.cancel_key;
     let config = shared.config();
     let general = &config.general;
+    // A session-mode client keeps its server, so its statements need no help; and there it
+    // may mix protocol-level statements with SQL EXECUTE, which a renamed one would break.
+    let statement_capacity = match login.mode {
+        PoolMode::Session => 0,
+        _ => general.max_prepared_statements,
+    };
     let reset_query = (login.mode == PoolMode::Session || general.server_reset_query_always)
         .then(|| general.server_reset_query.clone())
         .filter(|q| !q.is_empty());
@@ -130,7 +136,7 @@ pub async fn run(
         to_client: BytesMut::new(),
         statements: ClientStatements::default(),
         registry: &shared.statements,
-        statement_capacity: general.max_prepared_statements,
+        statement_capacity,
         timeouts: Timeouts::from_config(general),
         phase: Phase::Idle,
         phase_since: Instant::now(),
@@ -323,7 +329,7 @@ impl Session<'_> {
                 true => &self.to_server[..],
                 false => &self.client.buf[..scan.forward],
             };
-            PoolStats::add(&self.login.pool.stats.bytes_received, out.len() as u64);
+            PoolStats::add(&self.login.pool.stats.bytes_received, scan.forward as u64);
             if let Err(e) = server.stream.write_all(out).await {
                 server.tracker.poison();
                 return Err(server_failed(&self.login, e.into()));

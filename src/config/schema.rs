@@ -107,9 +107,10 @@ pub struct General {
     /// Most server connections of one user, all databases together; 0 = no cap. Default 0.
     #[serde(default)]
     pub max_user_connections: u32,
-    /// Named prepared statements each server connection keeps prepared for clients, least
-    /// recently used closed first; 0 passes protocol-level statements through untouched (they
-    /// then fail across transactions in transaction mode). Default 200.
+    /// Named prepared statements each server connection keeps prepared for clients in
+    /// transaction and statement mode, least recently used closed first; 0 passes
+    /// protocol-level statements through untouched (they then fail across transactions).
+    /// Session mode always passes them through. Default 200.
     #[serde(default = "default_max_prepared_statements")]
     pub max_prepared_statements: usize,
     /// Servers each pool opens ahead of demand and keeps, once it can log in. Default 0.

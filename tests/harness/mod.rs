@@ -199,8 +199,14 @@ pub async fn run_tool(
     (out.status.success(), text)
 }
 
-/// `pgbench -i -s 1` directly on PostgreSQL, as the app role.
+/// `pgbench -i -s 1` directly on PostgreSQL, as the app role; once per cluster, since tests
+/// running pgbench side by side would otherwise drop each other's tables.
 pub async fn pgbench_init(pg_port: u16) {
+    static DONE: tokio::sync::Mutex<Vec<u16>> = tokio::sync::Mutex::const_new(Vec::new());
+    let mut done = DONE.lock().await;
+    if done.contains(&pg_port) {
+        return;
+    }
     let port = pg_port.to_string();
     let (ok, out) = run_tool(
         &pg::tool("pgbench"),
@@ -222,6 +228,7 @@ pub async fn pgbench_init(pg_port: u16) {
     )
     .await;
     assert!(ok, "pgbench -i failed:\n{out}");
+    done.push(pg_port);
 }
 
 /// The SQLSTATE of a tokio-postgres error, if the server (or pgmux) sent one.

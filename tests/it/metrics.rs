@@ -4,7 +4,7 @@ use crate::harness::{shared_cluster, PgmuxConfig};
 use std::collections::HashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn scrape(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+pub async fn scrape(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
@@ -19,7 +19,7 @@ async fn scrape(addr: std::net::SocketAddr, path: &str) -> (String, String) {
 }
 
 /// Samples of the exposition text: `name{labels}` -> value; comments skipped.
-fn samples(text: &str) -> HashMap<String, f64> {
+pub fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| {

@@ -405,3 +405,107 @@ async fn prepare_then_execute_in_the_next_transaction() {
     }
     pgmux.stop().await;
 }
+
+/// Rows of a console SHOW as column -> value maps.
+async fn show(
+    admin: &tokio_postgres::Client,
+    what: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let mut columns = Vec::new();
+    let mut rows = Vec::new();
+    for m in admin.simple_query(&format!("SHOW {what}")).await.unwrap() {
+        match m {
+            tokio_postgres::SimpleQueryMessage::RowDescription(c) => {
+                columns = c.iter().map(|c| c.name().to_owned()).collect();
+            }
+            tokio_postgres::SimpleQueryMessage::Row(r) => rows.push(
+                columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.clone(), r.get(i).unwrap_or("").to_owned()))
+                    .collect(),
+            ),
+            _ => {}
+        }
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_hits_misses_and_evictions_show_in_the_console_and_metrics() {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.pool_size = 1;
+    cfg.userlist.push_str("\"admin\" \"adminpw\"\n");
+    cfg.general = "admin_users = [\"admin\"]\nmax_prepared_statements = 1\n\
+                   metrics_addr = \"127.0.0.1:0\""
+        .into();
+    let pgmux = cfg.start().await;
+    let client = pgmux.connect("app", "app").await;
+    let a = client.prepare("SELECT 1 + $1::int").await.unwrap();
+    let b = client.prepare("SELECT 2 + $1::int").await.unwrap();
+    for i in 0..5i32 {
+        // Room for one statement on the server: each switch evicts the other.
+        let x: i32 = client.query_one(&a, &[&i]).await.unwrap().get(0);
+        let y: i32 = client.query_one(&b, &[&i]).await.unwrap().get(0);
+        let z: i32 = client.query_one(&b, &[&i]).await.unwrap().get(0);
+        assert_eq!((x, y, z), (1 + i, 2 + i, 2 + i));
+    }
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgmux")
+        .await
+        .unwrap();
+    let stats = show(&admin, "STATS").await;
+    let app = stats
+        .iter()
+        .find(|r| r["database"] == "app")
+        .expect("app row");
+    let n = |k: &str| app[k].parse::<u64>().unwrap();
+    assert_eq!(n("total_client_parse_count"), 2, "{app:?}");
+    assert_eq!(n("total_bind_count"), 15, "{app:?}");
+    // prepare() is Parse (a miss), then Describe (a hit); then each round misses on a, misses
+    // on b, and hits on b again. Every miss but the first evicts the other statement.
+    assert_eq!(n("total_prepared_hits"), 2 + 5, "{app:?}");
+    assert_eq!(n("total_prepared_misses"), 2 + 2 * 5, "{app:?}");
+    assert_eq!(n("total_prepared_evictions"), 1 + 2 * 5, "{app:?}");
+    assert_eq!(n("total_server_parse_count"), n("total_prepared_misses"));
+    let clients = show(&admin, "CLIENTS").await;
+    let mine = clients
+        .iter()
+        .find(|r| r["user"] == "app")
+        .expect("app client");
+    assert_eq!(mine["prepared_statements"], "2", "{mine:?}");
+    let servers = show(&admin, "SERVERS").await;
+    assert_eq!(servers[0]["prepared_statements"], "1", "{servers:?}");
+    let addr = pgmux
+        .running
+        .as_ref()
+        .unwrap()
+        .metrics_addr
+        .expect("metrics on");
+    let (_, body) = crate::metrics::scrape(addr, "/metrics").await;
+    let samples = crate::metrics::samples(&body);
+    let labels = "{database=\"app\",user=\"app\"}";
+    let metric = |name: &str| samples[&format!("{name}{labels}")];
+    assert_eq!(metric("pgmux_prepared_cache_hits_total"), 7.0);
+    assert_eq!(metric("pgmux_prepared_cache_misses_total"), 12.0);
+    assert_eq!(metric("pgmux_prepared_cache_evictions_total"), 11.0);
+    assert_eq!(metric("pgmux_binds_total"), 15.0);
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_leaves_statements_as_the_client_named_them() {
+    // There a client may EXECUTE by SQL what it prepared through the protocol.
+    let pgmux = trust_pgmux("session", 1, "").await;
+    let mut c = Raw::login(pgmux.port, "app", "app").await;
+    let mut batch = raw::parse("mine", "SELECT 42");
+    batch.extend(raw::sync());
+    c.send(&batch).await;
+    assert_eq!(raw::tags(&c.read_until(b'Z').await), "1Z");
+    c.send(&raw::query("EXECUTE mine")).await;
+    let got = c.read_until(b'Z').await;
+    assert_eq!(raw::tags(&got), "TDCZ");
+    assert_eq!(got[1].1, b"\0\x01\0\0\0\x0242");
+    pgmux.stop().await;
+}
