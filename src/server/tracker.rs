@@ -106,8 +106,25 @@ pub enum Handling {
 #[derive(Debug)]
 struct Pending {
     reply: Reply,
-    handling: Handling,
-    undo: Undo,
+    /// Where the reply goes and what to undo if the message never takes effect, for the few
+    /// messages that are not a client's own forwarded as it was. Boxed: the queue holds an
+    /// entry per message in flight, and a pipelining client can have many.
+    special: Option<Box<(Handling, Undo)>>,
+}
+
+static FORWARD: Handling = Handling::Forward;
+
+/// Queue capacity kept once empty: room for ordinary pipelines without reallocating.
+const QUEUE_KEPT: usize = 64;
+
+impl Pending {
+    fn handling(&self) -> &Handling {
+        self.special.as_ref().map_or(&FORWARD, |s| &s.0)
+    }
+
+    fn into_undo(self) -> Undo {
+        self.special.map_or(Undo::Nothing, |s| s.1)
+    }
 }
 
 /// Replies owed, in the order the server will send them.
@@ -207,11 +224,9 @@ impl Tracker {
             self.undone.push(undo);
             return;
         }
-        self.pending.push_back(Pending {
-            reply,
-            handling,
-            undo,
-        });
+        let special = (handling != Handling::Forward || undo != Undo::Nothing)
+            .then(|| Box::new((handling, undo)));
+        self.pending.push_back(Pending { reply, special });
     }
 
     /// The server sent a message with this tag; `first_byte` is the first byte of its body
@@ -226,7 +241,7 @@ impl Tracker {
             return Route::Forward;
         };
         if asynchronous {
-            return match head.handling {
+            return match head.handling() {
                 Handling::Own => Route::Swallow,
                 _ => Route::Forward,
             };
@@ -238,7 +253,7 @@ impl Tracker {
                 _ => self.desync = true,
             }
         }
-        let route = match &head.handling {
+        let route = match head.handling() {
             Handling::Forward => Route::Forward,
             Handling::Own => Route::Swallow,
             Handling::Hide if failed => Route::Forward,
@@ -260,10 +275,14 @@ impl Tracker {
         if ends {
             if let Some(done) = self.pending.pop_front() {
                 if failed {
-                    self.skip_to_sync(done.undo);
+                    self.skip_to_sync(done.into_undo());
                 }
             }
             self.drop_copy_end_markers();
+            if self.pending.is_empty() && self.pending.capacity() > QUEUE_KEPT {
+                // A burst of pipelined messages is over; give the memory back.
+                self.pending.shrink_to(QUEUE_KEPT);
+            }
         }
         route
     }
@@ -305,7 +324,7 @@ impl Tracker {
         let first_skipped = self.undone.len();
         while self.pending.front().is_some_and(|p| p.reply != Reply::Sync) {
             if let Some(skipped) = self.pending.pop_front() {
-                self.undone.push(skipped.undo);
+                self.undone.push(skipped.into_undo());
             }
         }
         self.undone[first_skipped..].reverse();
@@ -317,12 +336,12 @@ impl Tracker {
 
     /// The answer pgmux owes now, if its turn has come (everything ahead of it is answered).
     pub fn take_answer(&mut self) -> Option<Answer> {
-        let Handling::Answer(answer) = self.pending.front()?.handling else {
+        let Handling::Answer(answer) = *self.pending.front()?.handling() else {
             return None;
         };
         let done = self.pending.pop_front()?;
         if answer == Answer::Deallocate && self.status == b'E' {
-            self.undone.push(done.undo);
+            self.undone.push(done.into_undo());
             return Some(Answer::FailedTransaction);
         }
         Some(answer)
@@ -332,7 +351,7 @@ impl Tracker {
     pub fn answer_due(&self) -> bool {
         self.pending
             .front()
-            .is_some_and(|p| matches!(p.handling, Handling::Answer(_)))
+            .is_some_and(|p| matches!(p.handling(), Handling::Answer(_)))
     }
 
     /// The ErrorResponse to send in place of the one just routed [`Route::Replace`].
