@@ -140,6 +140,18 @@ fn typed(key: &str, value: &str, like: Option<&Value>) -> Result<Value, String> 
     }
 }
 
+/// Settings without a default (file paths, addresses), which the defaults do not list.
+const OPTIONAL_SETTINGS: [&str; 8] = [
+    "auth_file",
+    "metrics_addr",
+    "client_tls_key_file",
+    "client_tls_cert_file",
+    "client_tls_ca_file",
+    "server_tls_ca_file",
+    "server_tls_key_file",
+    "server_tls_cert_file",
+];
+
 /// Converts `ini` (PgBouncer's config); `userlist` overrides its auth_file.
 pub fn import(ini: &Path, userlist: Option<&Path>) -> Result<Imported, String> {
     let mut lines = Vec::new();
@@ -159,8 +171,7 @@ pub fn import(ini: &Path, userlist: Option<&Path>) -> Result<Imported, String> {
             "pgbouncer" => {
                 let key = line.key.as_str();
                 // Option settings have no default to take a type from: they are text.
-                let known =
-                    defaults.contains_key(key) || ["auth_file", "metrics_addr"].contains(&key);
+                let known = defaults.contains_key(key) || OPTIONAL_SETTINGS.contains(&key);
                 if !known {
                     skip("not supported by pgmux");
                     continue;

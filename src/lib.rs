@@ -19,6 +19,8 @@ pub mod relay;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
+pub mod stream;
+pub mod tls;
 
 use auth::scram::ScramKeys;
 use config::Config;

@@ -57,6 +57,8 @@ pub struct ClientEntry {
     pub kill: Notify,
     /// Named prepared statements the client holds, for SHOW CLIENTS.
     pub prepared_statements: std::sync::atomic::AtomicUsize,
+    /// TLS protocol and cipher suite, set once for a client that connected with TLS.
+    pub tls: std::sync::OnceLock<String>,
 }
 
 impl ClientEntry {
@@ -102,6 +104,7 @@ impl Registry {
             server: Mutex::new(None),
             kill: Notify::new(),
             prepared_statements: Default::default(),
+            tls: Default::default(),
         });
         lock(&self.clients).insert(entry.id, entry.clone());
         entry

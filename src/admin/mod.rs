@@ -14,7 +14,7 @@ use crate::protocol::frame;
 use crate::Shared;
 use bytes::BytesMut;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// Names of the console database.
 pub const DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
@@ -105,7 +105,7 @@ pub async fn run(
         }
         // Flush at Sync, Flush and simple queries; extended replies before that may wait.
         if matches!(h.tag, b'Q' | b'S' | b'H') || out.len() > MAX_STATEMENT {
-            conn.stream.write_all(&out).await?;
+            conn.stream.send(&out).await?;
             out.clear();
         }
     }

@@ -511,6 +511,7 @@ struct SocketRow<'a> {
     link: String,
     remote_pid: u32,
     application_name: &'a str,
+    tls: &'a str,
     prepared_statements: usize,
     id: u64,
 }
@@ -536,7 +537,7 @@ impl SocketRow<'_> {
             self.ptr,
             self.link,
             self.remote_pid.to_string(),
-            String::new(),
+            self.tls.into(),
             self.application_name.into(),
             self.prepared_statements.to_string(),
             self.id.to_string(),
@@ -566,6 +567,7 @@ fn clients(shared: &Shared) -> Table {
                 link: server.map(|s| format!("s{:x}", s.id)).unwrap_or_default(),
                 remote_pid: 0,
                 application_name: &app,
+                tls: c.tls.get().map_or("", String::as_str),
                 prepared_statements: c.prepared_statements.load(Ordering::Relaxed),
                 id: c.id,
             }
@@ -594,6 +596,7 @@ fn servers(shared: &Shared) -> Table {
                 link: format!("c{:x}", c.id),
                 remote_pid: s.backend_pid,
                 application_name: "",
+                tls: "",
                 prepared_statements: s.prepared_statements,
                 id: s.id,
             }
@@ -615,6 +618,7 @@ fn servers(shared: &Shared) -> Table {
                     link: String::new(),
                     remote_pid: s.backend_pid,
                     application_name: "",
+                    tls: "",
                     prepared_statements: s.prepared_statements,
                     id: s.id,
                 }

@@ -91,10 +91,22 @@ fn attribute(msg: &str, key: u8) -> Option<&str> {
     attributes(msg).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
+/// Channel binding on the server side of an exchange.
+#[derive(Debug, Clone, Copy)]
+pub enum ChannelBinding<'a> {
+    /// The server offered only SCRAM-SHA-256 (no TLS).
+    NotOffered,
+    /// The server offered SCRAM-SHA-256-PLUS too, and the client chose SCRAM-SHA-256.
+    Declined,
+    /// The client chose SCRAM-SHA-256-PLUS: the tls-server-end-point data of this session.
+    TlsServerEndPoint(&'a [u8]),
+}
+
 /// The server side after the client's first message: holds what the final check needs.
 pub struct ServerExchange {
     keys: ScramKeys,
-    gs2_header: String,
+    /// What the client's `c=` must decode to: the GS2 header, then any channel-binding data.
+    binding: Vec<u8>,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -106,17 +118,32 @@ impl ServerExchange {
         keys: ScramKeys,
         client_first: &[u8],
         server_nonce: &str,
+        channel: ChannelBinding,
     ) -> Result<(ServerExchange, String), AuthError> {
         let msg = std::str::from_utf8(client_first)
             .map_err(|_| AuthError::MalformedScram("client-first is not UTF-8"))?;
         let (cb_flag, rest) = msg
             .split_once(',')
             .ok_or(AuthError::MalformedScram("missing gs2 header"))?;
-        match cb_flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(AuthError::ChannelBindingUnsupported),
+        let binding_data: &[u8] = match (cb_flag, channel) {
+            ("p=tls-server-end-point", ChannelBinding::TlsServerEndPoint(data)) => data,
+            (f, ChannelBinding::TlsServerEndPoint(_)) if f.starts_with("p=") => {
+                return Err(AuthError::ChannelBindingUnsupported)
+            }
+            (_, ChannelBinding::TlsServerEndPoint(_)) => {
+                return Err(AuthError::MalformedScram(
+                    "SCRAM-SHA-256-PLUS without channel binding",
+                ))
+            }
+            // "y": the client could bind but believes the server cannot. Having offered PLUS,
+            // the server must refuse, or a downgrade would pass unnoticed (RFC 5802).
+            ("y", ChannelBinding::Declined) => {
+                return Err(AuthError::MalformedScram("channel binding downgraded"))
+            }
+            ("n" | "y", _) => &[],
+            (f, _) if f.starts_with("p=") => return Err(AuthError::ChannelBindingUnsupported),
             _ => return Err(AuthError::MalformedScram("bad channel-binding flag")),
-        }
+        };
         let (authzid, bare) = rest
             .split_once(',')
             .ok_or(AuthError::MalformedScram("missing gs2 header"))?;
@@ -137,11 +164,12 @@ impl ServerExchange {
             B64.encode(&keys.salt),
             keys.iterations
         );
-        let gs2_header = format!("{cb_flag},{authzid},");
+        let mut binding = format!("{cb_flag},{authzid},").into_bytes();
+        binding.extend_from_slice(binding_data);
         Ok((
             ServerExchange {
                 keys,
-                gs2_header,
+                binding,
                 client_first_bare: bare.to_owned(),
                 server_first: server_first.clone(),
                 nonce,
@@ -160,7 +188,7 @@ impl ServerExchange {
             .ok_or(AuthError::MalformedScram("missing proof"))?;
         let binding = attribute(without_proof, b'c')
             .ok_or(AuthError::MalformedScram("missing channel binding"))?;
-        if B64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+        if B64.decode(binding).ok().as_deref() != Some(self.binding.as_slice()) {
             return Err(AuthError::MalformedScram("channel binding mismatch"));
         }
         if attribute(without_proof, b'r') != Some(self.nonce.as_str()) {
@@ -279,6 +307,8 @@ impl ClientExchange {
 mod tests {
     use super::*;
 
+    const NONE: ChannelBinding = ChannelBinding::NotOffered;
+
     // RFC 7677, section 3.
     const RFC_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
     const RFC_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
@@ -295,9 +325,13 @@ mod tests {
 
     #[test]
     fn server_side_rfc7677_vector() {
-        let (ex, server_first) =
-            ServerExchange::start(rfc_keys(), RFC_CLIENT_FIRST.as_bytes(), RFC_SERVER_NONCE)
-                .unwrap();
+        let (ex, server_first) = ServerExchange::start(
+            rfc_keys(),
+            RFC_CLIENT_FIRST.as_bytes(),
+            RFC_SERVER_NONCE,
+            NONE,
+        )
+        .unwrap();
         assert_eq!(
             server_first,
             "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
@@ -311,7 +345,8 @@ mod tests {
     fn wrong_password_is_refused() {
         let keys = ScramKeys::from_password("not pencil", &[1; 16], 4096);
         let (ex, _) =
-            ServerExchange::start(keys, RFC_CLIENT_FIRST.as_bytes(), RFC_SERVER_NONCE).unwrap();
+            ServerExchange::start(keys, RFC_CLIENT_FIRST.as_bytes(), RFC_SERVER_NONCE, NONE)
+                .unwrap();
         assert_eq!(
             ex.finish(RFC_CLIENT_FINAL.as_bytes()),
             Err(AuthError::WrongPassword)
@@ -321,7 +356,7 @@ mod tests {
     #[test]
     fn tampered_nonce_is_refused() {
         let (ex, _) =
-            ServerExchange::start(rfc_keys(), RFC_CLIENT_FIRST.as_bytes(), "other").unwrap();
+            ServerExchange::start(rfc_keys(), RFC_CLIENT_FIRST.as_bytes(), "other", NONE).unwrap();
         assert_eq!(
             ex.finish(RFC_CLIENT_FINAL.as_bytes()),
             Err(AuthError::NonceMismatch)
@@ -332,19 +367,66 @@ mod tests {
     fn malformed_client_first_is_refused() {
         for bad in ["", "x,,n=u,r=a", "n,a=z,n=u,r=a", "n,,m=x,r=a", "n,,n=u"] {
             assert!(
-                ServerExchange::start(rfc_keys(), bad.as_bytes(), "s").is_err(),
+                ServerExchange::start(rfc_keys(), bad.as_bytes(), "s", NONE).is_err(),
                 "{bad}"
             );
         }
         assert_eq!(
-            ServerExchange::start(rfc_keys(), b"p=tls-server-end-point,,n=,r=a", "s").err(),
+            ServerExchange::start(rfc_keys(), b"p=tls-server-end-point,,n=,r=a", "s", NONE).err(),
             Some(AuthError::ChannelBindingUnsupported)
         );
     }
 
+    /// A SCRAM-SHA-256-PLUS client-final for `cb_data`, computed as a client would.
+    fn plus_final(server_first: &str, client_first_bare: &str, cb_data: &[u8]) -> String {
+        let nonce = attribute(server_first, b'r').unwrap();
+        let mut binding = b"p=tls-server-end-point,,".to_vec();
+        binding.extend_from_slice(cb_data);
+        let without_proof = format!("c={},r={nonce}", B64.encode(&binding));
+        let keys = rfc_keys();
+        let salted = salted_password(b"pencil", &keys.salt, keys.iterations);
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        let auth = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = hmac(&sha256(&client_key), &[auth.as_bytes()]);
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        format!("{without_proof},p={}", B64.encode(proof))
+    }
+
+    #[test]
+    fn channel_binding_to_the_tls_session() {
+        let bare = "n=,r=abc";
+        let first = format!("p=tls-server-end-point,,{bare}");
+        let ours = [7u8; 32];
+        let plus = ChannelBinding::TlsServerEndPoint(&ours);
+        let (ex, server_first) =
+            ServerExchange::start(rfc_keys(), first.as_bytes(), "s", plus).unwrap();
+        let good = plus_final(&server_first, bare, &ours);
+        assert!(ex.finish(good.as_bytes()).is_ok());
+        // Another TLS session's certificate (a man in the middle) does not verify.
+        let (ex, server_first) =
+            ServerExchange::start(rfc_keys(), first.as_bytes(), "s", plus).unwrap();
+        let forged = plus_final(&server_first, bare, &[8u8; 32]);
+        assert!(ex.finish(forged.as_bytes()).is_err());
+        // PLUS chosen, but no binding in the header.
+        assert!(ServerExchange::start(rfc_keys(), b"n,,n=,r=a", "s", plus).is_err());
+        assert!(ServerExchange::start(rfc_keys(), b"p=tls-unique,,n=,r=a", "s", plus).is_err());
+    }
+
+    #[test]
+    fn a_downgrade_from_plus_is_refused() {
+        let declined = ChannelBinding::Declined;
+        assert!(ServerExchange::start(rfc_keys(), b"y,,n=,r=a", "s", declined).is_err());
+        assert!(ServerExchange::start(rfc_keys(), b"n,,n=,r=a", "s", declined).is_ok());
+        assert!(ServerExchange::start(rfc_keys(), b"y,,n=,r=a", "s", NONE).is_ok());
+    }
+
     fn round_trip(credentials: ClientCredentials, keys: ScramKeys) -> Result<[u8; 32], AuthError> {
         let (mut client, first) = ClientExchange::start(credentials, "clientnonce");
-        let (server, server_first) = ServerExchange::start(keys, first.as_bytes(), "srv")?;
+        let (server, server_first) = ServerExchange::start(keys, first.as_bytes(), "srv", NONE)?;
         let client_final = client.respond(server_first.as_bytes())?;
         let (server_final, key) = server.finish(client_final.as_bytes())?;
         client.verify(server_final.as_bytes())?;

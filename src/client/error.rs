@@ -30,6 +30,14 @@ pub enum ClientError {
     TooManyClients,
     #[error("client_login_timeout: login not completed in time")]
     LoginTimeout,
+    #[error("TLS required (client_tls_sslmode): connect with sslmode=require or stronger")]
+    TlsRequired,
+    #[error("TLS handshake with the client failed: {0}")]
+    TlsHandshake(std::io::Error),
+    #[error("received unencrypted data after SSL request")]
+    DataAfterSslRequest,
+    #[error("certificate authentication failed for user \"{0}\"")]
+    CertAuthFailed(String),
     #[error("transaction blocks not allowed in statement pooling mode")]
     TransactionInStatementMode,
     #[error("server connection: {0}")]
@@ -84,6 +92,11 @@ impl ClientError {
             ClientError::DatabaseDisabled(_) => fatal(code::CANNOT_CONNECT_NOW),
             ClientError::TooManyClients => fatal(code::TOO_MANY_CONNECTIONS),
             ClientError::LoginTimeout => fatal(code::PROTOCOL_VIOLATION),
+            ClientError::TlsRequired => fatal(code::INVALID_AUTHORIZATION),
+            // The TLS session is broken: nothing can reach the client.
+            ClientError::TlsHandshake(_) => None,
+            ClientError::DataAfterSslRequest => fatal(code::PROTOCOL_VIOLATION),
+            ClientError::CertAuthFailed(_) => fatal(code::INVALID_AUTHORIZATION),
             ClientError::TransactionInStatementMode => fatal(code::FEATURE_NOT_SUPPORTED),
             // PostgreSQL's own refusal is passed on as it came.
             ClientError::Server(e) => match &**e {
@@ -135,6 +148,13 @@ mod tests {
             (ClientError::DatabaseDisabled("d".into()), Some("57P03")),
             (ClientError::NotConsoleUser("u".into()), Some("28000")),
             (ClientError::LoginTimeout, Some("08P01")),
+            (ClientError::TlsRequired, Some("28000")),
+            (
+                ClientError::TlsHandshake(std::io::ErrorKind::InvalidData.into()),
+                None,
+            ),
+            (ClientError::DataAfterSslRequest, Some("08P01")),
+            (ClientError::CertAuthFailed("u".into()), Some("28000")),
             (ClientError::TransactionInStatementMode, Some("0A000")),
             (ServerError::Closed.into(), Some("08006")),
             (ClientError::ServerGone, Some("08006")),

@@ -9,20 +9,32 @@ pub use error::ClientError;
 pub(crate) use startup::pool_for;
 use startup::Admitted;
 
+use crate::stream::Stream;
 use crate::Shared;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A client's socket and its read buffer.
 pub struct ClientConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: BytesMut,
     pub peer: SocketAddr,
+    /// What the TLS handshake established, once there was one.
+    pub tls: Option<TlsSession>,
+}
+
+/// What pgmux keeps of a client's TLS session.
+pub struct TlsSession {
+    /// tls-server-end-point data of pgmux's certificate, for SCRAM-SHA-256-PLUS.
+    pub end_point: Option<Vec<u8>>,
+    /// Common name of the client's certificate, when it presented one that was verified.
+    pub peer_common_name: Option<String>,
+    /// Protocol version and cipher suite, for SHOW CLIENTS.
+    pub description: String,
 }
 
 /// Read buffer a client starts with; it grows for large messages.
@@ -34,9 +46,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let over_limit =
         shared.clients.fetch_add(1, Ordering::AcqRel) >= general.max_client_conn as usize;
     let mut conn = ClientConn {
-        stream,
+        stream: Stream::Plain(stream),
         buf: BytesMut::with_capacity(CLIENT_BUFFER),
         peer,
+        tls: None,
     };
     // 0 disables the timeout, as for the other timeouts.
     let login_timeout = match general.client_login_timeout {
@@ -72,7 +85,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         let mut out = BytesMut::new();
         e.write_response(&mut out);
         if !out.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.stream.write_all(&out)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.stream.send(&out)).await;
         }
     }
     shared.clients.fetch_sub(1, Ordering::AcqRel);

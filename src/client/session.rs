@@ -20,7 +20,7 @@ use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -287,7 +287,7 @@ impl Session<'_> {
             self.own.clear();
             backend::query(&mut self.own, &sql);
             server.tracker.own_query();
-            if let Err(e) = server.stream.write_all(&self.own).await {
+            if let Err(e) = server.stream.send(&self.own).await {
                 server.tracker.poison();
                 return Err(server_failed(&self.login, e.into()));
             }
@@ -330,7 +330,7 @@ impl Session<'_> {
                 false => &self.client.buf[..scan.forward],
             };
             PoolStats::add(&self.login.pool.stats.bytes_received, scan.forward as u64);
-            if let Err(e) = server.stream.write_all(out).await {
+            if let Err(e) = server.stream.send(out).await {
                 server.tracker.poison();
                 return Err(server_failed(&self.login, e.into()));
             }
@@ -463,7 +463,7 @@ impl Session<'_> {
                 true => &self.to_client[..at],
                 false => &server.buf[..at],
             };
-            self.client.stream.write_all(out).await?;
+            self.client.stream.send(out).await?;
             server.tracker.poison();
             return Err(ClientError::TransactionInStatementMode);
         }
@@ -478,13 +478,13 @@ impl Session<'_> {
             if done {
                 self.release().await;
             }
-            self.client.stream.write_all(&self.to_client).await?;
+            self.client.stream.send(&self.to_client).await?;
         } else if done {
             let data = server.buf.split_to(len);
             self.release().await;
-            self.client.stream.write_all(&data).await?;
+            self.client.stream.send(&data).await?;
         } else if len > 0 {
-            self.client.stream.write_all(&server.buf[..len]).await?;
+            self.client.stream.send(&server.buf[..len]).await?;
             server.buf.advance(len);
         }
         // The transaction in flight has finished: a draining shutdown ends the client here.

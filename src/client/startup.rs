@@ -2,13 +2,13 @@
 //! authentication by auth_type, the pool lookup and the welcome (ParameterStatus,
 //! BackendKeyData, ReadyForQuery).
 
-use super::{ClientConn, ClientError};
+use super::{ClientConn, ClientError, TlsSession};
 use crate::admin::{self, Role};
 use crate::auth::md5::{salted_reply, stored_hash};
-use crate::auth::scram::{ScramKeys, ServerExchange, DEFAULT_ITERATIONS};
+use crate::auth::scram::{ChannelBinding, ScramKeys, ServerExchange, DEFAULT_ITERATIONS};
 use crate::auth::{constant_time_eq, random_nonce, Secret};
 use crate::cancel::CancelSlot;
-use crate::config::{AuthType, Config, PoolMode};
+use crate::config::{AuthType, Config, PoolMode, SslMode};
 use crate::pool::{server_credentials, Checkout, Pool, PoolSettings};
 use crate::protocol::backend;
 use crate::protocol::frame::{self, cstr};
@@ -18,12 +18,17 @@ use crate::protocol::ProtocolError;
 use crate::registry::ClientEntry;
 use crate::server::ServerCredentials;
 use crate::stats::PoolStats;
+use crate::stream::Stream;
+use crate::tls::ClientTls;
 use crate::Shared;
 use bytes::{Buf, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
+
+const SCRAM: &str = "SCRAM-SHA-256";
+const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// Startup parameters that are neither tracked nor refused.
 const ALWAYS_IGNORED: [&str; 3] = ["user", "database", "extra_float_digits"];
@@ -99,11 +104,70 @@ impl ClientConn {
     }
 
     async fn send(&mut self, out: &mut BytesMut) -> Result<(), ClientError> {
-        self.stream.write_all(out).await?;
+        self.stream.send(out).await?;
         out.clear();
         Ok(())
     }
+
+    /// Whether the client opened with a TLS ClientHello rather than a startup packet
+    /// (PostgreSQL 17's sslnegotiation=direct). A startup packet's first byte is the top of its
+    /// length, always 0; a TLS handshake record starts with 0x16.
+    async fn starts_with_tls(&self) -> Result<bool, ClientError> {
+        let Some(tcp) = self.stream.tcp() else {
+            return Ok(false);
+        };
+        let mut first = [0u8; 1];
+        Ok(tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE)
+    }
+
+    /// Runs the TLS handshake on the plain stream and keeps what the session needs of it.
+    async fn accept_tls(&mut self, tls: &ClientTls, direct: bool) -> Result<(), ClientError> {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Detached) else {
+            return Err(ClientError::Protocol(ProtocolError::MalformedStartup(
+                "TLS requested twice",
+            )));
+        };
+        let stream = tls
+            .acceptor
+            .accept(tcp)
+            .await
+            .map_err(ClientError::TlsHandshake)?;
+        let session = stream.get_ref().1;
+        if direct && session.alpn_protocol() != Some(crate::tls::ALPN_POSTGRESQL) {
+            // PostgreSQL also insists on ALPN for direct TLS, so that other protocols' clients
+            // cannot be led into speaking to it.
+            return Err(ClientError::TlsHandshake(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "direct TLS without ALPN \"postgresql\"",
+            )));
+        }
+        let peer_common_name = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| crate::tls::common_name(cert));
+        let description = format!(
+            "{}/{}",
+            session
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .unwrap_or("TLS"),
+            session
+                .negotiated_cipher_suite()
+                .and_then(|c| c.suite().as_str())
+                .unwrap_or("")
+        );
+        self.tls = Some(TlsSession {
+            end_point: tls.end_point.clone(),
+            peer_common_name,
+            description,
+        });
+        self.stream = Stream::Accepted(Box::new(stream));
+        Ok(())
+    }
 }
+
+/// First byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Runs the startup phase. Returns None for a connection that only carried a CancelRequest.
 pub async fn login(
@@ -111,10 +175,26 @@ pub async fn login(
     shared: &Arc<Shared>,
     over_limit: bool,
 ) -> Result<Option<Admitted>, ClientError> {
+    let tls = shared.config().tls.client.clone();
+    if let Some(tls) = &tls {
+        if conn.buf.is_empty() && conn.starts_with_tls().await? {
+            conn.accept_tls(tls, true).await?;
+        }
+    }
     let (minor, params) = loop {
         match conn.read_startup_packet().await? {
+            StartupPacket::SslRequest if tls.is_some() && !conn.stream.is_tls() => {
+                if !conn.buf.is_empty() {
+                    // Bytes sent before the handshake would be taken as if encrypted.
+                    return Err(ClientError::DataAfterSslRequest);
+                }
+                conn.stream.send(b"S").await?;
+                if let Some(tls) = &tls {
+                    conn.accept_tls(tls, false).await?;
+                }
+            }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                conn.stream.write_all(b"N").await?;
+                conn.stream.send(b"N").await?;
             }
             StartupPacket::Cancel { pid, secret } => {
                 // Delivered on its own task, so no login timeout can drop it half-way and
@@ -126,6 +206,11 @@ pub async fn login(
             StartupPacket::Startup { minor, params } => break (minor, params),
         }
     };
+    if let Some(tls) = &tls {
+        if tls.mode >= SslMode::Require && !conn.stream.is_tls() {
+            return Err(ClientError::TlsRequired);
+        }
+    }
     let mut out = BytesMut::new();
     let options: Vec<&str> = params
         .iter()
@@ -228,9 +313,12 @@ pub async fn login(
         &database,
         &pool.user,
         conn.peer,
-        conn.stream.local_addr().ok(),
+        conn.stream.tcp().and_then(|t| t.local_addr().ok()),
         params_out.get("application_name").unwrap_or(""),
     );
+    if let Some(tls) = &conn.tls {
+        let _ = entry.tls.set(tls.description.clone());
+    }
     let mode = pool.settings().mode;
     Ok(Some(Admitted::Pool(Box::new(Login {
         user,
@@ -308,6 +396,16 @@ async fn authenticate(
     let secret = config.secret_for(user);
     match (config.general.auth_type, secret) {
         (AuthType::Trust, _) => Ok(None),
+        (AuthType::Cert, _) => {
+            let name = conn
+                .tls
+                .as_ref()
+                .and_then(|t| t.peer_common_name.as_deref());
+            match name {
+                Some(cn) if cn == user => Ok(None),
+                _ => Err(ClientError::CertAuthFailed(user.to_owned())),
+            }
+        }
         (AuthType::Md5, Some(Secret::Scram(keys)))
         | (AuthType::ScramSha256, Some(Secret::Scram(keys))) => {
             scram(conn, keys, user, out).await.map(Some)
@@ -365,16 +463,25 @@ async fn scram(
     user: &str,
     out: &mut BytesMut,
 ) -> Result<[u8; 32], ClientError> {
-    backend::authentication_sasl(out, &["SCRAM-SHA-256"]);
+    // Over TLS, SCRAM-SHA-256-PLUS binds the exchange to pgmux's certificate.
+    let end_point = conn.tls.as_ref().and_then(|t| t.end_point.clone());
+    let mechanisms: &[&str] = match end_point {
+        Some(_) => &[SCRAM_PLUS, SCRAM],
+        None => &[SCRAM],
+    };
+    backend::authentication_sasl(out, mechanisms);
     conn.send(out).await?;
     let body = conn.read_login_message(b'p').await?;
     let malformed = |what| ProtocolError::Malformed { tag: 'p', what };
     let (mechanism, rest) = cstr(&body).ok_or(malformed("missing SASL mechanism"))?;
-    if mechanism != "SCRAM-SHA-256" {
-        return Err(malformed("unsupported SASL mechanism").into());
-    }
+    let binding = match (mechanism, &end_point) {
+        (SCRAM_PLUS, Some(data)) => ChannelBinding::TlsServerEndPoint(data),
+        (SCRAM, Some(_)) => ChannelBinding::Declined,
+        (SCRAM, None) => ChannelBinding::NotOffered,
+        _ => return Err(malformed("unsupported SASL mechanism").into()),
+    };
     let data = rest.get(4..).ok_or(malformed("missing SASL data length"))?;
-    let (exchange, server_first) = ServerExchange::start(keys, data, &random_nonce())
+    let (exchange, server_first) = ServerExchange::start(keys, data, &random_nonce(), binding)
         .map_err(|_| malformed("bad SCRAM client-first-message"))?;
     backend::authentication_sasl_continue(out, server_first.as_bytes());
     conn.send(out).await?;

@@ -5,8 +5,9 @@ mod schema;
 mod userlist;
 mod validate;
 
-pub use schema::{AuthType, Database, General, LogFormat, PoolMode, User};
+pub use schema::{AuthType, Database, General, LogFormat, PoolMode, SslMode, User};
 pub use userlist::parse_userlist;
+pub use validate::tls_versions;
 
 use crate::auth::Secret;
 use std::collections::BTreeMap;
@@ -50,6 +51,8 @@ pub struct Config {
     pub users: BTreeMap<String, User>,
     /// Secrets from auth_file, by user name.
     pub userlist: BTreeMap<String, Secret>,
+    /// TLS configurations built from the TLS settings' files when the config was validated.
+    pub tls: crate::tls::TlsConfigs,
 }
 
 impl Config {

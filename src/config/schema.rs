@@ -44,9 +44,37 @@ pub enum AuthType {
     /// md5 challenge; a user whose stored secret is SCRAM is asked for SCRAM instead.
     #[serde(rename = "md5")]
     Md5,
-    /// SCRAM-SHA-256.
+    /// SCRAM-SHA-256 (and SCRAM-SHA-256-PLUS over TLS).
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    /// The client certificate's common name is the user name; needs client_tls_sslmode
+    /// verify-ca or verify-full.
+    #[serde(rename = "cert")]
+    Cert,
+}
+
+/// TLS modes, with libpq's and PgBouncer's names, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+pub enum SslMode {
+    #[serde(rename = "disable")]
+    Disable,
+    #[serde(rename = "allow")]
+    Allow,
+    #[serde(rename = "prefer")]
+    Prefer,
+    #[serde(rename = "require")]
+    Require,
+    #[serde(rename = "verify-ca")]
+    VerifyCa,
+    #[serde(rename = "verify-full")]
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Whether a certificate must be checked against a CA.
+    pub fn verifies(self) -> bool {
+        self >= SslMode::VerifyCa
+    }
 }
 
 /// The `[pgmux]` table: general settings, PgBouncer's `[pgbouncer]` section.
@@ -107,6 +135,46 @@ pub struct General {
     /// Most server connections of one user, all databases together; 0 = no cap. Default 0.
     #[serde(default)]
     pub max_user_connections: u32,
+    /// TLS with clients: "disable"; "allow" and "prefer" accept TLS when a client asks for it;
+    /// "require" refuses clients without TLS; "verify-ca" and "verify-full" also require a
+    /// client certificate that chains to client_tls_ca_file. Default "disable".
+    #[serde(default = "default_client_tls_sslmode")]
+    pub client_tls_sslmode: SslMode,
+    /// pgmux's private key for clients (PEM). Required unless client_tls_sslmode is disable.
+    #[serde(default)]
+    pub client_tls_key_file: Option<PathBuf>,
+    /// pgmux's certificate chain for clients (PEM), its own certificate first. Required
+    /// unless client_tls_sslmode is disable.
+    #[serde(default)]
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to; required for verify-ca
+    /// and verify-full. No default.
+    #[serde(default)]
+    pub client_tls_ca_file: Option<PathBuf>,
+    /// TLS versions for clients: "secure" (TLS 1.2 and 1.3), "all" and "legacy" (the same:
+    /// versions before 1.2 are not offered), or a comma-separated list of "tlsv1.2" and
+    /// "tlsv1.3". Default "secure".
+    #[serde(default = "default_tls_protocols")]
+    pub client_tls_protocols: String,
+    /// TLS with PostgreSQL, as libpq's sslmode: "disable"; "allow" and "prefer" ask for TLS and
+    /// go on without it when the server has none; "require" insists but checks no
+    /// certificate; "verify-ca" checks the server's certificate against server_tls_ca_file;
+    /// "verify-full" also checks that it names the database's host. Default "prefer".
+    #[serde(default = "default_server_tls_sslmode")]
+    pub server_tls_sslmode: SslMode,
+    /// CA certificates (PEM) for PostgreSQL's certificate; required for verify-ca and
+    /// verify-full. No default.
+    #[serde(default)]
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Private key (PEM) for a client certificate presented to PostgreSQL. No default.
+    #[serde(default)]
+    pub server_tls_key_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to PostgreSQL, with server_tls_key_file.
+    #[serde(default)]
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// TLS versions for PostgreSQL, as client_tls_protocols. Default "secure".
+    #[serde(default = "default_tls_protocols")]
+    pub server_tls_protocols: String,
     /// Named prepared statements each server connection keeps prepared for clients in
     /// transaction and statement mode, least recently used closed first; 0 passes
     /// protocol-level statements through untouched (they then fail across transactions).
@@ -232,6 +300,18 @@ fn default_pool_mode() -> PoolMode {
 fn default_pool_size() -> u32 {
     20
 }
+fn default_client_tls_sslmode() -> SslMode {
+    SslMode::Disable
+}
+
+fn default_server_tls_sslmode() -> SslMode {
+    SslMode::Prefer
+}
+
+fn default_tls_protocols() -> String {
+    "secure".into()
+}
+
 fn default_max_prepared_statements() -> usize {
     200
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::SslMode;
 
 fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     Config::parse(text, Path::new("."))
@@ -154,4 +155,41 @@ fn one_setting_changes_and_is_checked() {
 fn syntax_errors_are_reported() {
     let err = parse("[pgmux\n").unwrap_err();
     assert_eq!(keys(&err), ["(syntax)"]);
+}
+
+#[test]
+fn tls_settings_default_like_pgbouncer_and_name_what_is_missing() {
+    let c = parse("[pgmux]\n").unwrap();
+    assert_eq!(c.general.client_tls_sslmode, SslMode::Disable);
+    assert_eq!(c.general.server_tls_sslmode, SslMode::Prefer);
+    assert_eq!(c.general.client_tls_protocols, "secure");
+    assert!(c.tls.client.is_none() && c.tls.server.is_some());
+    let err = parse("[pgmux]\nclient_tls_sslmode = \"verify-full\"\n").unwrap_err();
+    let k = keys(&err);
+    for key in [
+        "pgmux.client_tls_key_file",
+        "pgmux.client_tls_cert_file",
+        "pgmux.client_tls_ca_file",
+    ] {
+        assert!(k.contains(&key), "{key} in {err:?}");
+    }
+    let err = parse("[pgmux]\nserver_tls_sslmode = \"verify-ca\"\n").unwrap_err();
+    assert_eq!(keys(&err), ["pgmux.server_tls_ca_file"]);
+    let err = parse("[pgmux]\nauth_type = \"cert\"\n").unwrap_err();
+    assert_eq!(keys(&err), ["pgmux.auth_type"]);
+    let err = parse("[pgmux]\nclient_tls_protocols = \"tlsv1.0\"\n").unwrap_err();
+    assert_eq!(keys(&err), ["pgmux.client_tls_protocols"]);
+    let err = parse("[pgmux]\nserver_tls_sslmode = \"sometimes\"\n").unwrap_err();
+    assert_eq!(keys(&err), ["pgmux.server_tls_sslmode"]);
+}
+
+#[test]
+fn unreadable_tls_files_are_named_with_their_setting() {
+    let err = parse(
+        "[pgmux]\nclient_tls_sslmode = \"require\"\nclient_tls_cert_file = \"/nonexistent/c.pem\"\n\
+         client_tls_key_file = \"/nonexistent/k.pem\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(keys(&err), ["pgmux.client_tls_cert_file"]);
+    assert!(err[0].message.contains("/nonexistent/c.pem"), "{err:?}");
 }

@@ -118,6 +118,7 @@ pub(super) fn parse_and_validate(text: &str, base: &Path) -> Result<Config, Vec<
         databases: Default::default(),
         users: Default::default(),
         userlist: Default::default(),
+        tls: Default::default(),
     };
     for (name, t) in dbs {
         let db = Database::deserialize_table(t).map_err(whole)?;
@@ -268,6 +269,7 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
             problems.push(problem(format!("users.{name}.password"), e.to_string()));
         }
     }
+    check_tls(&mut config.general, base, problems);
     if let Some(file) = config.general.auth_file.clone() {
         let path = base.join(&file);
         match std::fs::read_to_string(&path) {
@@ -286,4 +288,107 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
         }
         config.general.auth_file = Some(path);
     }
+    if problems.is_empty() {
+        match crate::tls::build(&config.general) {
+            Ok(tls) => config.tls = tls,
+            Err(e) => problems.push(problem(format!("pgmux.{}", e.key()), e.to_string())),
+        }
+    }
+}
+
+/// TLS versions named by a `*_tls_protocols` setting: (TLS 1.2, TLS 1.3).
+pub fn tls_versions(value: &str) -> Result<(bool, bool), String> {
+    let mut versions = (false, false);
+    for word in value.split(',').map(|w| w.trim().to_ascii_lowercase()) {
+        match word.as_str() {
+            "secure" | "all" | "legacy" => versions = (true, true),
+            "tlsv1.2" => versions.0 = true,
+            "tlsv1.3" => versions.1 = true,
+            "tlsv1.0" | "tlsv1.1" => {}
+            _ => return Err(format!("unknown TLS version {word:?}")),
+        }
+    }
+    match versions {
+        (false, false) => Err("names no TLS version pgmux supports (TLS 1.2 and 1.3)".into()),
+        v => Ok(v),
+    }
+}
+
+/// Resolves the TLS files against `base` and checks that each mode has what it needs. The
+/// files themselves are read when pgmux builds its TLS configuration (at start, reload, check).
+fn check_tls(g: &mut General, base: &Path, problems: &mut Vec<Problem>) {
+    use super::schema::{AuthType, SslMode};
+    for file in [
+        &mut g.client_tls_key_file,
+        &mut g.client_tls_cert_file,
+        &mut g.client_tls_ca_file,
+        &mut g.server_tls_ca_file,
+        &mut g.server_tls_key_file,
+        &mut g.server_tls_cert_file,
+    ] {
+        if let Some(path) = file.as_mut() {
+            *path = base.join(&*path);
+        }
+    }
+    let mut require = |key: &str, present: bool, why: String| {
+        if !present {
+            problems.push(problem(
+                format!("pgmux.{key}"),
+                format!("is required {why}"),
+            ));
+        }
+    };
+    let client = g.client_tls_sslmode;
+    if client != SslMode::Disable {
+        let why = format!("when client_tls_sslmode is {}", mode_name(client));
+        require(
+            "client_tls_key_file",
+            g.client_tls_key_file.is_some(),
+            why.clone(),
+        );
+        require(
+            "client_tls_cert_file",
+            g.client_tls_cert_file.is_some(),
+            why,
+        );
+    }
+    if client.verifies() {
+        let why = format!("when client_tls_sslmode is {}", mode_name(client));
+        require("client_tls_ca_file", g.client_tls_ca_file.is_some(), why);
+    }
+    if g.server_tls_sslmode.verifies() {
+        let why = format!(
+            "when server_tls_sslmode is {}",
+            mode_name(g.server_tls_sslmode)
+        );
+        require("server_tls_ca_file", g.server_tls_ca_file.is_some(), why);
+    }
+    if g.server_tls_key_file.is_some() != g.server_tls_cert_file.is_some() {
+        problems.push(problem(
+            "pgmux.server_tls_cert_file",
+            "server_tls_key_file and server_tls_cert_file go together",
+        ));
+    }
+    if g.auth_type == AuthType::Cert && !client.verifies() {
+        problems.push(problem(
+            "pgmux.auth_type",
+            "cert needs client_tls_sslmode verify-ca or verify-full",
+        ));
+    }
+    for key in ["client_tls_protocols", "server_tls_protocols"] {
+        let value = match key {
+            "client_tls_protocols" => &g.client_tls_protocols,
+            _ => &g.server_tls_protocols,
+        };
+        if let Err(e) = tls_versions(value) {
+            problems.push(problem(format!("pgmux.{key}"), e));
+        }
+    }
+}
+
+fn mode_name(mode: super::schema::SslMode) -> String {
+    toml::Value::try_from(mode)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -32,6 +32,7 @@ impl PoolSettings {
                 port: db.port,
                 dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
                 user: server_user.to_owned(),
+                tls: config.tls.server.clone(),
             },
             mode: config.pool_mode(database, server_user),
             size: config.pool_size(database, server_user),

@@ -6,7 +6,7 @@ use super::ProtocolError;
 /// PostgreSQL refuses startup packets longer than this; so do we.
 pub const MAX_STARTUP_LEN: usize = 10_000;
 
-const SSL_REQUEST: u32 = 80_877_103;
+pub const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
 const CANCEL_REQUEST: u32 = 80_877_102;
 

@@ -7,8 +7,12 @@ use crate::prepared::ServerStatements;
 use crate::protocol::backend::{self, parse_error_fields};
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::ParamSet;
+use crate::protocol::startup;
+use crate::stream::Stream;
+use crate::tls::ServerTls;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,6 +24,8 @@ pub struct ServerTarget {
     pub port: u16,
     pub dbname: String,
     pub user: String,
+    /// server_tls_sslmode and its connector; None for disable.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// How pgmux logs in to PostgreSQL for one pool.
@@ -53,7 +59,7 @@ pub const READ_BUFFER: usize = 16 * 1024;
 
 /// One logged-in connection to PostgreSQL.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read from the server and not yet forwarded; owned here so it is reused.
     pub buf: BytesMut,
     /// The server's current values of the tracked parameters.
@@ -109,6 +115,10 @@ impl ServerConn {
         stream.set_nodelay(true)?;
         let addr = stream.peer_addr()?;
         let local_addr = stream.local_addr().ok();
+        let stream = match &target.tls {
+            Some(tls) => negotiate_tls(stream, tls, &target.host).await?,
+            None => Stream::Plain(stream),
+        };
         let mut conn = ServerConn {
             stream,
             buf: BytesMut::with_capacity(READ_BUFFER),
@@ -129,7 +139,7 @@ impl ServerConn {
         };
         let mut out = BytesMut::new();
         startup_message(&mut out, &target.user, &target.dbname);
-        conn.stream.write_all(&out).await?;
+        conn.stream.send(&out).await?;
         conn.login(&target.user, credentials).await?;
         Ok(conn)
     }
@@ -154,7 +164,7 @@ impl ServerConn {
     async fn send_password_message(&mut self, data: &[u8]) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
         backend::put_message(&mut out, b'p', |b| b.put_slice(data));
-        self.stream.write_all(&out).await?;
+        self.stream.send(&out).await?;
         Ok(())
     }
 
@@ -269,7 +279,7 @@ impl ServerConn {
         self.tracker.own_query();
         let mut out = BytesMut::new();
         backend::query(&mut out, sql);
-        self.stream.write_all(&out).await?;
+        self.stream.send(&out).await?;
         let mut failure = None;
         loop {
             let (tag, body) = self.read_message().await?;
@@ -307,8 +317,7 @@ impl ServerConn {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.stream.idle_and_open()
     }
 
     /// What SHOW SERVERS shows of this connection.
@@ -325,7 +334,7 @@ impl ServerConn {
 
     /// Sends Terminate, best effort, so the server logs a clean disconnect.
     pub fn terminate(&mut self) {
-        let _ = self.stream.try_write(b"X\0\0\0\x04");
+        self.stream.try_send(b"X\0\0\0\x04");
     }
 }
 
@@ -350,4 +359,48 @@ fn sasl_mechanisms(mut data: &[u8]) -> impl Iterator<Item = &str> {
         data = rest;
         (!m.is_empty()).then_some(m)
     })
+}
+
+/// SSLRequest, then TLS if the server agrees; without it, plain where the mode allows.
+async fn negotiate_tls(
+    mut stream: TcpStream,
+    tls: &ServerTls,
+    host: &str,
+) -> Result<Stream, ServerError> {
+    let mut request = BytesMut::new();
+    request.put_u32(8);
+    request.put_u32(crate::protocol::startup::SSL_REQUEST);
+    stream.write_all(&request).await?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|_| ServerError::Tls(format!("{host:?} is not a valid server name")))?;
+            let tls_stream = tls
+                .connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
+            Ok(Stream::Connected(Box::new(tls_stream)))
+        }
+        b'N' if tls.mode < crate::config::SslMode::Require => Ok(Stream::Plain(stream)),
+        b'N' => Err(ServerError::Tls(
+            "the server does not accept TLS, and server_tls_sslmode requires it".into(),
+        )),
+        // A server that fails before reading anything (starting up, out of slots) answers
+        // with its error: pass it on as a refusal, with its own SQLSTATE.
+        b'E' => {
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len).await?;
+            let len = u32::from_be_bytes(len) as usize;
+            if !(4..=startup::MAX_STARTUP_LEN).contains(&len) {
+                return Err(ServerError::Unexpected('E'));
+            }
+            let mut body = vec![0u8; len - 4];
+            stream.read_exact(&mut body).await?;
+            Err(ServerError::Refused(parse_error_fields(&body)))
+        }
+        other => Err(ServerError::Unexpected(other as char)),
+    }
 }

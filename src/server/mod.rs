@@ -26,7 +26,8 @@ impl ServerError {
             ServerError::Auth(_)
             | ServerError::Protocol(_)
             | ServerError::Unexpected(_)
-            | ServerError::UnsupportedAuth(_) => false,
+            | ServerError::UnsupportedAuth(_)
+            | ServerError::Tls(_) => false,
         }
     }
 }
@@ -54,4 +55,6 @@ pub enum ServerError {
     Unexpected(char),
     #[error("server asked for unsupported authentication method {0}")]
     UnsupportedAuth(u32),
+    #[error("TLS with the server failed: {0}")]
+    Tls(String),
 }

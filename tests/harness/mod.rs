@@ -3,6 +3,7 @@
 //! timeouts, and `eventually` instead of sleeps.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod pg;
 pub mod raw;
 

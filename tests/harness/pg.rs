@@ -212,6 +212,28 @@ impl Cluster {
         self.stop();
         self.spawn();
     }
+
+    /// Turns TLS on with this certificate and key (PEM), and from then on accepts TCP
+    /// logins only over TLS (`hostssl`), so a plaintext connection cannot pass unnoticed.
+    pub fn require_ssl(&mut self, cert_pem: &str, key_pem: &str) {
+        let data = self.dir.join("data");
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).expect("write server TLS file");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod server TLS file");
+            if let Some((uid, gid)) = run_as() {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown TLS file");
+            }
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 md5\n",
+        )
+        .expect("write pg_hba");
+        self.psql_local("ALTER SYSTEM SET ssl = on");
+        self.psql_local("SELECT pg_reload_conf()");
+    }
 }
 
 impl Drop for Cluster {

@@ -22,4 +22,5 @@ mod reload;
 mod shutdown;
 mod startup;
 mod timeouts;
+mod tls;
 mod transaction_mode;

@@ -333,6 +333,8 @@ async fn pgbench_prepared_mode_fifty_clients_on_four_servers() {
     let (ok, out) = crate::harness::run_tool(
         &tool("pgbench"),
         &[
+            // -n: no vacuum and no truncation of pgbench_history, which other tests count.
+            "-n",
             "-M",
             "prepared",
             "-S",
