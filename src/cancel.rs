@@ -26,6 +26,9 @@ pub struct ServerKey {
 struct SlotState {
     linked: Option<ServerKey>,
     in_flight: u32,
+    /// A cancel failed or timed out after it may have reached PostgreSQL: it could still
+    /// interrupt whatever that server runs next.
+    doubtful: bool,
 }
 
 /// One client's cancel link.
@@ -40,14 +43,15 @@ impl CancelSlot {
         lock(&self.state).linked = Some(key);
     }
 
-    /// Unlinks, first waiting for cancels in flight to be delivered.
-    pub async fn unlink(&self) {
+    /// Unlinks, first waiting for cancels in flight to be delivered. Returns true when a cancel
+    /// may still land on the server later: the server must then be closed, not pooled.
+    pub async fn unlink(&self) -> bool {
         loop {
             {
                 let mut s = lock(&self.state);
                 if s.in_flight == 0 {
                     s.linked = None;
-                    return;
+                    return std::mem::take(&mut s.doubtful);
                 }
             }
             self.delivered.notified().await;
@@ -62,8 +66,11 @@ impl CancelSlot {
         Some(key)
     }
 
-    fn end_cancel(&self) {
-        lock(&self.state).in_flight -= 1;
+    fn end_cancel(&self, delivered: bool) {
+        let mut s = lock(&self.state);
+        s.in_flight -= 1;
+        s.doubtful |= !delivered;
+        drop(s);
         self.delivered.notify_one();
     }
 }
@@ -106,12 +113,21 @@ impl Cancels {
             tracing::debug!("cancel request for a client holding no server dropped");
             return;
         };
-        match tokio::time::timeout(CANCEL_DELIVERY_TIMEOUT, deliver(server)).await {
-            Ok(Ok(())) => tracing::debug!(server = %server.addr, "cancel delivered"),
-            Ok(Err(e)) => tracing::warn!(server = %server.addr, error = %e, "cancel failed"),
-            Err(_) => tracing::warn!(server = %server.addr, "cancel timed out"),
-        }
-        slot.end_cancel();
+        let delivered = match tokio::time::timeout(CANCEL_DELIVERY_TIMEOUT, deliver(server)).await {
+            Ok(Ok(())) => {
+                tracing::debug!(server = %server.addr, "cancel delivered");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(server = %server.addr, error = %e, "cancel failed; its server will be closed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(server = %server.addr, "cancel timed out; its server will be closed");
+                false
+            }
+        };
+        slot.end_cancel(delivered);
     }
 }
 
@@ -154,9 +170,31 @@ mod tests {
             lock(&slot.state).linked.is_some(),
             "still linked while in flight"
         );
-        slot.end_cancel();
-        unlinker.await.unwrap();
+        slot.end_cancel(true);
+        assert!(
+            !unlinker.await.unwrap(),
+            "delivered: the server may be pooled"
+        );
         assert_eq!(slot.begin_cancel(), None, "unlinked after delivery");
+    }
+
+    #[tokio::test]
+    async fn a_cancel_that_may_land_late_closes_its_server() {
+        let slot = CancelSlot::default();
+        slot.link(ServerKey {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            pid: 1,
+            secret: 2,
+        });
+        assert!(slot.begin_cancel().is_some());
+        slot.end_cancel(false);
+        assert!(slot.unlink().await, "doubtful: close the server");
+        slot.link(ServerKey {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            pid: 3,
+            secret: 4,
+        });
+        assert!(!slot.unlink().await, "the next server starts clean");
     }
 
     #[tokio::test]

@@ -510,7 +510,9 @@ impl Session<'_> {
         let entry = &self.login.entry;
         entry.set_state(ClientState::Idle);
         *entry.server.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.login.cancel.unlink().await;
+        if self.login.cancel.unlink().await {
+            server.tracker.poison();
+        }
         if let (Some(reset), Verdict::Idle) = (&self.reset_query, server.tracker.verdict()) {
             if let Err(e) = server.run_own_query(reset).await {
                 tracing::warn!(error = %e, "server_reset_query failed; closing server");

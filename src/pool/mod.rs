@@ -79,8 +79,10 @@ pub struct Pool {
     /// Bumped when a reload changes where or how servers log in, or on RECONNECT: older
     /// servers are closed as they are released.
     generation: AtomicU64,
-    /// Servers of an older generation still open (WAIT_CLOSE waits for none).
-    stale: AtomicUsize,
+    /// Open servers by the generation they were opened under: WAIT_CLOSE waits until none of
+    /// an older one is left. Counted when a server opens and when it is retired, so connects
+    /// that fail or start after a RECONNECT are never waited for.
+    open_by_generation: Mutex<HashMap<u64, usize>>,
     pub histograms: crate::metrics::PoolHistograms,
     queue: Mutex<Queue<ServerConn, Waiter>>,
     credentials: Mutex<ServerCredentials>,
@@ -111,11 +113,15 @@ impl Pool {
         Pool {
             database,
             user: settings.target.user.clone(),
-            queue: Mutex::new(Queue::new(settings.size)),
+            queue: Mutex::new({
+                let mut queue = Queue::new(settings.size);
+                queue.set_reserve(settings.health.reserve_size);
+                queue
+            }),
             credentials: Mutex::new(settings.credentials.clone()),
             settings: Mutex::new(Arc::new(settings)),
             generation: AtomicU64::new(0),
-            stale: AtomicUsize::new(0),
+            open_by_generation: Mutex::default(),
             histograms,
             welcome: Mutex::new(None),
             clients: AtomicUsize::new(0),
@@ -138,23 +144,29 @@ impl Pool {
 
     /// Marks every open server for closing as it is released (RECONNECT).
     pub fn reconnect(&self) {
-        let q = lock(&self.queue);
-        self.stale.store(q.total(), Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Servers left from before the last RECONNECT or login change.
+    /// Servers left open from before the last RECONNECT or login change.
     pub fn stale_servers(&self) -> usize {
-        self.stale.load(Ordering::Acquire)
+        let current = self.generation();
+        lock(&self.open_by_generation)
+            .iter()
+            .filter(|(generation, _)| **generation != current)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Closes a server's connection (its slot is released by the caller).
     fn retire(&self, conn: &mut ServerConn) {
-        if conn.generation != self.generation() {
-            let _ = self
-                .stale
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let mut open = lock(&self.open_by_generation);
+        if let Some(n) = open.get_mut(&conn.generation) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&conn.generation);
+            }
         }
+        drop(open);
         conn.terminate();
     }
 
@@ -172,7 +184,10 @@ impl Pool {
             }
             lock(&self.last_failure).take();
         }
-        lock(&self.queue).set_max(new.size);
+        let mut queue = lock(&self.queue);
+        queue.set_max(new.size);
+        queue.set_reserve(new.health.reserve_size);
+        drop(queue);
         for cap in &self.caps {
             match cap.kind {
                 CapKind::Database => cap.set_max(new.max_db_connections),
@@ -315,9 +330,9 @@ impl Pool {
         let generation = self.generation();
         let credentials = lock(&self.credentials).clone();
         let id = self.next_server_id.fetch_add(1, Ordering::Relaxed);
-        self.connecting.fetch_add(1, Ordering::Relaxed);
+        let connecting = Counted::new(&self.connecting);
         let result = ServerConn::connect(&s.target, &credentials, s.connect_timeout, id).await;
-        self.connecting.fetch_sub(1, Ordering::Relaxed);
+        drop(connecting);
         let mut conn = match result {
             Ok(conn) => conn,
             Err(e) => {
@@ -335,6 +350,9 @@ impl Pool {
         lock(&self.last_failure).take();
         conn.expires_at = s.health.lifetime.map(|l| conn.created + janitor::spread(l));
         conn.generation = generation;
+        *lock(&self.open_by_generation)
+            .entry(generation)
+            .or_default() += 1;
         tracing::debug!(
             server = id,
             database = %self.database,
@@ -359,6 +377,11 @@ impl Pool {
                         Err(Grant::Slot(_)) => unreachable!("sent a connection"),
                     }
                 }
+                Some(Handoff::Surplus(mut c)) => {
+                    tracing::debug!(server = c.id, "closing server: pool over its size");
+                    self.retire(&mut c);
+                    return self.return_caps(1);
+                }
                 Some(Handoff::Slot(_)) => unreachable!("put_back hands over connections"),
             }
         }
@@ -377,7 +400,9 @@ impl Pool {
                         Err(Grant::Conn(_)) => unreachable!("sent a slot"),
                     }
                 }
-                Some(Handoff::Conn(..)) => unreachable!("release_slot hands over slots"),
+                Some(Handoff::Conn(..) | Handoff::Surplus(_)) => {
+                    unreachable!("release_slot hands over slots")
+                }
             }
         }
     }
@@ -496,5 +521,22 @@ impl Pools {
         let mut pools: Vec<_> = lock(&self.map).values().cloned().collect();
         pools.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
         pools
+    }
+}
+
+/// Counts one in-progress thing for as long as it lives, so a future dropped half-way (its
+/// client gone) is uncounted too.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Counted<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

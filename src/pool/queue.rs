@@ -23,6 +23,9 @@ pub enum Handoff<C, W> {
     Conn(W, C),
     /// The waiter may open a new connection (a slot was freed for it).
     Slot(W),
+    /// Nobody waits and the pool is over its size and reserve (shrunk by a reload): close
+    /// this connection; its slot is already freed.
+    Surplus(C),
 }
 
 #[derive(Debug)]
@@ -31,6 +34,8 @@ pub struct Queue<C, W> {
     /// Connections that exist or are being opened, idle ones included.
     total: usize,
     max: usize,
+    /// Reserve servers kept open beyond `max` once opened (as PgBouncer keeps them).
+    reserve: usize,
     /// Waiters with the time they started waiting, longest first.
     waiters: VecDeque<(Instant, W)>,
 }
@@ -41,6 +46,7 @@ impl<C, W> Queue<C, W> {
             idle: Vec::new(),
             total: 0,
             max,
+            reserve: 0,
             waiters: VecDeque::new(),
         }
     }
@@ -65,10 +71,15 @@ impl<C, W> Queue<C, W> {
         self.waiters.push_back((now, waiter));
     }
 
-    /// A healthy connection comes back: to the longest waiter, or to the idle list.
+    /// A healthy connection comes back: to the longest waiter, to the idle list, or closed if
+    /// the pool is over its size and reserve.
     pub fn put_back(&mut self, conn: C) -> Option<Handoff<C, W>> {
         match self.waiters.pop_front() {
             Some((_, w)) => Some(Handoff::Conn(w, conn)),
+            None if self.total > self.max + self.reserve => {
+                self.total -= 1;
+                Some(Handoff::Surplus(conn))
+            }
             None => {
                 self.idle.push(conn);
                 None
@@ -76,15 +87,16 @@ impl<C, W> Queue<C, W> {
         }
     }
 
-    /// A connection was closed, or a connect failed: its slot goes to the longest waiter.
+    /// A connection was closed, or a connect failed: its slot goes to the longest waiter,
+    /// unless the pool is over its size (waiters then get connections as they come back).
     pub fn release_slot(&mut self) -> Option<Handoff<C, W>> {
-        match self.waiters.pop_front() {
-            Some((_, w)) => Some(Handoff::Slot(w)),
-            None => {
-                self.total -= 1;
-                None
+        if self.total <= self.max {
+            if let Some((_, w)) = self.waiters.pop_front() {
+                return Some(Handoff::Slot(w));
             }
         }
+        self.total -= 1;
+        None
     }
 
     /// Removes waiters that gave up (`gone` says which).
@@ -103,9 +115,15 @@ impl<C, W> Queue<C, W> {
         self.waiters.pop_front().map(|(_, w)| w)
     }
 
-    /// Changes the pool's size (on reload); a smaller size takes effect as connections close.
+    /// Changes the pool's size (on reload); a smaller size takes effect as connections come
+    /// back or close.
     pub fn set_max(&mut self, max: usize) {
         self.max = max;
+    }
+
+    /// How many reserve servers may stay open beyond the size.
+    pub fn set_reserve(&mut self, reserve: usize) {
+        self.reserve = reserve;
     }
 
     /// Undoes a [`Take::Connect`] whose connection may not be opened after all.
@@ -273,6 +291,26 @@ mod tests {
             "reserve used up"
         );
         assert_eq!(q.grant_reserve(0, start), None);
+    }
+
+    #[test]
+    fn a_smaller_size_is_enforced_as_connections_come_back() {
+        let mut q: Queue<u32, &str> = Queue::new(3);
+        for _ in 0..3 {
+            assert_eq!(q.take(), Take::Connect);
+        }
+        q.set_max(1);
+        q.wait("w", Instant::now());
+        // A closed connection's slot is not reused while over the size.
+        assert_eq!(q.release_slot(), None);
+        assert_eq!(q.total(), 2);
+        // A returning one still serves the waiter...
+        assert_eq!(q.put_back(7), Some(Handoff::Conn("w", 7)));
+        // ...and once nobody waits, the surplus is closed down to the size.
+        assert_eq!(q.put_back(8), Some(Handoff::Surplus(8)));
+        assert_eq!(q.total(), 1);
+        assert_eq!(q.put_back(9), None);
+        assert_eq!(q.idle_count(), 1);
     }
 
     #[test]

@@ -158,3 +158,49 @@ async fn reload_adds_users_databases_and_secrets_and_refuses_a_broken_file() {
         .unwrap();
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_shrinks_the_pool_as_transactions_end() {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "shrinker").await;
+    cfg.pool_size = 3;
+    let pgmux = cfg.start().await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let c = pgmux.connect("shrinker", "shrinker").await;
+        c.batch_execute("BEGIN").await.unwrap();
+        clients.push(c);
+    }
+    assert_eq!(backends("shrinker").await, 3);
+    let path = pgmux.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("default_pool_size = 3", "default_pool_size = 1"),
+    )
+    .unwrap();
+    pgmux
+        .running
+        .as_ref()
+        .unwrap()
+        .shared
+        .reload_from_file()
+        .unwrap();
+    // Transactions in flight finish on their servers; then the pool closes down to one.
+    for c in &clients {
+        let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    eventually(Duration::from_secs(5), "one server left", || async {
+        (backends("shrinker").await == 1).then_some(())
+    })
+    .await;
+    // Everyone is still served, one at a time.
+    for c in &clients {
+        c.simple_query("SELECT 2").await.unwrap();
+    }
+    assert_eq!(pgmux.pools()[0].servers, 1);
+    pgmux.stop().await;
+}
