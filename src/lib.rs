@@ -215,6 +215,7 @@ impl Server {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(stats_task(shared.clone(), stop_rx.clone()));
+        tokio::spawn(metrics::upkeep(shared.clone(), stop_rx.clone()));
         let metrics_addr = match &config.general.metrics_addr {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;

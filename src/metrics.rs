@@ -139,6 +139,23 @@ impl Metrics {
     }
 }
 
+/// How often recorded histogram samples are folded into their buckets: the recorder keeps
+/// every sample until then, so without this its memory would grow with traffic between scrapes
+/// (or forever, with nobody scraping).
+const UPKEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// Folds recorded samples into the histograms every [`UPKEEP_PERIOD`] until stopped.
+pub async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let handle = shared.metrics.recorder.handle();
+    let mut tick = tokio::time::interval(UPKEEP_PERIOD);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 /// Serves /metrics until stopped. One short request per connection.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
