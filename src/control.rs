@@ -89,6 +89,11 @@ impl Control {
     }
 
     /// Returns once `db` is not paused; at once when nothing is.
+    /// Whether some database is paused (then checkouts take the slow path that waits).
+    pub fn any_paused(&self) -> bool {
+        self.any_paused.load(Ordering::Relaxed)
+    }
+
     pub async fn wait_unpaused(&self, db: &str) {
         if !self.any_paused.load(Ordering::Relaxed) {
             return;

@@ -121,6 +121,7 @@ impl Shared {
         g.metrics_addr = o.metrics_addr.clone();
         g.stats_period = o.stats_period;
         g.log_format = o.log_format;
+        g.workers = o.workers;
         let kept = config::general_settings(g);
         for key in config::RESTART_ONLY {
             if wanted.get(key) != kept.get(key) {

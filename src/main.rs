@@ -130,10 +130,13 @@ fn init_logging(verbose: u8, format: pgmux::config::LogFormat) {
 }
 
 fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let workers = config.general.worker_threads();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    tracing::info!(workers, "runtime started");
     runtime.block_on(async {
         // Handlers first: a signal that arrives once clients can connect must not kill us.
         let signals = Signals::install()?;

@@ -234,6 +234,25 @@ impl Session<'_> {
     /// Borrows a server, links cancels to it and queues the SETs that give it the client's
     /// parameters; their replies are swallowed.
     async fn acquire(&mut self) -> Result<(), ClientError> {
+        // The fast path: an idle server, nothing paused, no shutdown under way.
+        let quiet = !self.shared_control.any_paused() && !draining(*self.shutdown.borrow());
+        let ready = match quiet {
+            true => self.login.pool.take_ready(),
+            false => None,
+        };
+        let server = match ready {
+            Some(server) => {
+                self.login.pool.histograms.wait.record(0.0);
+                server
+            }
+            None => self.checkout().await?,
+        };
+        self.link(server).await
+    }
+
+    /// The slow path of [`Session::acquire`]: waits its turn (under query_wait_timeout and
+    /// PAUSE), and may open a server or health-check one.
+    async fn checkout(&mut self) -> Result<PooledServer, ClientError> {
         let pool = &self.login.pool;
         let waiting_since = Instant::now();
         pool.waiting.fetch_add(1, Ordering::Relaxed);
@@ -267,11 +286,19 @@ impl Session<'_> {
             ClientState::Idle
         });
         pool.waiting.fetch_sub(1, Ordering::Relaxed);
-        let mut server = result?;
-        PoolStats::add(&pool.stats.server_assignment_count, 1);
+        let server = result?;
         let waited = waiting_since.elapsed();
         PoolStats::add(&pool.stats.wait_time_us, micros(waited));
         pool.histograms.wait.record(waited.as_secs_f64());
+        Ok(server)
+    }
+
+    /// Takes `server` for this client: links cancels to it and queues the SETs that give it
+    /// the client's parameters; their replies are swallowed.
+    async fn link(&mut self, mut server: PooledServer) -> Result<(), ClientError> {
+        let pool = &self.login.pool;
+        PoolStats::add(&pool.stats.server_assignment_count, 1);
+        self.login.entry.set_state(ClientState::Active);
         *self
             .login
             .entry

@@ -128,13 +128,26 @@ impl Config {
 }
 
 /// General settings a reload cannot change (a restart applies them).
-pub const RESTART_ONLY: [&str; 5] = [
+pub const RESTART_ONLY: [&str; 6] = [
     "listen_addr",
     "listen_port",
     "metrics_addr",
     "stats_period",
     "log_format",
+    "workers",
 ];
+
+impl General {
+    /// The runtime's worker threads: `workers`, or half the CPUs (at least one) for 0.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .max(1),
+            n => n,
+        }
+    }
+}
 
 /// Every general setting as (name, value) text, sorted by name, for SHOW CONFIG.
 pub fn general_settings(general: &General) -> BTreeMap<String, String> {

@@ -175,6 +175,11 @@ pub struct General {
     /// TLS versions for PostgreSQL, as client_tls_protocols. Default "secure".
     #[serde(default = "default_tls_protocols")]
     pub server_tls_protocols: String,
+    /// Threads that serve clients (a pgmux addition; needs a restart). 0 sizes it to half the
+    /// CPUs, at least one: PostgreSQL and the applications usually share the machine, and on
+    /// a small one a single thread wastes no time handing work between threads. Default 0.
+    #[serde(default)]
+    pub workers: usize,
     /// Named prepared statements each server connection keeps prepared for clients in
     /// transaction and statement mode, least recently used closed first; 0 passes
     /// protocol-level statements through untouched (they then fail across transactions).

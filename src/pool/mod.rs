@@ -249,6 +249,36 @@ impl Pool {
         self.connect(slot, mode).await
     }
 
+    /// The fast path of a checkout: an idle server that may be handed out at once, with no
+    /// waiting, no health query and no timer; None sends the caller down [`Pool::checkout`].
+    pub fn take_ready(self: &Arc<Self>) -> Option<PooledServer> {
+        let settings = self.settings();
+        let health = &settings.health;
+        let generation = self.generation();
+        let conn = {
+            let mut q = lock(&self.queue);
+            let ready = q.idle().last().is_some_and(|c| {
+                c.generation == generation
+                    && (health.check_query.is_empty() || c.last_used.elapsed() < health.check_delay)
+            });
+            if !ready {
+                return None;
+            }
+            q.take_idle()?
+        };
+        let mut server = PooledServer::new(conn, self.clone());
+        if !server.looks_alive() {
+            tracing::debug!(
+                server = server.id,
+                reason = "found dead at checkout",
+                "closing server"
+            );
+            drop(server.into_slot());
+            return None;
+        }
+        Some(server)
+    }
+
     /// One attempt at a server: Ok(grant), Err(Some(rx)) when queued behind others, Err(None)
     /// when only a shared cap stands in the way.
     fn try_take(self: &Arc<Self>) -> Result<Grant, Option<oneshot::Receiver<Grant>>> {

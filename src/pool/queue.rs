@@ -67,6 +67,14 @@ impl<C, W> Queue<C, W> {
         Take::Full
     }
 
+    /// The most recently used idle connection, if nobody waits.
+    pub fn take_idle(&mut self) -> Option<C> {
+        match self.waiters.is_empty() {
+            true => self.idle.pop(),
+            false => None,
+        }
+    }
+
     pub fn wait(&mut self, waiter: W, now: Instant) {
         self.waiters.push_back((now, waiter));
     }
