@@ -189,12 +189,15 @@ impl Session<'_> {
             Some(s) if s.tracker.in_transaction() => Phase::InTransaction,
             Some(_) => Phase::Idle,
         };
+        let limit = self.timeouts.for_phase(phase);
         if phase != self.phase {
             self.phase = phase;
-            self.phase_since = Instant::now();
+            // Only a phase with a timeout needs its start; the clock is not free.
+            if limit.is_some() {
+                self.phase_since = Instant::now();
+            }
         }
-        let limit = self.timeouts.for_phase(phase)?;
-        Some((self.phase_since + limit, phase))
+        Some((self.phase_since + limit?, phase))
     }
 
     /// Whether buffered client bytes hold a message worth borrowing a server for.

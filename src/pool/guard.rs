@@ -7,21 +7,22 @@ use crate::server::ServerConn;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-/// A server checked out of a pool.
+/// A server checked out of a pool. The connection is boxed: it moves between the pool's idle
+/// list and its client on every transaction, and a pointer moves cheaper than the whole.
 pub struct PooledServer {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
 }
 
 impl PooledServer {
-    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> PooledServer {
+    pub(super) fn new(conn: Box<ServerConn>, pool: Arc<Pool>) -> PooledServer {
         PooledServer {
             conn: Some(conn),
             pool,
         }
     }
 
-    pub(super) fn take_conn(&mut self) -> ServerConn {
+    pub(super) fn take_conn(&mut self) -> Box<ServerConn> {
         self.conn.take().expect("connection present until drop")
     }
 

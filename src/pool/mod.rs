@@ -84,7 +84,7 @@ pub struct Pool {
     /// that fail or start after a RECONNECT are never waited for.
     open_by_generation: Mutex<HashMap<u64, usize>>,
     pub histograms: crate::metrics::PoolHistograms,
-    queue: Mutex<Queue<ServerConn, Waiter>>,
+    queue: Mutex<Queue<Box<ServerConn>, Waiter>>,
     credentials: Mutex<ServerCredentials>,
     /// ParameterStatus values a fresh server reported, for clients' welcome.
     welcome: Mutex<Option<Welcome>>,
@@ -346,7 +346,7 @@ impl Pool {
             match self.try_connect().await {
                 Ok(conn) => {
                     slot.consume();
-                    return Ok(PooledServer::new(conn, self.clone()));
+                    return Ok(PooledServer::new(Box::new(conn), self.clone()));
                 }
                 Err(e) if mode == Checkout::Wait && e.is_transient() => continue,
                 Err(e) => return Err(PoolError::Login(e)),
@@ -394,7 +394,7 @@ impl Pool {
     }
 
     /// A server comes back healthy: to the longest waiter, or to the idle list.
-    fn check_in(self: &Arc<Self>, mut conn: ServerConn) {
+    fn check_in(self: &Arc<Self>, mut conn: Box<ServerConn>) {
         conn.last_used = Instant::now();
         loop {
             let handoff = lock(&self.queue).put_back(conn);
@@ -458,7 +458,7 @@ impl Pool {
         lock(&self.queue)
             .idle()
             .iter()
-            .map(ServerConn::summary)
+            .map(|conn| conn.summary())
             .collect()
     }
 
