@@ -7,6 +7,7 @@ mod execute;
 mod extended;
 mod parse;
 mod show;
+mod sockets;
 
 use crate::client::{ClientConn, ClientError};
 use crate::protocol::backend;

@@ -4,7 +4,6 @@
 use crate::stats::Totals;
 use crate::Shared;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 pub const TEXT: u32 = 25;
 pub const INT4: u32 = 23;
@@ -18,14 +17,14 @@ pub struct Table {
 }
 
 impl Table {
-    fn new(columns: &[(&'static str, u32)]) -> Table {
+    pub(super) fn new(columns: &[(&'static str, u32)]) -> Table {
         Table {
             columns: columns.to_vec(),
             rows: Vec::new(),
         }
     }
 
-    fn row(&mut self, values: Vec<String>) {
+    pub(super) fn row(&mut self, values: Vec<String>) {
         debug_assert_eq!(values.len(), self.columns.len());
         self.rows.push(values.into_iter().map(Some).collect());
     }
@@ -66,8 +65,8 @@ pub fn show(shared: &Shared, what: &str) -> Option<Table> {
         "LISTS" => lists(shared),
         "STATE" => state(shared),
         "VERSION" => version(),
-        "CLIENTS" => clients(shared),
-        "SERVERS" => servers(shared),
+        "CLIENTS" => super::sockets::clients(shared),
+        "SERVERS" => super::sockets::servers(shared),
         "MEM" => mem(shared),
         _ => return None,
     })
@@ -469,163 +468,6 @@ fn state(shared: &Shared) -> Table {
 fn version() -> Table {
     let mut t = Table::new(&[("version", TEXT)]);
     t.row(vec![format!("pgmux {}", env!("CARGO_PKG_VERSION"))]);
-    t
-}
-
-/// SHOW CLIENTS and SHOW SERVERS columns, PgBouncer's 21 in its order.
-const SOCKET_COLUMNS: [(&str, u32); 21] = [
-    ("type", TEXT),
-    ("user", TEXT),
-    ("database", TEXT),
-    ("replication", TEXT),
-    ("state", TEXT),
-    ("addr", TEXT),
-    ("port", INT4),
-    ("local_addr", TEXT),
-    ("local_port", INT4),
-    ("connect_time", TEXT),
-    ("request_time", TEXT),
-    ("wait", INT4),
-    ("wait_us", INT4),
-    ("close_needed", INT4),
-    ("ptr", TEXT),
-    ("link", TEXT),
-    ("remote_pid", INT4),
-    ("tls", TEXT),
-    ("application_name", TEXT),
-    ("prepared_statements", INT4),
-    ("id", INT8),
-];
-
-/// What one SHOW CLIENTS / SHOW SERVERS row says.
-struct SocketRow<'a> {
-    kind: &'a str,
-    user: &'a str,
-    database: &'a str,
-    state: &'a str,
-    addr: std::net::SocketAddr,
-    local: Option<std::net::SocketAddr>,
-    connect_time: std::time::SystemTime,
-    /// pgmux ids in hex (clients `c…`, servers `s…`), standing in for PgBouncer's pointers.
-    ptr: String,
-    link: String,
-    remote_pid: u32,
-    application_name: &'a str,
-    tls: &'a str,
-    prepared_statements: usize,
-    id: u64,
-}
-
-impl SocketRow<'_> {
-    fn cells(self) -> Vec<String> {
-        let time = crate::registry::format_time(self.connect_time);
-        vec![
-            self.kind.into(),
-            self.user.into(),
-            self.database.into(),
-            "none".into(),
-            self.state.into(),
-            self.addr.ip().to_string(),
-            self.addr.port().to_string(),
-            self.local.map(|l| l.ip().to_string()).unwrap_or_default(),
-            self.local.map(|l| l.port().to_string()).unwrap_or_default(),
-            time.clone(),
-            time,
-            "0".into(),
-            "0".into(),
-            "0".into(),
-            self.ptr,
-            self.link,
-            self.remote_pid.to_string(),
-            self.tls.into(),
-            self.application_name.into(),
-            self.prepared_statements.to_string(),
-            self.id.to_string(),
-        ]
-    }
-}
-
-fn clients(shared: &Shared) -> Table {
-    let mut t = Table::new(&SOCKET_COLUMNS);
-    for c in shared.registry.all() {
-        let server = c.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let app = c
-            .application_name
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        t.row(
-            SocketRow {
-                kind: "C",
-                user: &c.user,
-                database: &c.database,
-                state: c.state().as_str(),
-                addr: c.addr,
-                local: c.local_addr,
-                connect_time: c.connect_time,
-                ptr: format!("c{:x}", c.id),
-                link: server.map(|s| format!("s{:x}", s.id)).unwrap_or_default(),
-                remote_pid: 0,
-                application_name: &app,
-                tls: c.tls.get().map_or("", String::as_str),
-                prepared_statements: c.prepared_statements.load(Ordering::Relaxed),
-                id: c.id,
-            }
-            .cells(),
-        );
-    }
-    t
-}
-
-fn servers(shared: &Shared) -> Table {
-    let mut t = Table::new(&SOCKET_COLUMNS);
-    let pools = shared.pools.all();
-    for c in shared.registry.all() {
-        let server = c.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(s) = server else { continue };
-        t.row(
-            SocketRow {
-                kind: "S",
-                user: &c.server_user,
-                database: &c.database,
-                state: "active",
-                addr: s.addr,
-                local: s.local_addr,
-                connect_time: s.connect_time,
-                ptr: format!("s{:x}", s.id),
-                link: format!("c{:x}", c.id),
-                remote_pid: s.backend_pid,
-                application_name: "",
-                tls: "",
-                prepared_statements: s.prepared_statements,
-                id: s.id,
-            }
-            .cells(),
-        );
-    }
-    for pool in &pools {
-        for s in pool.idle_servers() {
-            t.row(
-                SocketRow {
-                    kind: "S",
-                    user: &pool.user,
-                    database: &pool.database,
-                    state: "idle",
-                    addr: s.addr,
-                    local: s.local_addr,
-                    connect_time: s.connect_time,
-                    ptr: format!("s{:x}", s.id),
-                    link: String::new(),
-                    remote_pid: s.backend_pid,
-                    application_name: "",
-                    tls: "",
-                    prepared_statements: s.prepared_statements,
-                    id: s.id,
-                }
-                .cells(),
-            );
-        }
-    }
     t
 }
 

@@ -4,6 +4,7 @@
 mod error;
 mod session;
 mod startup;
+mod timeouts;
 
 pub use error::ClientError;
 pub(crate) use startup::pool_for;
@@ -42,9 +43,14 @@ pub const CLIENT_BUFFER: usize = 8 * 1024;
 
 /// Serves one client from accept to close.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let general = shared.config().general.clone();
-    let over_limit =
-        shared.clients.fetch_add(1, Ordering::AcqRel) >= general.max_client_conn as usize;
+    let (max_client_conn, client_login_timeout) = {
+        let config = shared.config();
+        (
+            config.general.max_client_conn as usize,
+            config.general.client_login_timeout,
+        )
+    };
+    let over_limit = shared.clients.fetch_add(1, Ordering::AcqRel) >= max_client_conn;
     let mut conn = ClientConn {
         stream: Stream::Plain(stream),
         buf: BytesMut::with_capacity(CLIENT_BUFFER),
@@ -52,11 +58,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         tls: None,
     };
     // 0 disables the timeout, as for the other timeouts.
-    let login_timeout = match general.client_login_timeout {
+    let login_timeout = match client_login_timeout {
         t if t > 0.0 => Duration::from_secs_f64(t),
         _ => Duration::MAX,
     };
-    let login = startup::login(&mut conn, &shared, over_limit);
+    // Boxed: the login's state (SCRAM, buffers) is large and short-lived, and an idle client
+    // should not keep room for it in its task for the rest of its life.
+    let login = Box::pin(startup::login(&mut conn, &shared, over_limit));
     let result = match tokio::time::timeout(login_timeout, login).await {
         Err(_) => Err(ClientError::LoginTimeout),
         Ok(Err(e)) => Err(e),
@@ -70,7 +78,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
         Ok(Ok(Some(Admitted::Console { user, role }))) => {
             tracing::info!(%user, ?role, %peer, "admin console connected");
-            let result = crate::admin::run(&mut conn, role, &shared).await;
+            let result = Box::pin(crate::admin::run(&mut conn, role, &shared)).await;
             tracing::info!(%user, %peer, "admin console disconnected");
             result
         }
@@ -89,4 +97,21 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
     }
     shared.clients.fetch_sub(1, Ordering::AcqRel);
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every client's task holds this future for its whole life, idle or not: large states of
+    /// short phases (login, opening a server) are boxed so that it stays small.
+    #[tokio::test]
+    async fn a_clients_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let config = crate::config::Config::parse("[pgmux]\n", std::path::Path::new(".")).unwrap();
+        let shared = std::sync::Arc::new(crate::Shared::new(config));
+        let task = super::serve(client, addr, shared);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 3 * 1024, "{size} bytes per client task");
+    }
 }

@@ -3,6 +3,7 @@
 //! statement mode) or when the client leaves (session mode).
 
 use super::startup::Login;
+use super::timeouts::{Phase, Timeouts};
 use super::{ClientConn, ClientError};
 use crate::cancel::ServerKey;
 use crate::config::PoolMode;
@@ -26,58 +27,6 @@ use tokio::time::Instant;
 
 /// A message this large may start a transaction before it is complete (it will be streamed).
 const STREAM_THRESHOLD: usize = 64 * 1024;
-
-/// What the session is waiting for, which decides the timeout that applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Outside a transaction, waiting for the client: client_idle_timeout.
-    Idle,
-    /// Inside a transaction, waiting for the client: idle_transaction_timeout.
-    InTransaction,
-    /// Waiting for the server's replies: query_timeout.
-    AwaitingServer,
-}
-
-/// The client timeouts in force; None where the setting is 0.
-struct Timeouts {
-    client_idle: Option<Duration>,
-    idle_transaction: Option<Duration>,
-    query: Option<Duration>,
-    query_wait: Option<Duration>,
-}
-
-fn seconds(value: f64) -> Option<Duration> {
-    (value > 0.0).then(|| Duration::from_secs_f64(value))
-}
-
-impl Timeouts {
-    fn from_config(g: &crate::config::General) -> Timeouts {
-        Timeouts {
-            client_idle: seconds(g.client_idle_timeout),
-            idle_transaction: seconds(g.idle_transaction_timeout),
-            query: seconds(g.query_timeout),
-            query_wait: seconds(g.query_wait_timeout),
-        }
-    }
-
-    fn for_phase(&self, phase: Phase) -> Option<Duration> {
-        match phase {
-            Phase::Idle => self.client_idle,
-            Phase::InTransaction => self.idle_transaction,
-            Phase::AwaitingServer => self.query,
-        }
-    }
-}
-
-impl Phase {
-    fn timeout_error(self) -> ClientError {
-        match self {
-            Phase::Idle => ClientError::ClientIdleTimeout,
-            Phase::InTransaction => ClientError::IdleTransactionTimeout,
-            Phase::AwaitingServer => ClientError::QueryTimeout,
-        }
-    }
-}
 
 struct Session<'a> {
     client: &'a mut ClientConn,
@@ -212,7 +161,7 @@ impl Session<'_> {
         &mut self,
         deadline: Option<(Instant, Phase)>,
     ) -> Result<(), ClientError> {
-        let read = self.client.stream.read_buf(&mut self.client.buf);
+        let read = read_holding_no_buffer(&mut self.client.stream, &mut self.client.buf);
         let read = async {
             match deadline {
                 None => Ok(read.await?),
@@ -248,7 +197,9 @@ impl Session<'_> {
                 self.login.pool.histograms.wait.record(0.0);
                 server
             }
-            None => self.checkout().await?,
+            // Boxed: the slow path's futures (timers, selects, a server being opened) are
+            // large, and an idle client should not keep room for them.
+            None => Box::pin(self.checkout()).await?,
         };
         self.link(server).await
     }
@@ -583,4 +534,27 @@ fn micros(d: Duration) -> u64 {
 
 fn closed_by_client() -> ClientError {
     ClientError::Io(std::io::ErrorKind::UnexpectedEof.into())
+}
+
+/// Reads client bytes into `buf`. Between transactions `buf` is empty: then, on plain TCP, the
+/// buffer is given back and the wait for the next message holds none, so an idle client costs
+/// no read buffer. Cancel-safe: nothing is read until the socket is ready.
+async fn read_holding_no_buffer(
+    stream: &mut crate::stream::Stream,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if let (true, crate::stream::Stream::Plain(tcp)) = (buf.is_empty(), &mut *stream) {
+        if buf.capacity() > 0 {
+            *buf = BytesMut::new();
+        }
+        loop {
+            tcp.readable().await?;
+            buf.reserve(super::CLIENT_BUFFER);
+            match tcp.try_read_buf(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+    stream.read_buf(buf).await
 }
