@@ -165,6 +165,11 @@ impl Pgmux {
         self._dir.path().join("pgmux.toml")
     }
 
+    /// pgmux's shared state: pools and their statistics, reload.
+    pub fn shared(&self) -> &pgmux::Shared {
+        &self.running.as_ref().expect("running").shared
+    }
+
     pub fn pools(&self) -> Vec<pgmux::pool::PoolSnapshot> {
         self.running.as_ref().expect("running").pools()
     }

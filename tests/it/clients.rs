@@ -86,7 +86,7 @@ async fn drive(
         text.contains(&format!(": {checks} checks passed")),
         "expected {checks} checks:\n{text}"
     );
-    let pool = &pgmux.running.as_ref().unwrap().shared.pools.all()[0];
+    let pool = &pgmux.shared().pools.all()[0];
     assert!(pgmux.pools()[0].servers <= 4, "{:?}", pgmux.pools());
     let totals = pool.stats.totals();
     assert!(

@@ -104,13 +104,7 @@ async fn readiness_fails_when_no_database_is_reachable() {
         &format!("port = {closed_port}"),
     );
     std::fs::write(&path, text).unwrap();
-    pgmux
-        .running
-        .as_ref()
-        .unwrap()
-        .shared
-        .reload_from_file()
-        .unwrap();
+    pgmux.shared().reload_from_file().unwrap();
     let (status, body) = scrape(addr, "/health/ready").await;
     assert!(
         status.contains("503") && body.contains("not ready"),

@@ -228,7 +228,7 @@ async fn wire_semantics_match_postgres_with_servers_shared_and_statements_evicte
             "{code} in {flat:?}"
         );
     }
-    let stats = pooled.running.as_ref().unwrap().shared.pools.all();
+    let stats = pooled.shared().pools.all();
     let totals = stats[0].stats.totals();
     assert!(totals.prepared_eviction_count > 0, "{totals:?}");
     assert!(totals.server_parse_count > totals.client_parse_count / 2);
@@ -311,9 +311,7 @@ async fn fifty_tokio_postgres_clients_on_four_servers_get_their_own_answers() {
     }
     let pools = pgmux.pools();
     assert!(pools[0].servers <= 4, "{pools:?}");
-    let totals = pgmux.running.as_ref().unwrap().shared.pools.all()[0]
-        .stats
-        .totals();
+    let totals = pgmux.shared().pools.all()[0].stats.totals();
     assert!(totals.prepared_hit_count > 0 && totals.bind_count >= 50 * 48);
     pgmux.stop().await;
 }
@@ -363,9 +361,7 @@ async fn pgbench_prepared_mode_fifty_clients_on_four_servers() {
     );
     assert!(out.contains("number of failed transactions: 0 "), "{out}");
     assert!(pgmux.pools()[0].servers <= 4);
-    let totals = pgmux.running.as_ref().unwrap().shared.pools.all()[0]
-        .stats
-        .totals();
+    let totals = pgmux.shared().pools.all()[0].stats.totals();
     // Each client prepares the statement once; each server only the first time it sees it.
     assert!(totals.client_parse_count >= 50, "{totals:?}");
     assert!(totals.server_parse_count <= 4, "{totals:?}");

@@ -180,13 +180,7 @@ async fn reload_shrinks_the_pool_as_transactions_end() {
         text.replace("default_pool_size = 3", "default_pool_size = 1"),
     )
     .unwrap();
-    pgmux
-        .running
-        .as_ref()
-        .unwrap()
-        .shared
-        .reload_from_file()
-        .unwrap();
+    pgmux.shared().reload_from_file().unwrap();
     // Transactions in flight finish on their servers; then the pool closes down to one.
     for c in &clients {
         let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);

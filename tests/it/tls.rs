@@ -346,25 +346,13 @@ async fn reload_serves_new_certificates_without_dropping_anyone() {
     let (cert, key) = certs.ca.issue("pgmux renewed");
     certs.write("pgmux.pem", &cert);
     certs.write("pgmux.key", &key);
-    pgmux
-        .running
-        .as_ref()
-        .unwrap()
-        .shared
-        .reload_from_file()
-        .unwrap();
+    pgmux.shared().reload_from_file().unwrap();
     assert_eq!(presented(pgmux.port).await, "pgmux renewed");
     let v: i32 = old.query_one("SELECT 7", &[]).await.unwrap().get(0);
     assert_eq!(v, 7, "the connection made before the reload carries on");
     // A reload with a broken key file is refused whole; the certificates in force stay.
     certs.write("pgmux.key", "not a key");
-    assert!(pgmux
-        .running
-        .as_ref()
-        .unwrap()
-        .shared
-        .reload_from_file()
-        .is_err());
+    assert!(pgmux.shared().reload_from_file().is_err());
     assert_eq!(presented(pgmux.port).await, "pgmux renewed");
     pgmux.stop().await;
 }
