@@ -43,6 +43,10 @@ async fn debian_package_installs_and_serves() {
         run(Command::new("/usr/bin/pgmux").args(["check", "/etc/pgmux/pgmux.toml"]));
     });
     assert!(Path::new("/usr/lib/systemd/system/pgmux.service").exists());
+    assert!(
+        Path::new("/usr/share/man/man1/pgmux.1.gz").exists(),
+        "man page installed"
+    );
 
     // The packaged example config, pointed at the test PostgreSQL and a free port.
     let pg = shared_cluster();
