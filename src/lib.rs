@@ -202,8 +202,17 @@ pub struct Server;
 impl Server {
     /// Binds the listen address and starts accepting clients.
     pub async fn bind(config: Config) -> std::io::Result<Running> {
-        let addr = listener::listen_address(&config.general);
-        let socket = tokio::net::TcpListener::bind(addr).await?;
+        let socket = match notify::activated_listener() {
+            Some(passed) => {
+                tracing::info!("listening on the socket systemd passed (socket activation)");
+                passed.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(passed)?
+            }
+            None => {
+                let addr = listener::listen_address(&config.general);
+                tokio::net::TcpListener::bind(addr).await?
+            }
+        };
         let local_addr = socket.local_addr()?;
         let shared = Arc::new(Shared::new(config));
         // Pools whose server login is fixed by config start now, so min_pool_size servers are

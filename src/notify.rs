@@ -45,6 +45,32 @@ pub fn stopping() {
     notify("STOPPING=1");
 }
 
+/// First file descriptor systemd passes with socket activation.
+const LISTEN_FDS_START: i32 = 3;
+
+/// The listening socket systemd passed (socket activation: LISTEN_PID is this process and
+/// LISTEN_FDS at least 1), if any. Called once, at start; pgmux starts no child processes, so
+/// the variables are left as they are.
+pub fn activated_listener() -> Option<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    let pid = std::env::var("LISTEN_PID").ok()?.parse::<u32>().ok()?;
+    let count = std::env::var("LISTEN_FDS").ok()?.parse::<u32>().ok()?;
+    if pid != std::process::id() || count < 1 {
+        return None;
+    }
+    // SAFETY: systemd hands this descriptor to this process alone for it to own; that it is a
+    // TCP socket is checked below before use.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTEN_FDS_START) };
+    match listener.local_addr() {
+        Ok(_) => Some(listener),
+        Err(e) => {
+            tracing::error!(error = %e, "LISTEN_FDS is set, but descriptor 3 is not a TCP socket");
+            std::mem::forget(listener);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,7 @@ async fn debian_package_installs_and_serves() {
         run(Command::new("/usr/bin/pgmux").args(["check", "/etc/pgmux/pgmux.toml"]));
     });
     assert!(Path::new("/usr/lib/systemd/system/pgmux.service").exists());
+    assert!(Path::new("/usr/lib/systemd/system/pgmux.socket").exists());
     assert!(
         Path::new("/usr/share/man/man1/pgmux.1.gz").exists(),
         "man page installed"

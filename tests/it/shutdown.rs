@@ -227,3 +227,60 @@ async fn sighup_reloads_the_config_file() {
     )
     .await;
 }
+
+/// systemd socket activation: pgmux serves on the listening socket it is handed as fd 3 with
+/// LISTEN_PID and LISTEN_FDS, not on its configured port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_a_socket_passed_by_systemd() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "activated").await;
+    let dir = TempDir::new("activation");
+    let path = dir.path().join("pgmux.toml");
+    std::fs::write(&path, cfg.render(dir.path())).unwrap();
+    let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = passed.local_addr().unwrap().port();
+    let fd = passed.as_raw_fd();
+    // The shell's pid is pgmux's after exec, as systemd's LISTEN_PID names the service's.
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" --config \"$1\"",
+        ])
+        .arg(env!("CARGO_BIN_EXE_pgmux"))
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("pgmux.log")).unwrap());
+    // SAFETY: dup2 is async-signal-safe, the only call between fork and exec.
+    unsafe {
+        command.pre_exec(move || match libc::dup2(fd, 3) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(passed);
+    let client = eventually(
+        Duration::from_secs(10),
+        "served on the passed socket",
+        || {
+            let url =
+                format!("host=127.0.0.1 port={port} user=activated password=activated dbname=app");
+            async move {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                Some(client)
+            }
+        },
+    )
+    .await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    let _ = child.kill();
+    let _ = child.wait();
+}
