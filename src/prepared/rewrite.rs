@@ -15,6 +15,9 @@ use std::sync::Arc;
 /// where PostgreSQL would have failed the client's message.
 const NEVER_PREPARED: &[u8] = b"PGMUX_never\0";
 
+/// A name pgmux parses a query under only to see whether it parses, and closes at once.
+const SCRATCH: &[u8] = b"PGMUX_scratch\0";
+
 /// What one scan may touch: the client's names, the server's LRU, the pgmux-wide registry.
 pub struct Context<'a> {
     pub client: &'a mut ClientStatements,
@@ -111,12 +114,19 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
     }
     ctx.counts.client_parses += 1;
     if ctx.client.get(name).is_some() {
+        // PostgreSQL parses the query before it finds the name taken, so a query that does not
+        // parse reports its own error: parse it under a scratch name (closed at once), and
+        // only if that works, fail where PostgreSQL fails on the name.
         let mut error = BytesMut::new();
         let message = format!(
             "prepared statement \"{}\" already exists",
             String::from_utf8_lossy(name)
         );
         backend::error_response(&mut error, Severity::Error, "42P05", &message);
+        put_scratch_parse(out, rest);
+        tracker.expect(Reply::Parse, Handling::Hide, Undo::Nothing);
+        put_named(out, b'C', b'S', SCRATCH);
+        tracker.expect(Reply::Close, Handling::Hide, Undo::Nothing);
         put_named(out, b'D', b'S', NEVER_PREPARED);
         tracker.expect(
             Reply::Describe,
@@ -128,7 +138,19 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
     let statement = ctx.registry.intern(rest);
     let name = Bytes::copy_from_slice(name);
     ctx.client.insert(name.clone(), statement.clone());
-    if ctx.server.touch(statement.id) {
+    if tracker.status() == b'E' && ctx.server.contains(statement.id) {
+        // In a failed transaction PostgreSQL refuses a Parse (25P02) unless it is ROLLBACK or
+        // the like: let the server decide on a scratch copy, whose reply is the client's.
+        ctx.counts.hits += 1;
+        put_scratch_parse(out, rest);
+        let undo = Undo::Parse {
+            client_name: Some(name),
+            server_id: None,
+        };
+        tracker.expect(Reply::Parse, Handling::Forward, undo);
+        put_named(out, b'C', b'S', SCRATCH);
+        tracker.expect(Reply::Close, Handling::Hide, Undo::Nothing);
+    } else if ctx.server.touch(statement.id) {
         ctx.counts.hits += 1;
         let undo = Undo::Parse {
             client_name: Some(name),
@@ -269,6 +291,14 @@ fn put_named(out: &mut BytesMut, tag: u8, kind: u8, name_nul: &[u8]) {
     out.put_u32((4 + 1 + name_nul.len()) as u32);
     out.put_u8(kind);
     out.put_slice(name_nul);
+}
+
+/// Parse of `body` (query, types) under the scratch name.
+fn put_scratch_parse(out: &mut BytesMut, body: &[u8]) {
+    out.put_u8(b'P');
+    out.put_u32((4 + SCRATCH.len() + body.len()) as u32);
+    out.put_slice(SCRATCH);
+    out.put_slice(body);
 }
 
 fn put_parse(out: &mut BytesMut, statement: &Statement) {

@@ -200,10 +200,24 @@ fn reusing_a_name_fails_like_postgres_and_skips_to_sync() {
     w.send(&mut f, &[parse("a", "select 1"), sync()]);
     w.reply(&mut f, &[ok(b'1'), ready()]);
     let sent = w.send(&mut f, &[parse("a", "select 2"), bind("a"), sync()]);
-    assert_eq!(sent, ["D:PGMUX_never", "B:PGMUX_1", "S"]);
-    let got = w.reply(&mut f, &[error("26000"), ready()]);
+    assert_eq!(
+        sent,
+        [
+            "P:PGMUX_scratch",
+            "C:PGMUX_scratch",
+            "D:PGMUX_never",
+            "B:PGMUX_1",
+            "S"
+        ]
+    );
+    let got = w.reply(&mut f, &[ok(b'1'), ok(b'3'), error("26000"), ready()]);
     assert_eq!(got, ["E:42P05", "Z"]);
     assert_eq!(f.client.get(b"a").map(|s| s.id), Some(1), "still the first");
+    // A query that does not parse reports that first, as PostgreSQL does.
+    w.send(&mut f, &[parse("a", "selec 2"), sync()]);
+    let got = w.reply(&mut f, &[error("42601"), ready()]);
+    assert_eq!(got, ["E:42601", "Z"]);
+    assert_eq!(f.client.get(b"a").map(|s| s.id), Some(1));
 }
 
 #[test]

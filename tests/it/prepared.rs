@@ -168,14 +168,14 @@ fn script() -> Vec<(Vec<u8>, usize)> {
 }
 
 /// Runs the script; between steps `disturb` may use the same servers with its own statements.
-async fn run_script(port: u16, disturb: bool) -> Vec<Vec<String>> {
+async fn run_script(port: u16, disturb: bool, steps: Vec<(Vec<u8>, usize)>) -> Vec<Vec<String>> {
     let mut c = Raw::login(port, "app", "app").await;
     let mut other = match disturb {
         true => Some(Raw::login(port, "app", "app").await),
         false => None,
     };
     let mut replies = Vec::new();
-    for (i, (batch, readies)) in script().into_iter().enumerate() {
+    for (i, (batch, readies)) in steps.into_iter().enumerate() {
         c.send(&batch).await;
         let mut reply = Vec::new();
         if readies == 0 {
@@ -212,11 +212,11 @@ async fn run_script(port: u16, disturb: bool) -> Vec<Vec<String>> {
 async fn wire_semantics_match_postgres_with_servers_shared_and_statements_evicted() {
     // Session mode with the feature off is PostgreSQL as the client sees it.
     let direct = trust_pgmux("session", 2, "max_prepared_statements = 0").await;
-    let expected = run_script(direct.port, false).await;
+    let expected = run_script(direct.port, false, script()).await;
     direct.stop().await;
     // One server for two clients, room for two statements on it.
     let pooled = trust_pgmux("transaction", 1, "max_prepared_statements = 2").await;
-    let got = run_script(pooled.port, true).await;
+    let got = run_script(pooled.port, true, script()).await;
     for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
         assert_eq!(got, want, "step {i}: {:?}", &script()[i].0);
     }
@@ -506,4 +506,81 @@ async fn session_mode_leaves_statements_as_the_client_named_them() {
     assert_eq!(raw::tags(&got), "TDCZ");
     assert_eq!(got[1].1, b"\0\x01\0\0\0\x0242");
     pgmux.stop().await;
+}
+
+/// A random script of named-statement operations: extended batches of a few Parse, Bind and
+/// Execute, Describe and Close messages on a handful of names (some queries invalid) ended by
+/// one Sync, and simple queries that deallocate, discard, open and end transactions or fail.
+/// Each step draws one ReadyForQuery.
+fn random_script(seed: u64, steps: usize) -> Vec<(Vec<u8>, usize)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    const NAMES: [&str; 4] = ["a", "b", "c", ""];
+    // One parameter each: in a failed transaction pgmux's own Parse for an evicted statement
+    // fails (25P02) before PostgreSQL would have checked a Bind's parameter count (08P01).
+    const QUERIES: [&str; 4] = [
+        "SELECT $1::int + 1",
+        "SELECT $1::int * 0 + 2",
+        "SELEC $1",
+        "SELECT $1::text || 'x'",
+    ];
+    const SIMPLE: [&str; 7] = [
+        "DEALLOCATE a",
+        "DEALLOCATE \"b\"",
+        "DEALLOCATE ALL",
+        "DISCARD ALL",
+        "BEGIN",
+        "COMMIT",
+        "SELECT 1/0",
+    ];
+    (0..steps)
+        .map(|_| {
+            if rng.gen_bool(0.25) {
+                return (raw::query(SIMPLE[rng.gen_range(0..SIMPLE.len())]), 1);
+            }
+            let mut batch = Vec::new();
+            // The unnamed statement is used only in the batch that parsed it: in transaction
+            // mode another client's may be left on the server, as with any transaction pooler.
+            let mut unnamed_parsed = false;
+            for _ in 0..rng.gen_range(1..=4) {
+                let mut name = NAMES[rng.gen_range(0..NAMES.len())];
+                let op = rng.gen_range(0..4);
+                if name.is_empty() && op != 0 && !unnamed_parsed {
+                    name = "a";
+                }
+                match op {
+                    0 => {
+                        unnamed_parsed |= name.is_empty();
+                        batch.extend(raw::parse(name, QUERIES[rng.gen_range(0..QUERIES.len())]));
+                    }
+                    1 => {
+                        batch.extend(bind_text("", name, &["7"]));
+                        batch.extend(raw::execute(""));
+                    }
+                    // Not the unnamed statement: pgmux answers `DEALLOCATE name` itself, so
+                    // the server does not drop its unnamed statement as a simple query would.
+                    2 if !name.is_empty() => batch.extend(raw::describe_statement(name)),
+                    2 => batch.extend(raw::describe_statement("a")),
+                    _ => batch.extend(close_statement(name)),
+                }
+            }
+            batch.extend(raw::sync());
+            (batch, 1)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_scripts_match_postgres_too() {
+    let direct = trust_pgmux("session", 2, "max_prepared_statements = 0").await;
+    let pooled = trust_pgmux("transaction", 1, "max_prepared_statements = 2").await;
+    for seed in 0..100u64 {
+        let expected = run_script(direct.port, false, random_script(seed, 40)).await;
+        let got = run_script(pooled.port, true, random_script(seed, 40)).await;
+        for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
+            assert_eq!(got, want, "seed {seed}, step {i}");
+        }
+    }
+    direct.stop().await;
+    pooled.stop().await;
 }
