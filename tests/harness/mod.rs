@@ -205,6 +205,31 @@ pub async fn run_tool(
     (out.status.success(), text)
 }
 
+/// pgbench as the app role against 127.0.0.1:`port` (pgmux or PostgreSQL) with `args` and
+/// extra environment; returns (success, stdout + stderr).
+pub async fn pgbench_as_app(port: u16, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let port = port.to_string();
+    let mut cmd = tokio::process::Command::new(pg::tool("pgbench"));
+    cmd.args(args)
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "app", "app"])
+        .env("PGPASSWORD", "app")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("pgbench {args:?} timed out"))
+        .expect("run pgbench");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// `pgbench -i -s 1` directly on PostgreSQL, as the app role; once per cluster, since tests
 /// running pgbench side by side would otherwise drop each other's tables.
 pub async fn pgbench_init(pg_port: u16) {

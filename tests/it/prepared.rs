@@ -321,39 +321,16 @@ async fn fifty_tokio_postgres_clients_on_four_servers_get_their_own_answers() {
 /// (the same happens in front of PgBouncer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_mode_fifty_clients_on_four_servers() {
-    use crate::harness::pg::tool;
     let pg = shared_cluster();
     crate::harness::pgbench_init(pg.port).await;
     let mut cfg = PgmuxConfig::new(pg);
     cfg.pool_size = 4;
     let pgmux = cfg.start().await;
-    let port = pgmux.port.to_string();
-    let (ok, out) = crate::harness::run_tool(
-        &tool("pgbench"),
-        &[
-            // -n: no vacuum and no truncation of pgbench_history, which other tests count.
-            "-n",
-            "-M",
-            "prepared",
-            "-S",
-            "-c",
-            "50",
-            "-j",
-            "2",
-            "-t",
-            "40",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "app",
-            "app",
-        ],
-        "app",
-        Duration::from_secs(180),
-    )
-    .await;
+    // -n: no vacuum and no truncation of pgbench_history, which other tests count.
+    let args = [
+        "-n", "-M", "prepared", "-S", "-c", "50", "-j", "2", "-t", "40",
+    ];
+    let (ok, out) = crate::harness::pgbench_as_app(pgmux.port, &args, &[]).await;
     assert!(ok, "pgbench -M prepared failed:\n{out}");
     assert!(
         out.contains("number of transactions actually processed: 2000/2000"),

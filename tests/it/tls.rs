@@ -363,35 +363,10 @@ async fn pgbench_over_tls_without_failures() {
     let pg = shared_cluster();
     crate::harness::pgbench_init(pg.port).await;
     let pgmux = tls_pgmux(&certs, "require", "").await;
-    let port = pgmux.port.to_string();
-    let out = tokio::process::Command::new(tool("pgbench"))
-        .args([
-            "-n",
-            "-c",
-            "8",
-            "-j",
-            "2",
-            "-T",
-            "3",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "app",
-            "app",
-        ])
-        .env("PGPASSWORD", "app")
-        .env("PGSSLMODE", "require")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .unwrap()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let args = ["-n", "-c", "8", "-j", "2", "-T", "3"];
+    let (ok, text) =
+        crate::harness::pgbench_as_app(pgmux.port, &args, &[("PGSSLMODE", "require")]).await;
+    assert!(ok, "{text}");
     assert!(text.contains("number of failed transactions: 0 "), "{text}");
     pgmux.stop().await;
 }
