@@ -257,10 +257,10 @@ impl Pool {
         let generation = self.generation();
         let conn = {
             let mut q = lock(&self.queue);
-            let ready = q.idle().last().is_some_and(|c| {
-                c.generation == generation
-                    && (health.check_query.is_empty() || c.last_used.elapsed() < health.check_delay)
-            });
+            let ready = q
+                .idle()
+                .last()
+                .is_some_and(|c| c.generation == generation && !health.check_due(c.last_used));
             if !ready {
                 return None;
             }
@@ -309,7 +309,7 @@ impl Pool {
         }
         let settings = self.settings();
         let health = &settings.health;
-        if health.check_query.is_empty() || server.last_used.elapsed() < health.check_delay {
+        if !health.check_due(server.last_used) {
             return Ok(());
         }
         let check = server.run_own_query(&health.check_query);
