@@ -6,7 +6,7 @@
 //! Large DataRow, CopyData and Bind messages pass through in pieces, so buffers stay bounded
 //! whatever a row's size.
 
-use crate::prepared::{rewrite_candidate, rewrite_message, Context};
+use crate::prepared::{forgets_all_statements, rewrite_candidate, rewrite_message, Context};
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::ParamSet;
@@ -248,7 +248,7 @@ pub fn scan_server(
                     }
                 }
             }
-            b'C' if matches!(body, b"DISCARD ALL\0" | b"DEALLOCATE ALL\0") => {
+            b'C' if forgets_all_statements(body) => {
                 statements.server.clear();
                 if route == Route::Forward {
                     statements.client.clear();

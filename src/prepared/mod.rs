@@ -17,6 +17,12 @@ pub use statement::{
     ClientStatements, Registry, ServerStatements, Statement, Undo, SERVER_NAME_PREFIX,
 };
 
+/// Whether a CommandComplete body (tag and NUL) says the server dropped every prepared
+/// statement of the session.
+pub fn forgets_all_statements(command_complete: &[u8]) -> bool {
+    matches!(command_complete, b"DISCARD ALL\0" | b"DEALLOCATE ALL\0")
+}
+
 #[cfg(test)]
 mod tests;
 

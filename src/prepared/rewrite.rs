@@ -123,7 +123,7 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
             String::from_utf8_lossy(name)
         );
         backend::error_response(&mut error, Severity::Error, "42P05", &message);
-        put_scratch_parse(out, rest);
+        put_parse(out, SCRATCH, rest);
         tracker.expect(Reply::Parse, Handling::Hide, Undo::Nothing);
         put_named(out, b'C', b'S', SCRATCH);
         tracker.expect(Reply::Close, Handling::Hide, Undo::Nothing);
@@ -142,7 +142,7 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
         // In a failed transaction PostgreSQL refuses a Parse (25P02) unless it is ROLLBACK or
         // the like: let the server decide on a scratch copy, whose reply is the client's.
         ctx.counts.hits += 1;
-        put_scratch_parse(out, rest);
+        put_parse(out, SCRATCH, rest);
         let undo = Undo::Parse {
             client_name: Some(name),
             server_id: None,
@@ -159,7 +159,7 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
         tracker.expect(Reply::Parse, Handling::Answer(Answer::ParseComplete), undo);
     } else {
         make_room(ctx, tracker, out);
-        put_parse(out, &statement);
+        put_parse(out, &statement.server_name, &statement.body);
         ctx.server.insert(statement.clone());
         ctx.counts.server_parses += 1;
         let undo = Undo::Parse {
@@ -262,7 +262,7 @@ fn prepare_on_server(
         return;
     }
     make_room(ctx, tracker, out);
-    put_parse(out, statement);
+    put_parse(out, &statement.server_name, &statement.body);
     ctx.server.insert(statement.clone());
     ctx.counts.server_parses += 1;
     let undo = Undo::Parse {
@@ -293,19 +293,12 @@ fn put_named(out: &mut BytesMut, tag: u8, kind: u8, name_nul: &[u8]) {
     out.put_slice(name_nul);
 }
 
-/// Parse of `body` (query, types) under the scratch name.
-fn put_scratch_parse(out: &mut BytesMut, body: &[u8]) {
-    out.put_u8(b'P');
-    out.put_u32((4 + SCRATCH.len() + body.len()) as u32);
-    out.put_slice(SCRATCH);
-    out.put_slice(body);
-}
-
-fn put_parse(out: &mut BytesMut, statement: &Statement) {
-    let len = 4 + statement.server_name.len() + statement.body.len();
+/// Parse of `body` (query, NUL, parameter types) under `name_nul`.
+fn put_parse(out: &mut BytesMut, name_nul: &[u8], body: &[u8]) {
+    let len = 4 + name_nul.len() + body.len();
     out.reserve(1 + len);
     out.put_u8(b'P');
     out.put_u32(len as u32);
-    out.put_slice(&statement.server_name);
-    out.put_slice(&statement.body);
+    out.put_slice(name_nul);
+    out.put_slice(body);
 }

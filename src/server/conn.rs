@@ -287,7 +287,7 @@ impl ServerConn {
             match tag {
                 b'E' => failure = Some(parse_error_fields(&body)),
                 // A reset query may drop every prepared statement.
-                b'C' if matches!(&body[..], b"DISCARD ALL\0" | b"DEALLOCATE ALL\0") => {
+                b'C' if crate::prepared::forgets_all_statements(&body) => {
                     self.statements.clear();
                 }
                 b'S' => {
