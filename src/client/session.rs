@@ -8,7 +8,7 @@ use super::{ClientConn, ClientError};
 use crate::cancel::ServerKey;
 use crate::config::PoolMode;
 use crate::pool::{Checkout, PooledServer};
-use crate::prepared::{ClientStatements, Context, Counts, Registry};
+use crate::prepared::{ClientStatements, Context, Counts, Registry, ServerStatements};
 use crate::protocol::backend;
 use crate::protocol::frame;
 use crate::registry::ClientState;
@@ -28,6 +28,46 @@ use tokio::time::Instant;
 /// A message this large may start a transaction before it is complete (it will be streamed).
 const STREAM_THRESHOLD: usize = 64 * 1024;
 
+/// The client's named prepared statements and what rewriting them takes.
+struct Statements<'a> {
+    client: ClientStatements,
+    /// The pgmux-wide registry behind them.
+    registry: &'a Registry,
+    /// max_prepared_statements when the session started; 0 passes statements through untouched.
+    capacity: usize,
+}
+
+impl Statements<'_> {
+    /// What one scan may touch, with this server's prepared statements.
+    fn context<'b>(
+        &'b mut self,
+        server: &'b mut ServerStatements,
+        counts: &'b mut Counts,
+    ) -> Context<'b> {
+        Context {
+            client: &mut self.client,
+            server,
+            registry: self.registry,
+            capacity: self.capacity,
+            counts,
+        }
+    }
+
+    /// Counts one scan's work in the pool's statistics, and keeps SHOW CLIENTS' count of the
+    /// client's statements current (a scan may add, drop or restore names).
+    fn note(&self, counts: &Counts, login: &Login) {
+        if !counts.is_zero() {
+            login.pool.stats.add_prepared(counts);
+        }
+        if self.capacity > 0 {
+            login
+                .entry
+                .prepared_statements
+                .store(self.client.len(), Ordering::Relaxed);
+        }
+    }
+}
+
 struct Session<'a> {
     client: &'a mut ClientConn,
     login: Login,
@@ -40,11 +80,7 @@ struct Session<'a> {
     /// batch is not forwarded as it came (prepared statements).
     to_server: BytesMut,
     to_client: BytesMut,
-    /// The client's named prepared statements, and the pgmux-wide registry behind them.
-    statements: ClientStatements,
-    registry: &'a Registry,
-    /// max_prepared_statements when the session started; 0 passes statements through untouched.
-    statement_capacity: usize,
+    statements: Statements<'a>,
     timeouts: Timeouts,
     phase: Phase,
     phase_since: Instant,
@@ -83,9 +119,11 @@ pub async fn run(
         own: BytesMut::new(),
         to_server: BytesMut::new(),
         to_client: BytesMut::new(),
-        statements: ClientStatements::default(),
-        registry: &shared.statements,
-        statement_capacity,
+        statements: Statements {
+            client: ClientStatements::default(),
+            registry: &shared.statements,
+            capacity: statement_capacity,
+        },
         timeouts: Timeouts::from_config(general),
         phase: Phase::Idle,
         phase_since: Instant::now(),
@@ -234,11 +272,9 @@ impl Session<'_> {
             _ = self.shutdown.wait_for(|m| draining(*m)) => Err(ClientError::ShuttingDown),
             _ = entry.kill.notified() => Err(ClientError::Killed),
         };
-        entry.set_state(if result.is_ok() {
-            ClientState::Active
-        } else {
-            ClientState::Idle
-        });
+        if result.is_err() {
+            entry.set_state(ClientState::Idle);
+        }
         pool.waiting.fetch_sub(1, Ordering::Relaxed);
         let server = result?;
         let waited = waiting_since.elapsed();
@@ -286,13 +322,7 @@ impl Session<'_> {
         let server = &mut **server;
         let was_awaiting = server.tracker.awaiting_reply();
         let mut counts = Counts::default();
-        let mut context = Context {
-            client: &mut self.statements,
-            server: &mut server.statements,
-            registry: self.registry,
-            capacity: self.statement_capacity,
-            counts: &mut counts,
-        };
+        let mut context = self.statements.context(&mut server.statements, &mut counts);
         let scan = scan_client(
             &self.client.buf,
             &mut self.client_pass,
@@ -318,13 +348,7 @@ impl Session<'_> {
             self.client.buf.advance(scan.forward);
         }
         self.client.buf.reserve(scan.want);
-        if !counts.is_zero() {
-            self.login.pool.stats.add_prepared(&counts);
-            self.login
-                .entry
-                .prepared_statements
-                .store(self.statements.len(), Ordering::Relaxed);
-        }
+        self.statements.note(&counts, &self.login);
         if server.tracker.answer_due() {
             // Answers pgmux gives itself go out now if nothing is owed ahead of them.
             self.forward_server().await?;
@@ -386,13 +410,7 @@ impl Session<'_> {
         };
         let server = &mut **server;
         let mut counts = Counts::default();
-        let mut context = Context {
-            client: &mut self.statements,
-            server: &mut server.statements,
-            registry: self.registry,
-            capacity: self.statement_capacity,
-            counts: &mut counts,
-        };
+        let mut context = self.statements.context(&mut server.statements, &mut counts);
         let side = ServerSide {
             tracker: &mut server.tracker,
             server_params: &mut server.params,
@@ -405,6 +423,7 @@ impl Session<'_> {
             &mut context,
             &mut self.to_client,
         )?;
+        self.statements.note(&counts, &self.login);
         let len = if scan.composed {
             // The composed output stands for all of the scanned input.
             server.buf.advance(scan.end);

@@ -466,6 +466,14 @@ async fn cache_hits_misses_and_evictions_show_in_the_console_and_metrics() {
     assert_eq!(metric("pgmux_prepared_cache_misses_total"), 12.0);
     assert_eq!(metric("pgmux_prepared_cache_evictions_total"), 11.0);
     assert_eq!(metric("pgmux_binds_total"), 15.0);
+    // DEALLOCATE ALL, learned from the server's reply, empties the client's count too.
+    client.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let clients = show(&admin, "CLIENTS").await;
+    let mine = clients
+        .iter()
+        .find(|r| r["user"] == "app")
+        .expect("app client");
+    assert_eq!(mine["prepared_statements"], "0", "{mine:?}");
     pgmux.stop().await;
 }
 
