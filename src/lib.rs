@@ -18,6 +18,7 @@ pub mod registry;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod signal;
 pub mod stats;
 pub mod stream;
 pub mod tls;
@@ -80,6 +81,15 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Starts (or hastens) a shutdown. Under a draining mode every client is told to stop
+    /// once between transactions.
+    pub fn begin_shutdown(&self, mode: shutdown::ShutdownMode) {
+        self.shutdown.begin(mode);
+        if shutdown::draining(self.shutdown.mode()) {
+            self.registry.drain_all();
+        }
     }
 
     pub fn set_config_path(&self, path: std::path::PathBuf) {
@@ -225,7 +235,6 @@ impl Server {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(stats_task(shared.clone(), stop_rx.clone()));
-        tokio::spawn(metrics::upkeep(shared.clone(), stop_rx.clone()));
         let metrics_addr = match &config.general.metrics_addr {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
@@ -272,7 +281,7 @@ impl Running {
     /// Starts a graceful shutdown (or hastens one under way).
     pub fn begin_shutdown(&self, mode: shutdown::ShutdownMode) {
         tracing::info!(?mode, "shutdown requested");
-        self.shared.shutdown.begin(mode);
+        self.shared.begin_shutdown(mode);
     }
 
     /// Resolves once a shutdown has been requested (by a signal or the console's SHUTDOWN) and

@@ -2,12 +2,12 @@
 //! KILL and KILL_CLIENT need. A session updates its own entry with relaxed stores; nothing here
 //! is shared between sessions on the hot path.
 
+use crate::signal::{Signal, Stop};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::sync::Notify;
 
 /// A client's state as SHOW CLIENTS names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +53,8 @@ pub struct ClientEntry {
     state: AtomicU8,
     /// Set while the client holds a server.
     pub server: Mutex<Option<ServerSummary>>,
-    /// KILL and KILL_CLIENT wake the session through this.
-    pub kill: Notify,
+    /// KILL, KILL_CLIENT and a draining shutdown stop the session through this.
+    pub signal: Signal,
     /// Named prepared statements the client holds, for SHOW CLIENTS.
     pub prepared_statements: std::sync::atomic::AtomicUsize,
     /// TLS protocol and cipher suite, set once for a client that connected with TLS.
@@ -77,8 +77,15 @@ impl ClientEntry {
 
 #[derive(Default)]
 pub struct Registry {
-    clients: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
+    clients: Mutex<Clients>,
     next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Clients {
+    by_id: BTreeMap<u64, Arc<ClientEntry>>,
+    /// A draining shutdown has begun: clients added from now on start with it raised.
+    draining: bool,
 }
 
 impl Registry {
@@ -102,30 +109,45 @@ impl Registry {
             application_name: Mutex::new(application_name.to_owned()),
             state: AtomicU8::new(ClientState::Idle as u8),
             server: Mutex::new(None),
-            kill: Notify::new(),
+            signal: Signal::default(),
             prepared_statements: Default::default(),
             tls: Default::default(),
         });
-        lock(&self.clients).insert(entry.id, entry.clone());
+        let mut clients = lock(&self.clients);
+        if clients.draining {
+            entry.signal.raise(Stop::Draining);
+        }
+        clients.by_id.insert(entry.id, entry.clone());
+        drop(clients);
         entry
     }
 
     pub fn remove(&self, id: u64) {
-        lock(&self.clients).remove(&id);
+        lock(&self.clients).by_id.remove(&id);
     }
 
     pub fn all(&self) -> Vec<Arc<ClientEntry>> {
-        lock(&self.clients).values().cloned().collect()
+        lock(&self.clients).by_id.values().cloned().collect()
     }
 
     /// Ends one client (KILL_CLIENT); false if there is no such client.
     pub fn kill(&self, id: u64) -> bool {
-        match lock(&self.clients).get(&id) {
+        match lock(&self.clients).by_id.get(&id) {
             Some(entry) => {
-                entry.kill.notify_one();
+                entry.signal.raise(Stop::Killed);
                 true
             }
             None => false,
+        }
+    }
+
+    /// A draining shutdown: every client, present and to come, stops when between
+    /// transactions.
+    pub fn drain_all(&self) {
+        let mut clients = lock(&self.clients);
+        clients.draining = true;
+        for entry in clients.by_id.values() {
+            entry.signal.raise(Stop::Draining);
         }
     }
 }
@@ -182,7 +204,13 @@ mod tests {
         a.set_state(ClientState::Active);
         assert_eq!(r.all()[0].state(), ClientState::Active);
         assert!(r.kill(a.id));
+        assert!(a.signal.is_raised(Stop::Killed));
         assert!(!r.kill(a.id + 100));
+        r.drain_all();
+        assert!(a.signal.is_raised(Stop::Draining));
+        let late = r.add("u", "d", "u", addr, None, "app");
+        assert!(late.signal.is_raised(Stop::Draining));
+        r.remove(late.id);
         r.remove(a.id);
         assert!(r.all().is_empty());
     }

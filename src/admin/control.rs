@@ -88,7 +88,7 @@ pub async fn run(shared: &Shared, name: &str, db: Option<&str>) -> Result<(), St
             let of_db = |c: &crate::registry::ClientEntry| db.is_none_or(|d| c.database == d);
             for client in shared.registry.all() {
                 if of_db(&client) {
-                    client.kill.notify_one();
+                    client.signal.raise(crate::signal::Stop::Killed);
                 }
             }
             wait_until(|| !shared.registry.all().iter().any(|c| of_db(c))).await;

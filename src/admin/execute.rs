@@ -177,7 +177,7 @@ pub async fn execute(shared: &Shared, role: Role, sql: &str) -> Outcome {
                 }
             };
             tracing::info!(?mode, "shutdown requested from the admin console");
-            shared.shutdown.begin(mode);
+            shared.begin_shutdown(mode);
             done("SHUTDOWN")
         }
         Command::Control { name, arg } if control::COMMANDS.contains(&name.as_str()) => {

@@ -14,7 +14,7 @@ use crate::protocol::frame;
 use crate::registry::ClientState;
 use crate::relay::{scan_client, scan_server, Passthrough, ServerSide};
 use crate::server::tracker::Verdict;
-use crate::shutdown::{draining, ShutdownMode};
+use crate::signal::Stop;
 use crate::stats::PoolStats;
 use crate::Shared;
 use bytes::{Buf, BytesMut};
@@ -22,7 +22,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// A message this large may start a transaction before it is complete (it will be streamed).
@@ -87,7 +86,6 @@ struct Session<'a> {
     /// When the current transaction and query began (for SHOW STATS times).
     transaction_started: Option<Instant>,
     query_started: Option<Instant>,
-    shutdown: watch::Receiver<Option<ShutdownMode>>,
     /// server_reset_query, where it runs on release in this session's mode.
     reset_query: Option<String>,
     shared_control: &'a crate::control::Control,
@@ -129,7 +127,6 @@ pub async fn run(
         phase_since: Instant::now(),
         transaction_started: None,
         query_started: None,
-        shutdown: shared.shutdown.watch(),
         reset_query,
         shared_control: &shared.control,
     };
@@ -212,8 +209,7 @@ impl Session<'_> {
         // An idle client holds no server: a draining shutdown ends it now.
         let n = tokio::select! {
             n = read => n?,
-            _ = self.shutdown.wait_for(|m| draining(*m)) => return Err(ClientError::ShuttingDown),
-            _ = self.login.entry.kill.notified() => return Err(ClientError::Killed),
+            stop = self.login.entry.signal.stopped(true) => return Err(stopped(stop)),
         };
         if n == 0 {
             return Err(closed_by_client());
@@ -224,15 +220,16 @@ impl Session<'_> {
     /// Borrows a server, links cancels to it and queues the SETs that give it the client's
     /// parameters; their replies are swallowed.
     async fn acquire(&mut self) -> Result<(), ClientError> {
-        // The fast path: an idle server, nothing paused, no shutdown under way.
-        let quiet = !self.shared_control.any_paused() && !draining(*self.shutdown.borrow());
+        // The fast path: an idle server, nothing paused, no stop raised.
+        let quiet =
+            !self.shared_control.any_paused() && self.login.entry.signal.pending(true).is_none();
         let ready = match quiet {
             true => self.login.pool.take_ready(),
             false => None,
         };
         let server = match ready {
             Some(server) => {
-                self.login.pool.histograms.wait.record(0.0);
+                self.login.pool.histograms.wait.record(Duration::ZERO);
                 server
             }
             // Boxed: the slow path's futures (timers, selects, a server being opened) are
@@ -269,8 +266,7 @@ impl Session<'_> {
         entry.set_state(ClientState::Waiting);
         let result = tokio::select! {
             r = checkout => r,
-            _ = self.shutdown.wait_for(|m| draining(*m)) => Err(ClientError::ShuttingDown),
-            _ = entry.kill.notified() => Err(ClientError::Killed),
+            stop = entry.signal.stopped(true) => Err(stopped(stop)),
         };
         if result.is_err() {
             entry.set_state(ClientState::Idle);
@@ -279,7 +275,7 @@ impl Session<'_> {
         let server = result?;
         let waited = waiting_since.elapsed();
         PoolStats::add(&pool.stats.wait_time_us, micros(waited));
-        pool.histograms.wait.record(waited.as_secs_f64());
+        pool.histograms.wait.record(waited);
         Ok(server)
     }
 
@@ -382,9 +378,10 @@ impl Session<'_> {
                     Err(server_failed(&self.login, e.into()))
                 }
             },
-            _ = self.login.entry.kill.notified() => {
+            // Only a kill stops a transaction in flight; a draining shutdown waits for its end.
+            stop = self.login.entry.signal.stopped(false) => {
                 server.tracker.poison();
-                Err(ClientError::Killed)
+                Err(stopped(stop))
             }
             _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
                 let error = deadline.map_or(ClientError::QueryTimeout, |(_, p)| p.timeout_error());
@@ -440,7 +437,7 @@ impl Session<'_> {
                 if let Some(started) = self.query_started.take() {
                     let took = started.elapsed();
                     PoolStats::add(&stats.query_time_us, micros(took));
-                    self.login.pool.histograms.query.record(took.as_secs_f64());
+                    self.login.pool.histograms.query.record(took);
                 }
             }
         }
@@ -449,11 +446,7 @@ impl Session<'_> {
             if let Some(started) = self.transaction_started.take() {
                 let took = started.elapsed();
                 PoolStats::add(&stats.xact_time_us, micros(took));
-                self.login
-                    .pool
-                    .histograms
-                    .transaction
-                    .record(took.as_secs_f64());
+                self.login.pool.histograms.transaction.record(took);
             }
         }
         server.buf.reserve(scan.want);
@@ -488,7 +481,7 @@ impl Session<'_> {
             server.buf.advance(len);
         }
         // The transaction in flight has finished: a draining shutdown ends the client here.
-        if between_transactions && draining(*self.shutdown.borrow()) {
+        if between_transactions && self.login.entry.signal.is_raised(Stop::Draining) {
             return Err(ClientError::ShuttingDown);
         }
         Ok(())
@@ -544,6 +537,13 @@ fn server_failed(login: &Login, error: ClientError) -> ClientError {
     match error {
         ClientError::Io(_) => ClientError::ServerGone,
         other => other,
+    }
+}
+
+fn stopped(stop: Stop) -> ClientError {
+    match stop {
+        Stop::Killed => ClientError::Killed,
+        Stop::Draining => ClientError::ShuttingDown,
     }
 }
 

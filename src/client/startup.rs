@@ -378,10 +378,8 @@ pub(crate) fn pool_for(
     server_user: &str,
 ) -> Arc<Pool> {
     shared.pools.get_or_create(database, server_user, || {
-        let settings = PoolSettings::from_config(config, database, server_user)
-            .expect("the database was looked up in the same config");
-        let histograms = shared.metrics.pool_histograms(database, server_user);
-        (settings, histograms)
+        PoolSettings::from_config(config, database, server_user)
+            .expect("the database was looked up in the same config")
     })
 }
 

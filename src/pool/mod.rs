@@ -106,7 +106,6 @@ impl Pool {
     fn new(
         database: String,
         settings: PoolSettings,
-        histograms: crate::metrics::PoolHistograms,
         ids: Arc<AtomicU64>,
         caps: Vec<Arc<Cap>>,
     ) -> Pool {
@@ -122,7 +121,7 @@ impl Pool {
             settings: Mutex::new(Arc::new(settings)),
             generation: AtomicU64::new(0),
             open_by_generation: Mutex::default(),
-            histograms,
+            histograms: Default::default(),
             welcome: Mutex::new(None),
             clients: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
@@ -503,14 +502,14 @@ impl Pools {
         &self,
         database: &str,
         server_user: &str,
-        settings: impl FnOnce() -> (PoolSettings, crate::metrics::PoolHistograms),
+        settings: impl FnOnce() -> PoolSettings,
     ) -> Arc<Pool> {
         let mut map = lock(&self.map);
         let key = (database.to_owned(), server_user.to_owned());
         if let Some(pool) = map.get(&key) {
             return pool.clone();
         }
-        let (settings, histograms) = settings();
+        let settings = settings();
         let caps = [
             (CapKind::Database, database, settings.max_db_connections),
             (CapKind::User, server_user, settings.max_user_connections),
@@ -526,7 +525,6 @@ impl Pools {
         let pool = Arc::new(Pool::new(
             database.to_owned(),
             settings,
-            histograms,
             self.next_server_id.clone(),
             caps,
         ));

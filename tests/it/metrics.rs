@@ -59,16 +59,22 @@ async fn metrics_endpoint_reports_pools_counters_and_histograms() {
         xacts(&after) >= xacts(&before) + 10.0,
         "counters move with traffic"
     );
-    let count = after
-        .iter()
-        .find(|(k, _)| k.starts_with("pgmux_transaction_duration_seconds_count"))
-        .map(|(_, v)| *v)
-        .expect("transaction histogram");
-    assert!(count >= 11.0, "{count}");
-    assert!(
-        body.contains("# TYPE pgmux_transaction_duration_seconds histogram"),
-        "{body}"
-    );
+    // One sample per transaction: the histograms agree with the counters, and every sample
+    // is in the +Inf bucket.
+    for (histogram, counted) in [
+        ("transaction", xacts(&after)),
+        ("query", after[&format!("pgmux_queries_total{labels}")]),
+    ] {
+        let name = format!("pgmux_{histogram}_duration_seconds");
+        let count = after[&format!("{name}_count{labels}")];
+        assert_eq!(count, counted, "{histogram}: {body}");
+        let inf = format!("{name}_bucket{{database=\"app\",user=\"app\",le=\"+Inf\"}}");
+        assert_eq!(after[&inf], count, "{body}");
+        assert!(after[&format!("{name}_sum{labels}")] > 0.0, "{body}");
+        assert!(body.contains(&format!("# TYPE {name} histogram")), "{body}");
+    }
+    let waits = after[&format!("pgmux_wait_duration_seconds_count{labels}")];
+    assert!(waits >= 11.0, "one wait per transaction: {body}");
     let (status, _) = scrape(addr, "/nope").await;
     assert!(status.contains("404"));
     let (status, body) = scrape(addr, "/health/live").await;

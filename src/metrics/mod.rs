@@ -1,10 +1,13 @@
 //! The Prometheus endpoint: `GET /metrics` on metrics_addr. Figures come from a recorder of
 //! pgmux's own (metrics-exporter-prometheus, never installed as a global): pool and counter
 //! figures are read from the same snapshots as SHOW POOLS and SHOW STATS at scrape time; the
-//! time histograms are recorded as transactions, queries and waits end.
+//! time histograms are pgmux's own, kept by each pool as transactions, queries and waits end.
+
+mod histogram;
 
 use crate::Shared;
-use metrics::{Histogram, Key, Label, Level, Metadata, Recorder};
+use histogram::{escape_label, TimeHistogram};
+use metrics::{Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,11 +15,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// Histogram buckets in seconds, from a fast query to a long transaction.
-const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
-];
 
 /// Longest HTTP request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -28,17 +26,11 @@ pub struct Metrics {
 }
 
 /// The time histograms of one pool.
-#[derive(Clone)]
+#[derive(Debug, Default)]
 pub struct PoolHistograms {
-    pub transaction: Histogram,
-    pub query: Histogram,
-    pub wait: Histogram,
-}
-
-impl std::fmt::Debug for PoolHistograms {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PoolHistograms")
-    }
+    pub transaction: TimeHistogram,
+    pub query: TimeHistogram,
+    pub wait: TimeHistogram,
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
@@ -51,28 +43,12 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&BUCKETS)
-            .expect("bucket list is not empty")
-            .build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
         Metrics { recorder }
     }
 }
 
 impl Metrics {
-    pub fn pool_histograms(&self, database: &str, user: &str) -> PoolHistograms {
-        let labels = [("database", database), ("user", user)];
-        let h = |name| {
-            self.recorder
-                .register_histogram(&key(name, &labels), &METADATA)
-        };
-        PoolHistograms {
-            transaction: h("pgmux_transaction_duration_seconds"),
-            query: h("pgmux_query_duration_seconds"),
-            wait: h("pgmux_wait_duration_seconds"),
-        }
-    }
-
     /// The exposition text, with current pool and counter figures.
     pub fn render(&self, shared: &Shared) -> String {
         let r = &self.recorder;
@@ -135,23 +111,38 @@ impl Metrics {
                 t.prepared_eviction_count,
             );
         }
-        self.recorder.handle().render()
+        let mut text = self.recorder.handle().render();
+        render_histograms(&mut text, &shared.pools.all());
+        text
     }
 }
 
-/// How often recorded histogram samples are folded into their buckets: the recorder keeps
-/// every sample until then, so without this its memory would grow with traffic between scrapes
-/// (or forever, with nobody scraping).
-const UPKEEP_PERIOD: Duration = Duration::from_secs(1);
-
-/// Folds recorded samples into the histograms every [`UPKEEP_PERIOD`] until stopped.
-pub async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let handle = shared.metrics.recorder.handle();
-    let mut tick = tokio::time::interval(UPKEEP_PERIOD);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => handle.run_upkeep(),
+/// Appends every pool's time histograms, each metric's series together under one TYPE line.
+fn render_histograms(out: &mut String, pools: &[Arc<crate::pool::Pool>]) {
+    if pools.is_empty() {
+        return;
+    }
+    let labelled: Vec<_> = pools
+        .iter()
+        .map(|p| {
+            let labels = format!(
+                "database=\"{}\",user=\"{}\"",
+                escape_label(&p.database),
+                escape_label(&p.user)
+            );
+            (labels, &p.histograms)
+        })
+        .collect();
+    type Pick = fn(&PoolHistograms) -> &TimeHistogram;
+    let families: [(&str, Pick); 3] = [
+        ("pgmux_transaction_duration_seconds", |h| &h.transaction),
+        ("pgmux_query_duration_seconds", |h| &h.query),
+        ("pgmux_wait_duration_seconds", |h| &h.wait),
+    ];
+    for (name, pick) in families {
+        out.push_str(&format!("# TYPE {name} histogram\n"));
+        for (labels, histograms) in &labelled {
+            pick(histograms).render(out, name, labels);
         }
     }
 }
