@@ -74,6 +74,7 @@ impl From<PoolError> for ClientError {
         match e {
             PoolError::Login(s) => ClientError::Server(s),
             PoolError::Closed => ClientError::PoolClosed,
+            PoolError::WaitTimedOut => ClientError::QueryWaitTimeout,
         }
     }
 }

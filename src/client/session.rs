@@ -7,7 +7,7 @@ use super::timeouts::{Phase, Timeouts};
 use super::{ClientConn, ClientError};
 use crate::cancel::ServerKey;
 use crate::config::PoolMode;
-use crate::pool::{Checkout, PooledServer};
+use crate::pool::{Checkout, PooledServer, Waiter};
 use crate::prepared::{ClientStatements, Context, Counts, Registry, ServerStatements};
 use crate::protocol::backend;
 use crate::protocol::frame;
@@ -71,6 +71,8 @@ struct Session<'a> {
     client: &'a mut ClientConn,
     login: Login,
     server: Option<PooledServer>,
+    /// This client's place in its pool's line, reused for every wait.
+    waiter: Waiter,
     client_pass: Passthrough,
     server_pass: Passthrough,
     /// Scratch buffer for pgmux's own statements, reused.
@@ -108,10 +110,12 @@ pub async fn run(
     let reset_query = (login.mode == PoolMode::Session || general.server_reset_query_always)
         .then(|| general.server_reset_query.clone())
         .filter(|q| !q.is_empty());
+    let timeouts = Timeouts::from_config(general);
     let mut session = Session {
         client,
         login,
         server: None,
+        waiter: Waiter::new(timeouts.query_wait),
         client_pass: Passthrough::default(),
         server_pass: Passthrough::default(),
         own: BytesMut::new(),
@@ -122,7 +126,7 @@ pub async fn run(
             registry: &shared.statements,
             capacity: statement_capacity,
         },
-        timeouts: Timeouts::from_config(general),
+        timeouts,
         phase: Phase::Idle,
         phase_since: Instant::now(),
         transaction_started: None,
@@ -232,9 +236,7 @@ impl Session<'_> {
                 self.login.pool.histograms.wait.record(Duration::ZERO);
                 server
             }
-            // Boxed: the slow path's futures (timers, selects, a server being opened) are
-            // large, and an idle client should not keep room for them.
-            None => Box::pin(self.checkout()).await?,
+            None => self.checkout().await?,
         };
         self.link(server).await
     }
@@ -245,27 +247,18 @@ impl Session<'_> {
         let pool = &self.login.pool;
         let waiting_since = Instant::now();
         pool.waiting.fetch_add(1, Ordering::Relaxed);
-        let control = &self.shared_control;
-        let database = &self.login.database;
-        let checkout = async move {
-            // A PAUSE holds new transactions, without an error, until RESUME.
-            control.wait_unpaused(database).await;
-            pool.checkout(Checkout::Wait).await
-        };
-        let checkout = async {
-            match self.timeouts.query_wait {
-                None => checkout.await.map_err(ClientError::from),
-                Some(limit) => match tokio::time::timeout(limit, checkout).await {
-                    Ok(r) => r.map_err(ClientError::from),
-                    Err(_) => Err(ClientError::QueryWaitTimeout),
-                },
-            }
-        };
+        let turn = wait_turn(
+            pool,
+            &mut self.waiter,
+            self.shared_control,
+            &self.login.database,
+            self.timeouts.query_wait.map(|limit| waiting_since + limit),
+        );
         // No transaction has started yet: a draining shutdown ends the client instead.
         let entry = &self.login.entry;
         entry.set_state(ClientState::Waiting);
         let result = tokio::select! {
-            r = checkout => r,
+            r = turn => r,
             stop = entry.signal.stopped(true) => Err(stopped(stop)),
         };
         if result.is_err() {
@@ -523,6 +516,45 @@ impl Session<'_> {
             }
         }
         self.release().await;
+    }
+}
+
+/// A client's turn at a server: after any PAUSE, in line for an idle server or room to open
+/// one, then whatever a server handed over still needs (a health check, a connect). The wait
+/// in line holds no timer: the pool's janitor ends waits past query_wait_timeout, and only the
+/// rare slow parts run under `deadline`.
+async fn wait_turn(
+    pool: &Arc<crate::pool::Pool>,
+    waiter: &mut Waiter,
+    control: &crate::control::Control,
+    database: &str,
+    deadline: Option<Instant>,
+) -> Result<PooledServer, ClientError> {
+    if control.any_paused() {
+        // A PAUSE holds new transactions, without an error, until RESUME.
+        let unpaused = Box::pin(control.wait_unpaused(database));
+        within(deadline, unpaused).await?;
+    }
+    let grant = pool.take_or_wait(waiter).await;
+    match pool.ready(grant) {
+        Ok(server) => Ok(server),
+        Err(grant) => {
+            let finish = Box::pin(pool.finish(grant, Checkout::Wait));
+            Ok(within(deadline, finish).await??)
+        }
+    }
+}
+
+/// `work` bounded by query_wait_timeout's deadline, if any.
+async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ClientError> {
+    match deadline {
+        None => Ok(work.await),
+        Some(at) => tokio::time::timeout_at(at, work)
+            .await
+            .map_err(|_| ClientError::QueryWaitTimeout),
     }
 }
 

@@ -78,7 +78,7 @@ impl Drop for PooledServer {
 }
 
 /// The right to open one server connection in a pool; released on drop unless consumed.
-pub(super) struct ConnectSlot {
+pub struct ConnectSlot {
     pool: Arc<Pool>,
     armed: bool,
 }

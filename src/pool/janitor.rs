@@ -22,10 +22,26 @@ pub(super) async fn run(pool: Weak<Pool>) {
     loop {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
+        end_long_waits(&pool);
         close_expired(&pool);
         grant_reserve(&pool);
         fill_minimum(&pool);
         while pool.serve_waiter_with_room() {}
+    }
+}
+
+/// Fails the waits longer than their client's query_wait_timeout, as PgBouncer's janitor
+/// does: a timer per wait would cost every waiting transaction.
+fn end_long_waits(pool: &Arc<Pool>) {
+    let now = Instant::now();
+    let expired = lock(&pool.queue).expire_waiters(|since, ticket| {
+        ticket
+            .limit()
+            .is_some_and(|limit| now.duration_since(since) >= limit)
+    });
+    for ticket in expired {
+        // A waiter that gave up meanwhile has nothing to be told.
+        let _ = ticket.send(Grant::TimedOut);
     }
 }
 

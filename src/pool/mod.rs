@@ -7,9 +7,11 @@ mod guard;
 mod janitor;
 mod queue;
 mod settings;
+mod waiter;
 
 pub use guard::PooledServer;
 pub use settings::{server_credentials, Health, PoolSettings};
+pub use waiter::Waiter;
 
 use crate::server::{ServerConn, ServerCredentials, ServerError};
 use caps::{Cap, CapKind};
@@ -20,12 +22,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::oneshot;
+use waiter::Ticket;
 
 #[derive(Debug, Error)]
 pub enum PoolError {
     #[error("pool is shutting down")]
     Closed,
+    /// The client waited query_wait_timeout for a server.
+    #[error("no server became free within query_wait_timeout")]
+    WaitTimedOut,
     /// Connecting or logging in failed, now or less than server_login_retry ago (then it is
     /// not tried again, and every client that needs a new server gets this error at once).
     #[error("{0}")]
@@ -43,12 +48,12 @@ pub enum Checkout {
 }
 
 /// What a waiter is handed.
-enum Grant {
-    Conn(Box<PooledServer>),
+pub enum Grant {
+    Conn(PooledServer),
     Slot(ConnectSlot),
+    /// The janitor ended a wait longer than the waiter's query_wait_timeout.
+    TimedOut,
 }
-
-type Waiter = oneshot::Sender<Grant>;
 
 /// Every ParameterStatus a fresh server reported, in order.
 pub type Welcome = Arc<Vec<(String, String)>>;
@@ -84,7 +89,7 @@ pub struct Pool {
     /// that fail or start after a RECONNECT are never waited for.
     open_by_generation: Mutex<HashMap<u64, usize>>,
     pub histograms: crate::metrics::PoolHistograms,
-    queue: Mutex<Queue<Box<ServerConn>, Waiter>>,
+    queue: Mutex<Queue<Box<ServerConn>, Ticket>>,
     credentials: Mutex<ServerCredentials>,
     /// ParameterStatus values a fresh server reported, for clients' welcome.
     welcome: Mutex<Option<Welcome>>,
@@ -210,40 +215,70 @@ impl Pool {
         lock(&self.welcome).clone()
     }
 
-    /// A server for this client: idle, new, or after waiting its turn.
+    /// A server for a client logging in: idle, new, or after waiting its turn.
     pub async fn checkout(self: &Arc<Self>, mode: Checkout) -> Result<PooledServer, PoolError> {
-        let mut step = self.try_take();
-        if let Err(None) = step {
+        let mut waiter = Waiter::new(None);
+        let grant = self.take_or_wait(&mut waiter).await;
+        match self.ready(grant) {
+            Ok(server) => Ok(server),
+            Err(grant) => self.finish(grant, mode).await,
+        }
+    }
+
+    /// An idle server, room to open one, or (after waiting in line) whichever frees up first.
+    /// Small and allocation-free, so a client may wait here for every transaction.
+    pub async fn take_or_wait(self: &Arc<Self>, waiter: &mut Waiter) -> Grant {
+        let mut step = self.try_take(waiter);
+        if let Err(false) = step {
             // Room in this pool but a shared cap is full: close another pool's idle server
             // if one exists, else wait like everyone else.
             step = if self.evict_for_caps() {
-                self.try_take()
+                self.try_take(waiter)
             } else {
-                Err(None)
+                Err(false)
             };
         }
-        let step = match step {
-            Ok(grant) => Ok(grant),
-            Err(Some(rx)) => Err(rx),
-            Err(None) => {
-                let (tx, rx) = oneshot::channel();
-                lock(&self.queue).wait(tx, Instant::now());
-                Err(rx)
-            }
+        match step {
+            Ok(grant) => return grant,
+            Err(true) => {}
+            Err(false) => lock(&self.queue).wait(waiter.ticket(), Instant::now()),
+        }
+        waiter.turn().await
+    }
+
+    /// A granted idle server that may be used as it is: still open, of the current
+    /// generation, and not due for server_check_query. Anything else is given back for
+    /// [`Pool::finish`].
+    pub fn ready(&self, grant: Grant) -> Result<PooledServer, Grant> {
+        let Grant::Conn(mut server) = grant else {
+            return Err(grant);
         };
-        let grant = match step {
-            Ok(grant) => grant,
-            Err(rx) => rx.await.map_err(|_| PoolError::Closed)?,
-        };
+        let usable = server.generation == self.generation()
+            && !self.settings().health.check_due(server.last_used)
+            && server.looks_alive();
+        match usable {
+            true => Ok(server),
+            false => Err(Grant::Conn(server)),
+        }
+    }
+
+    /// The rest of a checkout that [`Pool::ready`] could not finish: a health check, or a
+    /// new connection (which may wait out server_login_retry in `Wait` mode).
+    pub async fn finish(
+        self: &Arc<Self>,
+        grant: Grant,
+        mode: Checkout,
+    ) -> Result<PooledServer, PoolError> {
         let slot = match grant {
             Grant::Conn(mut server) => match self.healthy(&mut server).await {
-                Ok(()) => return Ok(*server),
+                Ok(()) => return Ok(server),
                 Err(reason) => {
                     tracing::debug!(server = server.id, reason, "closing server");
-                    (*server).into_slot()
+                    server.into_slot()
                 }
             },
             Grant::Slot(slot) => slot,
+            Grant::TimedOut => return Err(PoolError::WaitTimedOut),
         };
         self.connect(slot, mode).await
     }
@@ -278,21 +313,20 @@ impl Pool {
         Some(server)
     }
 
-    /// One attempt at a server: Ok(grant), Err(Some(rx)) when queued behind others, Err(None)
-    /// when only a shared cap stands in the way.
-    fn try_take(self: &Arc<Self>) -> Result<Grant, Option<oneshot::Receiver<Grant>>> {
+    /// One attempt at a server: Ok(grant), Err(true) when queued behind others (`waiter`'s
+    /// turn will come), Err(false) when only a shared cap stands in the way.
+    fn try_take(self: &Arc<Self>, waiter: &mut Waiter) -> Result<Grant, bool> {
         let mut q = lock(&self.queue);
         match q.take() {
-            Take::Idle(conn) => Ok(Grant::Conn(Box::new(PooledServer::new(conn, self.clone())))),
+            Take::Idle(conn) => Ok(Grant::Conn(PooledServer::new(conn, self.clone()))),
             Take::Connect if self.take_caps() => Ok(Grant::Slot(ConnectSlot::new(self.clone()))),
             Take::Connect => {
                 q.cancel_connect();
-                Err(None)
+                Err(false)
             }
             Take::Full => {
-                let (tx, rx) = oneshot::channel();
-                q.wait(tx, Instant::now());
-                Err(Some(rx))
+                q.wait(waiter.ticket(), Instant::now());
+                Err(true)
             }
         }
     }
@@ -400,10 +434,10 @@ impl Pool {
             match handoff {
                 None => return,
                 Some(Handoff::Conn(waiter, c)) => {
-                    match waiter.send(Grant::Conn(Box::new(PooledServer::new(c, self.clone())))) {
+                    match waiter.send(Grant::Conn(PooledServer::new(c, self.clone()))) {
                         Ok(()) => return,
                         Err(Grant::Conn(mut back)) => conn = back.take_conn(),
-                        Err(Grant::Slot(_)) => unreachable!("sent a connection"),
+                        Err(_) => unreachable!("sent a connection"),
                     }
                 }
                 Some(Handoff::Surplus(mut c)) => {
@@ -426,7 +460,7 @@ impl Pool {
                     match waiter.send(Grant::Slot(ConnectSlot::new(self.clone()))) {
                         Ok(()) => return,
                         Err(Grant::Slot(back)) => back.consume(),
-                        Err(Grant::Conn(_)) => unreachable!("sent a slot"),
+                        Err(_) => unreachable!("sent a slot"),
                     }
                 }
                 Some(Handoff::Conn(..) | Handoff::Surplus(_)) => {

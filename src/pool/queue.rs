@@ -112,6 +112,23 @@ impl<C, W> Queue<C, W> {
         self.waiters.retain(|(_, w)| !gone(w));
     }
 
+    /// Removes and returns the waiters that `expired` picks, given when each began to wait.
+    pub fn expire_waiters(&mut self, expired: impl Fn(Instant, &W) -> bool) -> Vec<W> {
+        if !self.waiters.iter().any(|(since, w)| expired(*since, w)) {
+            return Vec::new();
+        }
+        let mut gone = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.waiters.len());
+        for (since, w) in self.waiters.drain(..) {
+            match expired(since, &w) {
+                true => gone.push(w),
+                false => kept.push_back((since, w)),
+            }
+        }
+        self.waiters = kept;
+        gone
+    }
+
     /// Room beyond the pool's size for the longest waiter, if it has waited since before
     /// `waited_since` and the total stays within `max + reserve`.
     pub fn grant_reserve(&mut self, reserve: usize, waited_since: Instant) -> Option<W> {
@@ -369,6 +386,22 @@ mod tests {
         q.put_back(2);
         assert_eq!(q.evict_oldest_idle(), Some(1));
         assert_eq!(q.total(), 1);
+    }
+
+    #[test]
+    fn expired_waiters_leave_the_line_and_the_rest_keep_their_order() {
+        let mut q: Queue<u32, (&str, u64)> = Queue::new(1);
+        assert_eq!(q.take(), Take::Connect);
+        let start = Instant::now();
+        q.wait(("a", 10), start);
+        q.wait(("b", 1), start);
+        q.wait(("c", 10), start);
+        q.wait(("d", 1), start);
+        let gone = q.expire_waiters(|_, (_, limit)| *limit < 5);
+        assert_eq!(gone, [("b", 1), ("d", 1)]);
+        assert!(q.expire_waiters(|_, _| false).is_empty());
+        assert_eq!(q.put_back(7), Some(Handoff::Conn(("a", 10), 7)));
+        assert_eq!(q.waiting(), 1);
     }
 
     #[test]
