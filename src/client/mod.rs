@@ -3,6 +3,7 @@
 
 mod error;
 mod session;
+mod spare;
 mod startup;
 mod timeouts;
 

@@ -212,6 +212,9 @@ impl Session<'_> {
         };
         // An idle client holds no server: a draining shutdown ends it now.
         let n = tokio::select! {
+            // Fixed order, reads first: no random start to draw, and a read that is ready is
+            // taken without polling the rest.
+            biased;
             n = read => n?,
             stop = self.login.entry.signal.stopped(true) => return Err(stopped(stop)),
         };
@@ -258,6 +261,7 @@ impl Session<'_> {
         let entry = &self.login.entry;
         entry.set_state(ClientState::Waiting);
         let result = tokio::select! {
+            biased;
             r = turn => r,
             stop = entry.signal.stopped(true) => Err(stopped(stop)),
         };
@@ -351,15 +355,19 @@ impl Session<'_> {
             return Ok(());
         };
         let server = &mut **server;
-        let expiry = deadline.map(|(at, _)| at);
+        // Made only if polled, and then only with a timeout in force: no timer entry, handle
+        // or clock read otherwise.
+        let expired = async {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         // Both reads are cancel-safe: read_buf either appends bytes or has read nothing.
         tokio::select! {
-            read = self.client.stream.read_buf(&mut self.client.buf) => {
-                if read? == 0 {
-                    return Err(closed_by_client());
-                }
-                Ok(())
-            }
+            // Fixed order: no random start to draw. The server comes first: its replies are
+            // finite, while a client may stream (COPY IN) and must not hide a server's error.
+            biased;
             read = server.stream.read_buf(&mut server.buf) => match read {
                 Ok(0) => {
                     server.tracker.poison();
@@ -371,12 +379,18 @@ impl Session<'_> {
                     Err(server_failed(&self.login, e.into()))
                 }
             },
+            read = self.client.stream.read_buf(&mut self.client.buf) => {
+                if read? == 0 {
+                    return Err(closed_by_client());
+                }
+                Ok(())
+            }
             // Only a kill stops a transaction in flight; a draining shutdown waits for its end.
             stop = self.login.entry.signal.stopped(false) => {
                 server.tracker.poison();
                 Err(stopped(stop))
             }
-            _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
+            _ = expired => {
                 let error = deadline.map_or(ClientError::QueryTimeout, |(_, p)| p.timeout_error());
                 if server.tracker.awaiting_reply() {
                     // Stop the query too, rather than leave it running on a closed connection.
@@ -596,11 +610,13 @@ async fn read_holding_no_buffer(
 ) -> std::io::Result<usize> {
     if let (true, crate::stream::Stream::Plain(tcp)) = (buf.is_empty(), &mut *stream) {
         if buf.capacity() > 0 {
-            *buf = BytesMut::new();
+            super::spare::give_back(std::mem::take(buf));
         }
         loop {
             tcp.readable().await?;
-            buf.reserve(super::CLIENT_BUFFER);
+            if buf.capacity() == 0 {
+                *buf = super::spare::take();
+            }
             match tcp.try_read_buf(buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 result => return result,

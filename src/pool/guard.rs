@@ -56,12 +56,14 @@ impl Drop for PooledServer {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        let expired = conn
-            .expires_at
-            .is_some_and(|at| at <= std::time::Instant::now())
+        let now = std::time::Instant::now();
+        let expired = conn.expires_at.is_some_and(|at| at <= now)
             || conn.generation != self.pool.generation();
         match conn.tracker.verdict() {
-            Verdict::Idle if conn.buf.is_empty() && !expired => self.pool.check_in(conn),
+            Verdict::Idle if conn.buf.is_empty() && !expired => {
+                conn.last_used = now;
+                self.pool.check_in(conn)
+            }
             verdict => {
                 let reason = if expired && verdict == Verdict::Idle {
                     "server_lifetime or config reloaded"

@@ -81,6 +81,9 @@ pub struct Pool {
     pub user: String,
     /// Replaced whole on reload.
     settings: Mutex<Arc<PoolSettings>>,
+    /// server_check_delay in microseconds, or u64::MAX without a server_check_query: read on
+    /// every checkout, where locking `settings` would cost more than the rest.
+    check_delay_us: AtomicU64,
     /// Bumped when a reload changes where or how servers log in, or on RECONNECT: older
     /// servers are closed as they are released.
     generation: AtomicU64,
@@ -123,6 +126,7 @@ impl Pool {
                 queue
             }),
             credentials: Mutex::new(settings.credentials.clone()),
+            check_delay_us: AtomicU64::new(check_delay_us(&settings.health)),
             settings: Mutex::new(Arc::new(settings)),
             generation: AtomicU64::new(0),
             open_by_generation: Mutex::default(),
@@ -198,6 +202,8 @@ impl Pool {
                 CapKind::User => cap.set_max(new.max_user_connections),
             }
         }
+        self.check_delay_us
+            .store(check_delay_us(&new.health), Ordering::Relaxed);
         *lock(&self.settings) = Arc::new(new);
         while self.serve_waiter_with_room() {}
     }
@@ -254,7 +260,7 @@ impl Pool {
             return Err(grant);
         };
         let usable = server.generation == self.generation()
-            && !self.settings().health.check_due(server.last_used)
+            && !self.check_due(server.last_used)
             && server.looks_alive();
         match usable {
             true => Ok(server),
@@ -286,15 +292,13 @@ impl Pool {
     /// The fast path of a checkout: an idle server that may be handed out at once, with no
     /// waiting, no health query and no timer; None sends the caller down [`Pool::checkout`].
     pub fn take_ready(self: &Arc<Self>) -> Option<PooledServer> {
-        let settings = self.settings();
-        let health = &settings.health;
         let generation = self.generation();
         let conn = {
             let mut q = lock(&self.queue);
             let ready = q
                 .idle()
                 .last()
-                .is_some_and(|c| c.generation == generation && !health.check_due(c.last_used));
+                .is_some_and(|c| c.generation == generation && !self.check_due(c.last_used));
             if !ready {
                 return None;
             }
@@ -331,6 +335,14 @@ impl Pool {
         }
     }
 
+    /// Whether a server idle since `last_used` must pass server_check_query before use.
+    fn check_due(&self, last_used: Instant) -> bool {
+        match self.check_delay_us.load(Ordering::Relaxed) {
+            u64::MAX => false,
+            delay => last_used.elapsed() >= Duration::from_micros(delay),
+        }
+    }
+
     /// Whether an idle server may be handed out: still connected, and passing
     /// server_check_query if it sat idle for server_check_delay.
     async fn healthy(&self, server: &mut PooledServer) -> Result<(), &'static str> {
@@ -340,11 +352,11 @@ impl Pool {
         if !server.looks_alive() {
             return Err("found dead at checkout");
         }
-        let settings = self.settings();
-        let health = &settings.health;
-        if !health.check_due(server.last_used) {
+        if !self.check_due(server.last_used) {
             return Ok(());
         }
+        let settings = self.settings();
+        let health = &settings.health;
         let check = server.run_own_query(&health.check_query);
         match tokio::time::timeout(settings.connect_timeout, check).await {
             Ok(Ok(())) => Ok(()),
@@ -426,9 +438,9 @@ impl Pool {
         Ok(conn)
     }
 
-    /// A server comes back healthy: to the longest waiter, or to the idle list.
+    /// A server comes back healthy (its last_used set): to the longest waiter, or to the idle
+    /// list.
     fn check_in(self: &Arc<Self>, mut conn: Box<ServerConn>) {
-        conn.last_used = Instant::now();
         loop {
             let handoff = lock(&self.queue).put_back(conn);
             match handoff {
@@ -507,6 +519,13 @@ impl Pool {
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
 /// here leaves the data consistent before anything that can panic.
+fn check_delay_us(health: &Health) -> u64 {
+    match health.check_query.is_empty() {
+        true => u64::MAX,
+        false => u64::try_from(health.check_delay.as_micros()).unwrap_or(u64::MAX - 1),
+    }
+}
+
 fn same_credentials(a: &ServerCredentials, b: &ServerCredentials) -> bool {
     use ServerCredentials::*;
     match (a, b) {

@@ -79,11 +79,6 @@ pub struct Health {
 }
 
 impl Health {
-    /// Whether a server idle since `last_used` must pass server_check_query before use.
-    pub fn check_due(&self, last_used: std::time::Instant) -> bool {
-        !self.check_query.is_empty() && last_used.elapsed() >= self.check_delay
-    }
-
     pub fn from_config(g: &crate::config::General) -> Health {
         let optional = |v: f64| (v > 0.0).then(|| Duration::from_secs_f64(v));
         Health {
