@@ -70,13 +70,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Err(_) => Err(ClientError::LoginTimeout),
         Ok(Err(e)) => Err(e),
         Ok(Ok(None)) => Ok(()),
-        Ok(Ok(Some(Admitted::Pool(login)))) => {
-            tracing::info!(user = %login.user, database = %login.database, %peer, "client connected");
-            let (user, database) = (login.user.clone(), login.database.clone());
-            let result = session::run(&mut conn, *login, &shared).await;
-            tracing::info!(%user, %database, %peer, "client disconnected");
-            result
-        }
+        Ok(Ok(Some(Admitted::Pool(login)))) => session::run(&mut conn, login, &shared).await,
         Ok(Ok(Some(Admitted::Console { user, role }))) => {
             tracing::info!(%user, ?role, %peer, "admin console connected");
             let result = Box::pin(crate::admin::run(&mut conn, role, &shared)).await;

@@ -69,7 +69,8 @@ impl Statements<'_> {
 
 struct Session<'a> {
     client: &'a mut ClientConn,
-    login: Login,
+    /// Boxed: it lives as long as the session, and inline it would sit in the task twice.
+    login: Box<Login>,
     server: Option<PooledServer>,
     /// This client's place in its pool's line, reused for every wait.
     waiter: Waiter,
@@ -95,9 +96,11 @@ struct Session<'a> {
 
 pub async fn run(
     client: &mut ClientConn,
-    login: Login,
+    login: Box<Login>,
     shared: &Arc<Shared>,
 ) -> Result<(), ClientError> {
+    let peer = client.peer;
+    tracing::info!(user = %login.user, database = %login.database, %peer, "client connected");
     let cancel_key = login.cancel_key;
     let config = shared.config();
     let general = &config.general;
@@ -139,6 +142,8 @@ pub async fn run(
     shared.cancels.unregister(cancel_key);
     shared.registry.remove(session.login.entry.id);
     session.login.pool.clients.fetch_sub(1, Ordering::Relaxed);
+    let login = &session.login;
+    tracing::info!(user = %login.user, database = %login.database, %peer, "client disconnected");
     result
 }
 
@@ -514,7 +519,9 @@ impl Session<'_> {
             server.tracker.poison();
         }
         if let (Some(reset), Verdict::Idle) = (&self.reset_query, server.tracker.verdict()) {
-            if let Err(e) = server.run_own_query(reset).await {
+            // Boxed: only session mode (or server_reset_query_always) runs it, and inline it
+            // would widen every client's task.
+            if let Err(e) = Box::pin(server.run_own_query(reset)).await {
                 tracing::warn!(error = %e, "server_reset_query failed; closing server");
                 server.tracker.poison();
             }
@@ -613,7 +620,9 @@ async fn read_holding_no_buffer(
             super::spare::give_back(std::mem::take(buf));
         }
         loop {
-            tcp.readable().await?;
+            // poll_read_ready parks on the socket's one reader slot; `readable()` would enqueue
+            // a waiter under the socket's lock, on every wait of every idle client.
+            std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await?;
             if buf.capacity() == 0 {
                 *buf = super::spare::take();
             }
