@@ -610,7 +610,8 @@ fn closed_by_client() -> ClientError {
 
 /// Reads client bytes into `buf`. Between transactions `buf` is empty: then, on plain TCP, the
 /// buffer is given back and the wait for the next message holds none, so an idle client costs
-/// no read buffer. Cancel-safe: nothing is read until the socket is ready.
+/// no read buffer. Cancel-safe: waiting reads nothing, and read_buf either appends bytes or
+/// reads none.
 async fn read_holding_no_buffer(
     stream: &mut crate::stream::Stream,
     buf: &mut BytesMut,
@@ -619,18 +620,13 @@ async fn read_holding_no_buffer(
         if buf.capacity() > 0 {
             super::spare::give_back(std::mem::take(buf));
         }
-        loop {
-            // poll_read_ready parks on the socket's one reader slot; `readable()` would enqueue
-            // a waiter under the socket's lock, on every wait of every idle client.
-            std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await?;
-            if buf.capacity() == 0 {
-                *buf = super::spare::take();
-            }
-            match tcp.try_read_buf(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                result => return result,
-            }
-        }
+        // poll_read_ready parks on the socket's one reader slot; `readable()` would enqueue a
+        // waiter under the socket's lock, on every wait of every idle client.
+        std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await?;
+        *buf = super::spare::take();
     }
+    // A read through poll_read, not try_read: a short read tells tokio the socket is drained,
+    // so the next wait starts parked instead of with a read that can only find nothing (one
+    // system call per transaction). The socket is ready: this waits only on a false alarm.
     stream.read_buf(buf).await
 }
