@@ -35,7 +35,8 @@ pub async fn accept_loop(
             accepted = socket.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tasks.spawn(crate::client::serve(stream, peer, shared.clone()));
+                    let conn = crate::client::ClientConn::accepted(stream, peer);
+                    tasks.spawn(crate::client::serve(conn, shared.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

@@ -25,8 +25,9 @@ pub struct ClientConn {
     pub stream: Stream,
     pub buf: BytesMut,
     pub peer: SocketAddr,
-    /// What the TLS handshake established, once there was one.
-    pub tls: Option<TlsSession>,
+    /// What the TLS handshake established, once there was one. Boxed: most clients have none,
+    /// and every client's task holds this struct.
+    pub tls: Option<Box<TlsSession>>,
 }
 
 /// What pgmux keeps of a client's TLS session.
@@ -42,8 +43,21 @@ pub struct TlsSession {
 /// Read buffer a client starts with; it grows for large messages.
 pub const CLIENT_BUFFER: usize = 8 * 1024;
 
-/// Serves one client from accept to close.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+impl ClientConn {
+    /// A client just accepted.
+    pub fn accepted(stream: TcpStream, peer: SocketAddr) -> ClientConn {
+        ClientConn {
+            stream: Stream::Plain(stream),
+            buf: BytesMut::with_capacity(CLIENT_BUFFER),
+            peer,
+            tls: None,
+        }
+    }
+}
+
+/// Serves one client from accept to close. Takes the connection whole: each argument of an
+/// async fn keeps its room in the task for the task's whole life, even once moved.
+pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>) {
     let (max_client_conn, client_login_timeout) = {
         let config = shared.config();
         (
@@ -52,12 +66,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         )
     };
     let over_limit = shared.clients.fetch_add(1, Ordering::AcqRel) >= max_client_conn;
-    let mut conn = ClientConn {
-        stream: Stream::Plain(stream),
-        buf: BytesMut::with_capacity(CLIENT_BUFFER),
-        peer,
-        tls: None,
-    };
     // 0 disables the timeout, as for the other timeouts.
     let login_timeout = match client_login_timeout {
         t if t > 0.0 => Duration::from_secs_f64(t),
@@ -72,9 +80,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Ok(Ok(None)) => Ok(()),
         Ok(Ok(Some(Admitted::Pool(login)))) => session::run(&mut conn, login, &shared).await,
         Ok(Ok(Some(Admitted::Console { user, role }))) => {
-            tracing::info!(%user, ?role, %peer, "admin console connected");
+            tracing::info!(%user, ?role, peer = %conn.peer, "admin console connected");
             let result = Box::pin(crate::admin::run(&mut conn, role, &shared)).await;
-            tracing::info!(%user, %peer, "admin console disconnected");
+            tracing::info!(%user, peer = %conn.peer, "admin console disconnected");
             result
         }
     };
@@ -82,8 +90,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         match &e {
             // Logged where the database is known too.
             ClientError::AuthFailed(_) => {}
-            ClientError::Io(_) => tracing::debug!(%peer, error = %e, "client connection error"),
-            _ => tracing::info!(%peer, error = %e, "client closed with error"),
+            ClientError::Io(_) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "client connection error")
+            }
+            _ => tracing::info!(peer = %conn.peer, error = %e, "client closed with error"),
         }
         let mut out = BytesMut::new();
         e.write_response(&mut out);
@@ -105,7 +115,7 @@ mod tests {
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let config = crate::config::Config::parse("[pgmux]\n", std::path::Path::new(".")).unwrap();
         let shared = std::sync::Arc::new(crate::Shared::new(config));
-        let task = super::serve(client, addr, shared);
+        let task = super::serve(super::ClientConn::accepted(client, addr), shared);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 3 * 1024, "{size} bytes per client task");
     }

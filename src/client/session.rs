@@ -99,8 +99,7 @@ pub async fn run(
     login: Box<Login>,
     shared: &Arc<Shared>,
 ) -> Result<(), ClientError> {
-    let peer = client.peer;
-    tracing::info!(user = %login.user, database = %login.database, %peer, "client connected");
+    tracing::info!(user = %login.user, database = %login.database, peer = %client.peer, "client connected");
     let cancel_key = login.cancel_key;
     let config = shared.config();
     let general = &config.general;
@@ -142,7 +141,7 @@ pub async fn run(
     shared.cancels.unregister(cancel_key);
     shared.registry.remove(session.login.entry.id);
     session.login.pool.clients.fetch_sub(1, Ordering::Relaxed);
-    let login = &session.login;
+    let (login, peer) = (&session.login, session.client.peer);
     tracing::info!(user = %login.user, database = %login.database, %peer, "client disconnected");
     result
 }
@@ -552,16 +551,16 @@ async fn wait_turn(
     deadline: Option<Instant>,
 ) -> Result<PooledServer, ClientError> {
     if control.any_paused() {
-        // A PAUSE holds new transactions, without an error, until RESUME.
-        let unpaused = Box::pin(control.wait_unpaused(database));
-        within(deadline, unpaused).await?;
+        // A PAUSE holds new transactions, without an error, until RESUME. Boxed with its
+        // timer, as the slow part below: neither widens every client's task.
+        Box::pin(within(deadline, control.wait_unpaused(database))).await?;
     }
     let grant = pool.take_or_wait(waiter).await;
     match pool.ready(grant) {
         Ok(server) => Ok(server),
         Err(grant) => {
-            let finish = Box::pin(pool.finish(grant, Checkout::Wait));
-            Ok(within(deadline, finish).await??)
+            let finish = pool.finish(grant, Checkout::Wait);
+            Ok(Box::pin(within(deadline, finish)).await??)
         }
     }
 }

@@ -156,11 +156,11 @@ impl ClientConn {
                 .and_then(|c| c.suite().as_str())
                 .unwrap_or("")
         );
-        self.tls = Some(TlsSession {
+        self.tls = Some(Box::new(TlsSession {
             end_point: tls.end_point.clone(),
             peer_common_name,
             description,
-        });
+        }));
         self.stream = Stream::Accepted(Box::new(stream));
         Ok(())
     }
