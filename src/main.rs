@@ -131,8 +131,17 @@ fn init_logging(verbose: u8, format: pgmux::config::LogFormat) {
 
 fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let workers = config.general.worker_threads();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // One worker: the single-threaded scheduler, which hands tasks around without the
+    // work-stealing machinery (atomics, idle-worker bookkeeping) that only pays with several.
+    let mut builder = match workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the runtime")?;
