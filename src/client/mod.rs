@@ -80,9 +80,13 @@ pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>) {
         Ok(Ok(None)) => Ok(()),
         Ok(Ok(Some(Admitted::Pool(login)))) => session::run(&mut conn, login, &shared).await,
         Ok(Ok(Some(Admitted::Console { user, role }))) => {
-            tracing::info!(%user, ?role, peer = %conn.peer, "admin console connected");
+            if shared.config().general.log_connections {
+                tracing::info!(%user, ?role, peer = %conn.peer, "admin console connected");
+            }
             let result = Box::pin(crate::admin::run(&mut conn, role, &shared)).await;
-            tracing::info!(%user, peer = %conn.peer, "admin console disconnected");
+            if shared.config().general.log_disconnections {
+                tracing::info!(%user, peer = %conn.peer, "admin console disconnected");
+            }
             result
         }
     };

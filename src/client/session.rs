@@ -99,7 +99,9 @@ pub async fn run(
     login: Box<Login>,
     shared: &Arc<Shared>,
 ) -> Result<(), ClientError> {
-    tracing::info!(user = %login.user, database = %login.database, peer = %client.peer, "client connected");
+    if shared.config().general.log_connections {
+        tracing::info!(user = %login.user, database = %login.database, peer = %client.peer, "client connected");
+    }
     let cancel_key = login.cancel_key;
     let config = shared.config();
     let general = &config.general;
@@ -141,8 +143,10 @@ pub async fn run(
     shared.cancels.unregister(cancel_key);
     shared.registry.remove(session.login.entry.id);
     session.login.pool.clients.fetch_sub(1, Ordering::Relaxed);
-    let (login, peer) = (&session.login, session.client.peer);
-    tracing::info!(user = %login.user, database = %login.database, %peer, "client disconnected");
+    if shared.config().general.log_disconnections {
+        let (login, peer) = (&session.login, session.client.peer);
+        tracing::info!(user = %login.user, database = %login.database, %peer, "client disconnected");
+    }
     result
 }
 

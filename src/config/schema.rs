@@ -235,6 +235,12 @@ pub struct General {
     /// Log one line of statistics per database every stats_period. Default true.
     #[serde(default = "default_true")]
     pub log_stats: bool,
+    /// Log every client login, to a pool or to the console. Default true.
+    #[serde(default = "default_true")]
+    pub log_connections: bool,
+    /// Log every logged-in client's disconnect. Default true.
+    #[serde(default = "default_true")]
+    pub log_disconnections: bool,
 }
 
 impl Default for General {

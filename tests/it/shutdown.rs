@@ -284,3 +284,32 @@ async fn serves_on_a_socket_passed_by_systemd() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// log_connections and log_disconnections, as in PgBouncer: on by default, and off they keep
+/// every client's login and disconnect out of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_logged_unless_turned_off() {
+    for (settings, logged) in [
+        ("", true),
+        ("log_connections = false\nlog_disconnections = false", false),
+    ] {
+        let mut cfg = PgmuxConfig::new(shared_cluster());
+        cfg.general = settings.into();
+        let mut pgmux = Process::start(cfg).await;
+        let (client, conn) = tokio_postgres::connect(&pgmux.url("app"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let connection = tokio::spawn(conn);
+        client.simple_query("SELECT 1").await.unwrap();
+        drop(client);
+        let _ = connection.await;
+        // Stopping the process makes sure every line it wrote is in the file.
+        pgmux.signal(libc::SIGTERM);
+        assert_eq!(pgmux.exit_code(Duration::from_secs(10)).await, Some(0));
+        let log = std::fs::read_to_string(pgmux._dir.path().join("pgmux.log")).unwrap();
+        for line in ["client connected", "client disconnected"] {
+            assert_eq!(log.contains(line), logged, "{settings:?}: {line}\n{log}");
+        }
+        assert!(log.contains("shutting down"), "the log was written: {log}");
+    }
+}
