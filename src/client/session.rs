@@ -119,7 +119,7 @@ pub async fn run(
         client,
         login,
         server: None,
-        waiter: Waiter::new(timeouts.query_wait),
+        waiter: Waiter::default(),
         client_pass: Passthrough::default(),
         server_pass: Passthrough::default(),
         own: BytesMut::new(),
@@ -269,9 +269,11 @@ impl Session<'_> {
         let entry = &self.login.entry;
         entry.set_state(ClientState::Waiting);
         let result = tokio::select! {
+            // The stop first: a server free at once must not start a killed or draining
+            // client's transaction.
             biased;
-            r = turn => r,
             stop = entry.signal.stopped(true) => Err(stopped(stop)),
+            r = turn => r,
         };
         if result.is_err() {
             entry.set_state(ClientState::Idle);
@@ -373,27 +375,14 @@ impl Session<'_> {
         };
         // Both reads are cancel-safe: read_buf either appends bytes or has read nothing.
         tokio::select! {
-            // Fixed order: no random start to draw. The server comes first: its replies are
+            // Fixed order: no random start to draw. The stop and the timer come before the
+            // reads: a server that keeps sending must not starve them (reads and timers share
+            // tokio's cooperative budget). The server comes before the client: its replies are
             // finite, while a client may stream (COPY IN) and must not hide a server's error.
             biased;
-            read = server.stream.read_buf(&mut server.buf) => match read {
-                Ok(0) => {
-                    server.tracker.poison();
-                    Err(server_failed(&self.login, ClientError::ServerGone))
-                }
-                Ok(_) => self.forward_server().await,
-                Err(e) => {
-                    server.tracker.poison();
-                    Err(server_failed(&self.login, e.into()))
-                }
-            },
-            read = self.client.stream.read_buf(&mut self.client.buf) => {
-                if read? == 0 {
-                    return Err(closed_by_client());
-                }
-                Ok(())
-            }
-            // Only a kill stops a transaction in flight; a draining shutdown waits for its end.
+            // Only a kill stops a client holding a server. A draining shutdown waits for the
+            // transaction's end, and in session mode for the client to leave, as PgBouncer's
+            // WAIT_FOR_SERVERS waits for servers to be released.
             stop = self.login.entry.signal.stopped(false) => {
                 server.tracker.poison();
                 Err(stopped(stop))
@@ -410,6 +399,23 @@ impl Session<'_> {
                 }
                 server.tracker.poison();
                 Err(error)
+            }
+            read = server.stream.read_buf(&mut server.buf) => match read {
+                Ok(0) => {
+                    server.tracker.poison();
+                    Err(server_failed(&self.login, ClientError::ServerGone))
+                }
+                Ok(_) => self.forward_server().await,
+                Err(e) => {
+                    server.tracker.poison();
+                    Err(server_failed(&self.login, e.into()))
+                }
+            },
+            read = self.client.stream.read_buf(&mut self.client.buf) => {
+                if read? == 0 {
+                    return Err(closed_by_client());
+                }
+                Ok(())
             }
         }
     }
@@ -559,9 +565,15 @@ async fn wait_turn(
         // timer, as the slow part below: neither widens every client's task.
         Box::pin(within(deadline, control.wait_unpaused(database))).await?;
     }
-    let grant = pool.take_or_wait(waiter).await;
+    let grant = pool
+        .take_or_wait(waiter, deadline.map(Instant::into_std))
+        .await;
     match pool.ready(grant) {
         Ok(server) => Ok(server),
+        // Too late for a health check or a connect: the grant goes back untouched.
+        Err(_) if deadline.is_some_and(|at| Instant::now() >= at) => {
+            Err(ClientError::QueryWaitTimeout)
+        }
         Err(grant) => {
             let finish = pool.finish(grant, Checkout::Wait);
             Ok(Box::pin(within(deadline, finish)).await??)

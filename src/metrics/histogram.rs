@@ -27,7 +27,8 @@ const BOUNDS_NS: [u64; 14] = {
 pub struct TimeHistogram {
     /// Samples per bucket, not cumulative; the last one counts samples above every bound.
     counts: [AtomicU64; BOUNDS_NS.len() + 1],
-    sum_ns: AtomicU64,
+    /// In microseconds: a u64 of them does not wrap in any pgmux's lifetime.
+    sum_us: AtomicU64,
 }
 
 impl TimeHistogram {
@@ -36,7 +37,7 @@ impl TimeHistogram {
         // A sample equal to a bound belongs to that bound's bucket (`le`).
         let bucket = BOUNDS_NS.partition_point(|&bound| bound < ns);
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.sum_us.fetch_add(ns / 1_000, Ordering::Relaxed);
     }
 
     /// Appends the `_bucket`, `_sum` and `_count` lines of one series; `labels` is the
@@ -50,7 +51,7 @@ impl TimeHistogram {
         }
         cumulative += self.counts[BOUNDS_US.len()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }

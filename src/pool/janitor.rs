@@ -34,11 +34,8 @@ pub(super) async fn run(pool: Weak<Pool>) {
 /// does: a timer per wait would cost every waiting transaction.
 fn end_long_waits(pool: &Arc<Pool>) {
     let now = Instant::now();
-    let expired = lock(&pool.queue).expire_waiters(|since, ticket| {
-        ticket
-            .limit()
-            .is_some_and(|limit| now.duration_since(since) >= limit)
-    });
+    let expired = lock(&pool.queue)
+        .expire_waiters(|_, ticket| ticket.deadline().is_some_and(|deadline| now >= deadline));
     for ticket in expired {
         // A waiter that gave up meanwhile has nothing to be told.
         let _ = ticket.send(Grant::TimedOut);

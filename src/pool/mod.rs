@@ -223,23 +223,28 @@ impl Pool {
 
     /// A server for a client logging in: idle, new, or after waiting its turn.
     pub async fn checkout(self: &Arc<Self>, mode: Checkout) -> Result<PooledServer, PoolError> {
-        let mut waiter = Waiter::new(None);
-        let grant = self.take_or_wait(&mut waiter).await;
+        let mut waiter = Waiter::default();
+        let grant = self.take_or_wait(&mut waiter, None).await;
         match self.ready(grant) {
             Ok(server) => Ok(server),
             Err(grant) => self.finish(grant, mode).await,
         }
     }
 
-    /// An idle server, room to open one, or (after waiting in line) whichever frees up first.
-    /// Small and allocation-free, so a client may wait here for every transaction.
-    pub async fn take_or_wait(self: &Arc<Self>, waiter: &mut Waiter) -> Grant {
-        let mut step = self.try_take(waiter);
+    /// An idle server, room to open one, or (after waiting in line) whichever frees up first;
+    /// a wait in line fails at `deadline` (Grant::TimedOut). Small and allocation-free, so a
+    /// client may wait here for every transaction.
+    pub async fn take_or_wait(
+        self: &Arc<Self>,
+        waiter: &mut Waiter,
+        deadline: Option<Instant>,
+    ) -> Grant {
+        let mut step = self.try_take(waiter, deadline);
         if let Err(false) = step {
             // Room in this pool but a shared cap is full: close another pool's idle server
             // if one exists, else wait like everyone else.
             step = if self.evict_for_caps() {
-                self.try_take(waiter)
+                self.try_take(waiter, deadline)
             } else {
                 Err(false)
             };
@@ -247,7 +252,7 @@ impl Pool {
         match step {
             Ok(grant) => return grant,
             Err(true) => {}
-            Err(false) => lock(&self.queue).wait(waiter.ticket(), Instant::now()),
+            Err(false) => lock(&self.queue).wait(waiter.ticket(deadline), Instant::now()),
         }
         waiter.turn().await
     }
@@ -319,7 +324,11 @@ impl Pool {
 
     /// One attempt at a server: Ok(grant), Err(true) when queued behind others (`waiter`'s
     /// turn will come), Err(false) when only a shared cap stands in the way.
-    fn try_take(self: &Arc<Self>, waiter: &mut Waiter) -> Result<Grant, bool> {
+    fn try_take(
+        self: &Arc<Self>,
+        waiter: &mut Waiter,
+        deadline: Option<Instant>,
+    ) -> Result<Grant, bool> {
         let mut q = lock(&self.queue);
         match q.take() {
             Take::Idle(conn) => Ok(Grant::Conn(PooledServer::new(conn, self.clone()))),
@@ -329,7 +338,7 @@ impl Pool {
                 Err(false)
             }
             Take::Full => {
-                q.wait(waiter.ticket(), Instant::now());
+                q.wait(waiter.ticket(deadline), Instant::now());
                 Err(true)
             }
         }

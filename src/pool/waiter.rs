@@ -13,20 +13,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::Instant;
 
 #[derive(Default)]
 struct Slot {
     state: Mutex<State>,
     waker: AtomicWaker,
-    /// query_wait_timeout for this client: the pool's janitor fails a wait older than this.
-    limit: Option<Duration>,
 }
 
 #[derive(Default)]
 struct State {
     grant: Option<Grant>,
     abandoned: bool,
+    /// When the current wait fails (query_wait_timeout): the pool's janitor checks it.
+    deadline: Option<Instant>,
 }
 
 /// What the queue holds for a waiting client.
@@ -34,13 +34,13 @@ struct State {
 pub(super) struct Ticket(Arc<Slot>);
 
 impl Ticket {
-    /// Hands `grant` to the waiter; gives it back if the waiter gave up.
+    /// Hands `grant` to the waiter; gives it back if the waiter gave up (or, which no path
+    /// does, already holds one: a grant is never dropped here, under the slot's lock).
     pub(super) fn send(&self, grant: Grant) -> Result<(), Grant> {
         let mut state = lock(&self.0.state);
-        if state.abandoned {
+        if state.abandoned || state.grant.is_some() {
             return Err(grant);
         }
-        debug_assert!(state.grant.is_none(), "one grant per wait");
         state.grant = Some(grant);
         drop(state);
         self.0.waker.wake();
@@ -52,37 +52,31 @@ impl Ticket {
         lock(&self.0.state).abandoned
     }
 
-    /// How long this waiter may wait, if bounded.
-    pub(super) fn limit(&self) -> Option<Duration> {
-        self.0.limit
+    /// When this wait fails, if it is bounded.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        lock(&self.0.state).deadline
     }
 }
 
 /// A client's reusable place in line. Made on the first wait: a client that never waits
 /// (an idle one, or one whose pool always has a server free) holds none.
+#[derive(Default)]
 pub struct Waiter {
     slot: Option<Arc<Slot>>,
-    limit: Option<Duration>,
 }
 
 impl Waiter {
-    /// A waiter whose waits fail after `limit` (query_wait_timeout), if given.
-    pub fn new(limit: Option<Duration>) -> Waiter {
-        Waiter { slot: None, limit }
-    }
-
-    /// The ticket for the next wait. A ticket given up on may still sit in a queue, so it is
-    /// never reused.
-    pub(super) fn ticket(&mut self) -> Ticket {
-        let usable = self
-            .slot
-            .as_ref()
-            .is_some_and(|slot| !lock(&slot.state).abandoned);
-        if !usable {
-            self.slot = Some(Arc::new(Slot {
-                limit: self.limit,
-                ..Slot::default()
-            }));
+    /// The ticket for the next wait, which fails at `deadline` if given. A ticket given up on
+    /// may still sit in a queue, so it is never reused.
+    pub(super) fn ticket(&mut self, deadline: Option<Instant>) -> Ticket {
+        let reusable = self.slot.as_ref().and_then(|slot| {
+            let mut state = lock(&slot.state);
+            (!state.abandoned).then(|| state.deadline = deadline)
+        });
+        if reusable.is_none() {
+            let slot = Slot::default();
+            lock(&slot.state).deadline = deadline;
+            self.slot = Some(Arc::new(slot));
         }
         Ticket(self.slot.clone().expect("made above"))
     }
@@ -137,5 +131,46 @@ impl Drop for Turn<'_> {
         };
         // Dropped outside the lock: a server goes back to its pool, a slot is released.
         drop(stale);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn one_grant_per_wait_and_a_ticket_given_up_on_refuses_grants() {
+        let mut waiter = Waiter::default();
+        let ticket = waiter.ticket(None);
+        assert!(ticket.send(Grant::TimedOut).is_ok());
+        assert!(matches!(ticket.send(Grant::TimedOut), Err(Grant::TimedOut)));
+        assert!(matches!(waiter.turn().await, Grant::TimedOut));
+
+        // The same slot serves the next wait, with that wait's deadline.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let reused = waiter.ticket(Some(deadline));
+        assert!(Arc::ptr_eq(&ticket.0, &reused.0));
+        assert_eq!(reused.deadline(), Some(deadline));
+
+        // A wait given up on: its ticket refuses grants from then on, and is never reused.
+        drop(waiter.turn());
+        assert!(reused.is_closed());
+        assert!(matches!(reused.send(Grant::TimedOut), Err(Grant::TimedOut)));
+        let fresh = waiter.ticket(None);
+        assert!(!Arc::ptr_eq(&reused.0, &fresh.0));
+        assert!(!fresh.is_closed() && fresh.deadline().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_grant_sent_while_waiting_wakes_the_waiter() {
+        let mut waiter = Waiter::default();
+        let ticket = waiter.ticket(None);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(ticket.send(Grant::TimedOut).is_ok());
+        });
+        let grant = tokio::time::timeout(Duration::from_secs(5), waiter.turn()).await;
+        assert!(matches!(grant, Ok(Grant::TimedOut)));
     }
 }
