@@ -6,6 +6,7 @@ mod session;
 mod spare;
 mod startup;
 mod timeouts;
+mod waits;
 
 pub use error::ClientError;
 pub(crate) use startup::pool_for;

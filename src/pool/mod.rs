@@ -5,11 +5,13 @@
 mod caps;
 mod guard;
 mod janitor;
+mod pools;
 mod queue;
 mod settings;
 mod waiter;
 
 pub use guard::PooledServer;
+pub use pools::Pools;
 pub use settings::{server_credentials, Health, PoolSettings};
 pub use waiter::Waiter;
 
@@ -526,8 +528,7 @@ impl Pool {
     }
 }
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
-/// here leaves the data consistent before anything that can panic.
+/// server_check_delay as [`Pool::check_due`] reads it: u64::MAX when no check query is set.
 fn check_delay_us(health: &Health) -> u64 {
     match health.check_query.is_empty() {
         true => u64::MAX,
@@ -535,6 +536,7 @@ fn check_delay_us(health: &Health) -> u64 {
     }
 }
 
+/// Whether servers logged in with `a` may stay when the config now says `b`.
 fn same_credentials(a: &ServerCredentials, b: &ServerCredentials) -> bool {
     use ServerCredentials::*;
     match (a, b) {
@@ -545,73 +547,10 @@ fn same_credentials(a: &ServerCredentials, b: &ServerCredentials) -> bool {
     }
 }
 
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
+/// here leaves the data consistent before anything that can panic.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The registry of pools, keyed by (client database, server user).
-#[derive(Default)]
-pub struct Pools {
-    map: Mutex<HashMap<(String, String), Arc<Pool>>>,
-    /// Shared caps by kind and database or user name.
-    caps: Mutex<HashMap<(CapKind, String), Arc<Cap>>>,
-    next_server_id: Arc<AtomicU64>,
-}
-
-impl Pools {
-    /// The pool of (database, server user), created from `settings` if it does not exist yet.
-    pub fn get_or_create(
-        &self,
-        database: &str,
-        server_user: &str,
-        settings: impl FnOnce() -> PoolSettings,
-    ) -> Arc<Pool> {
-        let mut map = lock(&self.map);
-        let key = (database.to_owned(), server_user.to_owned());
-        if let Some(pool) = map.get(&key) {
-            return pool.clone();
-        }
-        let settings = settings();
-        let caps = [
-            (CapKind::Database, database, settings.max_db_connections),
-            (CapKind::User, server_user, settings.max_user_connections),
-        ]
-        .into_iter()
-        .map(|(kind, name, setting)| {
-            lock(&self.caps)
-                .entry((kind, name.to_owned()))
-                .or_insert_with(|| Arc::new(Cap::new(kind, name, setting)))
-                .clone()
-        })
-        .collect();
-        let pool = Arc::new(Pool::new(
-            database.to_owned(),
-            settings,
-            self.next_server_id.clone(),
-            caps,
-        ));
-        for cap in &pool.caps {
-            cap.register(&pool);
-        }
-        tokio::spawn(janitor::run(Arc::downgrade(&pool)));
-        map.insert(key, pool.clone());
-        pool
-    }
-
-    /// Applies a reloaded config to every pool whose database still exists.
-    pub fn reload(&self, config: &crate::config::Config) {
-        for pool in self.all() {
-            if let Some(settings) = PoolSettings::from_config(config, &pool.database, &pool.user) {
-                pool.apply(settings);
-            }
-        }
-    }
-
-    pub fn all(&self) -> Vec<Arc<Pool>> {
-        let mut pools: Vec<_> = lock(&self.map).values().cloned().collect();
-        pools.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
-        pools
-    }
 }
 
 /// Counts one in-progress thing for as long as it lives, so a future dropped half-way (its
