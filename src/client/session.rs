@@ -101,7 +101,7 @@ pub async fn run(
     shared: &Arc<Shared>,
 ) -> Result<(), ClientError> {
     if shared.config().general.log_connections {
-        tracing::info!(user = %login.user, database = %login.database, peer = %client.peer, "client connected");
+        tracing::info!(user = %login.entry.user, database = %login.entry.database, peer = %client.peer, "client connected");
     }
     let cancel_key = login.cancel_key;
     let config = shared.config();
@@ -146,7 +146,7 @@ pub async fn run(
     session.login.pool.clients.fetch_sub(1, Ordering::Relaxed);
     if shared.config().general.log_disconnections {
         let (login, peer) = (&session.login, session.client.peer);
-        tracing::info!(user = %login.user, database = %login.database, %peer, "client disconnected");
+        tracing::info!(user = %login.entry.user, database = %login.entry.database, %peer, "client disconnected");
     }
     result
 }
@@ -263,7 +263,7 @@ impl Session<'_> {
             pool,
             &mut self.waiter,
             self.shared_control,
-            &self.login.database,
+            &self.login.entry.database,
             self.timeouts.query_wait.map(|limit| waiting_since + limit),
         );
         // No transaction has started yet: a draining shutdown ends the client instead.
@@ -553,8 +553,8 @@ impl Session<'_> {
 /// The server failed under this client: note it for the operator; the client is told.
 fn server_failed(login: &Login, error: ClientError) -> ClientError {
     tracing::warn!(
-        user = %login.user,
-        database = %login.database,
+        user = %login.entry.user,
+        database = %login.entry.database,
         error = %error,
         "server connection failed during a client's transaction"
     );

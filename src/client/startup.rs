@@ -42,10 +42,9 @@ pub enum Admitted {
     Console { user: String, role: Role },
 }
 
-/// A logged-in client, ready for its session.
+/// A logged-in client, ready for its session. Its user and database are its entry's (the
+/// client's names, as SHOW CLIENTS shows them): one copy per client.
 pub struct Login {
-    pub user: String,
-    pub database: String,
     pub pool: Arc<Pool>,
     pub mode: PoolMode,
     pub params: ParamSet,
@@ -321,8 +320,6 @@ pub async fn login(
     }
     let mode = pool.settings().mode;
     Ok(Some(Admitted::Pool(Box::new(Login {
-        user,
-        database,
         pool,
         mode,
         params: params_out,
