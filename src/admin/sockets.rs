@@ -115,48 +115,46 @@ pub(super) fn servers(shared: &Shared) -> Table {
     for c in shared.registry.all() {
         let server = c.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(s) = server else { continue };
-        t.row(
-            SocketRow {
-                kind: "S",
-                user: &c.server_user,
-                database: &c.database,
-                state: "active",
-                addr: s.addr,
-                local: s.local_addr,
-                connect_time: s.connect_time,
-                ptr: format!("s{:x}", s.id),
-                link: format!("c{:x}", c.id),
-                remote_pid: s.backend_pid,
-                application_name: "",
-                tls: "",
-                prepared_statements: s.prepared_statements,
-                id: s.id,
-            }
-            .cells(),
-        );
+        let link = format!("c{:x}", c.id);
+        t.row(server_row(&s, &c.server_user, &c.database, "active", link));
     }
     for pool in &pools {
         for s in pool.idle_servers() {
-            t.row(
-                SocketRow {
-                    kind: "S",
-                    user: &pool.user,
-                    database: &pool.database,
-                    state: "idle",
-                    addr: s.addr,
-                    local: s.local_addr,
-                    connect_time: s.connect_time,
-                    ptr: format!("s{:x}", s.id),
-                    link: String::new(),
-                    remote_pid: s.backend_pid,
-                    application_name: "",
-                    tls: "",
-                    prepared_statements: s.prepared_statements,
-                    id: s.id,
-                }
-                .cells(),
-            );
+            t.row(server_row(
+                &s,
+                &pool.user,
+                &pool.database,
+                "idle",
+                String::new(),
+            ));
         }
     }
     t
+}
+
+/// One SHOW SERVERS row: a server of (`user`, `database`), linked to a client or not.
+fn server_row(
+    s: &crate::registry::ServerSummary,
+    user: &str,
+    database: &str,
+    state: &str,
+    link: String,
+) -> Vec<String> {
+    SocketRow {
+        kind: "S",
+        user,
+        database,
+        state,
+        addr: s.addr,
+        local: s.local_addr,
+        connect_time: s.connect_time,
+        ptr: format!("s{:x}", s.id),
+        link,
+        remote_pid: s.backend_pid,
+        application_name: "",
+        tls: "",
+        prepared_statements: s.prepared_statements,
+        id: s.id,
+    }
+    .cells()
 }

@@ -29,11 +29,10 @@ pub fn take() -> BytesMut {
 }
 
 /// Keeps `buf` for reuse if it is empty and of the usual size; frees it otherwise.
-pub fn give_back(mut buf: BytesMut) {
+pub fn give_back(buf: BytesMut) {
     if !buf.is_empty() {
         return;
     }
-    buf.clear();
     // A buffer grown for a large message is not worth keeping around.
     if buf.capacity() > 2 * CLIENT_BUFFER {
         return;

@@ -64,7 +64,8 @@ impl Metrics {
             &[],
             shared.clients.load(Ordering::Relaxed) as f64,
         );
-        for pool in shared.pools.all() {
+        let pools = shared.pools.all();
+        for pool in &pools {
             let s = pool.snapshot();
             let labels = [("database", s.database.as_str()), ("user", s.user.as_str())];
             let active_servers = s.servers.saturating_sub(s.idle + s.connecting);
@@ -112,7 +113,7 @@ impl Metrics {
             );
         }
         let mut text = self.recorder.handle().render();
-        render_histograms(&mut text, &shared.pools.all());
+        render_histograms(&mut text, &pools);
         text
     }
 }

@@ -266,10 +266,7 @@ impl Pool {
         let Grant::Conn(mut server) = grant else {
             return Err(grant);
         };
-        let usable = server.generation == self.generation()
-            && !self.check_due(server.last_used)
-            && server.looks_alive();
-        match usable {
+        match self.usable_as_is(&server) && server.looks_alive() {
             true => Ok(server),
             false => Err(Grant::Conn(server)),
         }
@@ -299,13 +296,9 @@ impl Pool {
     /// The fast path of a checkout: an idle server that may be handed out at once, with no
     /// waiting, no health query and no timer; None sends the caller down [`Pool::checkout`].
     pub fn take_ready(self: &Arc<Self>) -> Option<PooledServer> {
-        let generation = self.generation();
         let conn = {
             let mut q = lock(&self.queue);
-            let ready = q
-                .idle()
-                .last()
-                .is_some_and(|c| c.generation == generation && !self.check_due(c.last_used));
+            let ready = q.idle().last().is_some_and(|c| self.usable_as_is(c));
             if !ready {
                 return None;
             }
@@ -344,6 +337,13 @@ impl Pool {
                 Err(true)
             }
         }
+    }
+
+    /// Whether an idle server may be handed out without a health query: opened under the
+    /// current generation and not due for server_check_query. (That it is still open is for
+    /// the caller to find out, once it holds the server.)
+    fn usable_as_is(&self, conn: &ServerConn) -> bool {
+        conn.generation == self.generation() && !self.check_due(conn.last_used)
     }
 
     /// Whether a server idle since `last_used` must pass server_check_query before use.

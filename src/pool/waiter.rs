@@ -69,16 +69,17 @@ impl Waiter {
     /// The ticket for the next wait, which fails at `deadline` if given. A ticket given up on
     /// may still sit in a queue, so it is never reused.
     pub(super) fn ticket(&mut self, deadline: Option<Instant>) -> Ticket {
-        let reusable = self.slot.as_ref().and_then(|slot| {
+        if let Some(slot) = &self.slot {
             let mut state = lock(&slot.state);
-            (!state.abandoned).then(|| state.deadline = deadline)
-        });
-        if reusable.is_none() {
-            let slot = Slot::default();
-            lock(&slot.state).deadline = deadline;
-            self.slot = Some(Arc::new(slot));
+            if !state.abandoned {
+                state.deadline = deadline;
+                return Ticket(slot.clone());
+            }
         }
-        Ticket(self.slot.clone().expect("made above"))
+        let slot = Arc::new(Slot::default());
+        lock(&slot.state).deadline = deadline;
+        self.slot = Some(slot.clone());
+        Ticket(slot)
     }
 
     /// Resolves with the grant sent to the ticket last taken.

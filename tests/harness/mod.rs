@@ -170,6 +170,12 @@ impl Pgmux {
         &self.running.as_ref().expect("running").shared
     }
 
+    /// Where /metrics is served (the config must set metrics_addr).
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let running = self.running.as_ref().expect("running");
+        running.metrics_addr.expect("metrics_addr set")
+    }
+
     pub fn pools(&self) -> Vec<pgmux::pool::PoolSnapshot> {
         self.running.as_ref().expect("running").pools()
     }

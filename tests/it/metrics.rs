@@ -35,12 +35,7 @@ async fn metrics_endpoint_reports_pools_counters_and_histograms() {
     let mut cfg = PgmuxConfig::new(pg);
     cfg.general = "metrics_addr = \"127.0.0.1:0\"".into();
     let pgmux = cfg.start().await;
-    let addr = pgmux
-        .running
-        .as_ref()
-        .unwrap()
-        .metrics_addr
-        .expect("metrics on");
+    let addr = pgmux.metrics_addr();
     let client = pgmux.connect("app", "app").await;
     client.simple_query("SELECT 1").await.unwrap();
     let (status, body) = scrape(addr, "/metrics").await;
@@ -101,7 +96,7 @@ async fn readiness_fails_when_no_database_is_reachable() {
     let mut cfg = PgmuxConfig::new(pg);
     cfg.general = "metrics_addr = \"127.0.0.1:0\"".into();
     let pgmux = cfg.start().await;
-    let addr = pgmux.running.as_ref().unwrap().metrics_addr.unwrap();
+    let addr = pgmux.metrics_addr();
     // Point the only database at a port nobody listens on, by reload.
     let path = pgmux.config_path();
     let text = std::fs::read_to_string(&path).unwrap();

@@ -452,12 +452,7 @@ async fn cache_hits_misses_and_evictions_show_in_the_console_and_metrics() {
     assert_eq!(mine["prepared_statements"], "2", "{mine:?}");
     let servers = show(&admin, "SERVERS").await;
     assert_eq!(servers[0]["prepared_statements"], "1", "{servers:?}");
-    let addr = pgmux
-        .running
-        .as_ref()
-        .unwrap()
-        .metrics_addr
-        .expect("metrics on");
+    let addr = pgmux.metrics_addr();
     let (_, body) = crate::metrics::scrape(addr, "/metrics").await;
     let samples = crate::metrics::samples(&body);
     let labels = "{database=\"app\",user=\"app\"}";
