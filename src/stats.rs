@@ -2,6 +2,12 @@
 //! per-database averages over `stats_period`. The one source for the SHOW STATS family.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A duration in whole microseconds, the unit of every time counter.
+pub fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
 
 /// Counters of one pool, since start.
 #[derive(Debug, Default)]

@@ -2,10 +2,12 @@
 //! buffered by rustls, so [`Stream::send`] writes and flushes: every write pgmux makes goes
 //! through it, and nothing waits on a reply to bytes still sitting in a buffer.
 
+use bytes::BytesMut;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 pub enum Stream {
@@ -46,6 +48,21 @@ impl Stream {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Reads what is there into `buf`, first making room for `want` more bytes, and for at
+    /// least `chunk` when little room is left. Returns the bytes read; 0 is the end of the stream.
+    pub fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        want: usize,
+        chunk: usize,
+    ) -> Poll<io::Result<usize>> {
+        if buf.capacity() - buf.len() < want.max(chunk / 4).max(1) {
+            buf.reserve(want.max(chunk));
+        }
+        std::pin::pin!(self.read_buf(buf)).poll(cx)
     }
 
     /// For an idle connection: true if there is nothing to read and it is not closed, found

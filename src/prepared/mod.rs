@@ -11,7 +11,9 @@ mod rewrite;
 mod sql;
 mod statement;
 
-pub use rewrite::{rewrite_candidate, rewrite_message, Context, Counts};
+pub use rewrite::{
+    rewrite_candidate, rewrite_large, rewrite_message, Context, Counts, Large, Statements,
+};
 pub use sql::deallocate_target;
 pub use statement::{
     ClientStatements, Registry, ServerStatements, Statement, Undo, SERVER_NAME_PREFIX,

@@ -7,6 +7,7 @@ use super::statement::{
     ClientStatements, Registry, ServerStatements, Statement, Undo, SERVER_NAME_PREFIX,
 };
 use crate::protocol::backend::{self, Severity};
+use crate::protocol::sqlstate as code;
 use crate::server::tracker::{Answer, Handling, Reply, Tracker};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
@@ -26,6 +27,32 @@ pub struct Context<'a> {
     /// max_prepared_statements; 0 turns the rewriting off.
     pub capacity: usize,
     pub counts: &'a mut Counts,
+}
+
+/// One client's named prepared statements and what rewriting them takes, for its session.
+pub struct Statements<'r> {
+    pub client: ClientStatements,
+    /// The pgmux-wide registry behind them.
+    pub registry: &'r Registry,
+    /// max_prepared_statements when the session started; 0 passes statements through untouched.
+    pub capacity: usize,
+}
+
+impl Statements<'_> {
+    /// What one scan may touch, with this server's prepared statements.
+    pub fn context<'b>(
+        &'b mut self,
+        server: &'b mut ServerStatements,
+        counts: &'b mut Counts,
+    ) -> Context<'b> {
+        Context {
+            client: &mut self.client,
+            server,
+            registry: self.registry,
+            capacity: self.capacity,
+            counts,
+        }
+    }
 }
 
 /// Counters for SHOW STATS and metrics.
@@ -89,6 +116,13 @@ pub fn rewrite_message(msg: &[u8], ctx: &mut Context, tracker: &mut Tracker, out
     }
 }
 
+fn already_exists(name: &[u8]) -> String {
+    format!(
+        "prepared statement \"{}\" already exists",
+        String::from_utf8_lossy(name)
+    )
+}
+
 /// Whether a Parse body after the name is well formed: query, NUL, count, that many type OIDs.
 fn parse_body_ok(rest: &[u8]) -> bool {
     let Some((_, types)) = split_cstr(rest) else {
@@ -117,21 +151,15 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
         // PostgreSQL parses the query before it finds the name taken, so a query that does not
         // parse reports its own error: parse it under a scratch name (closed at once), and
         // only if that works, fail where PostgreSQL fails on the name.
-        let mut error = BytesMut::new();
-        let message = format!(
-            "prepared statement \"{}\" already exists",
-            String::from_utf8_lossy(name)
-        );
-        backend::error_response(&mut error, Severity::Error, "42P05", &message);
         put_parse(out, SCRATCH, rest);
         tracker.expect(Reply::Parse, Handling::Hide, Undo::Nothing);
         put_named(out, b'C', b'S', SCRATCH);
         tracker.expect(Reply::Close, Handling::Hide, Undo::Nothing);
-        put_named(out, b'D', b'S', NEVER_PREPARED);
-        tracker.expect(
-            Reply::Describe,
-            Handling::ReplaceError(error.freeze()),
-            Undo::Nothing,
+        fail_here(
+            code::DUPLICATE_PREPARED_STATEMENT,
+            &already_exists(name),
+            tracker,
+            out,
         );
         return true;
     }
@@ -159,7 +187,7 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
         tracker.expect(Reply::Parse, Handling::Answer(Answer::ParseComplete), undo);
     } else {
         make_room(ctx, tracker, out);
-        put_parse(out, &statement.server_name, &statement.body);
+        put_parse(out, &statement.server_name, rest);
         ctx.server.insert(statement.clone());
         ctx.counts.server_parses += 1;
         let undo = Undo::Parse {
@@ -178,20 +206,37 @@ fn bind(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesMu
     let Some((name, after)) = split_cstr(rest) else {
         return false;
     };
-    // A name the client never prepared goes as it is: the server says it does not exist.
+    if !bind_head(portal, name, after.len(), ctx, tracker, out) {
+        return false;
+    }
+    out.put_slice(after);
+    true
+}
+
+/// Writes a Bind's head (tag, length, portal, pgmux's name for the statement) for a message
+/// whose `after_len` bytes after the names follow as they came, and what must go before it.
+/// False, writing nothing, when the client never prepared `name`: then the Bind goes as it is
+/// and the server says the statement does not exist.
+fn bind_head(
+    portal: &[u8],
+    name: &[u8],
+    after_len: usize,
+    ctx: &mut Context,
+    tracker: &mut Tracker,
+    out: &mut BytesMut,
+) -> bool {
     let Some(statement) = ctx.client.get(name).cloned() else {
         return false;
     };
     ctx.counts.binds += 1;
-    prepare_on_server(&statement, ctx, tracker, out);
-    let len = 4 + portal.len() + 1 + statement.server_name.len() + after.len();
-    out.reserve(1 + len);
+    prepare_on_server(&statement, name, ctx, tracker, out);
+    let len = 4 + portal.len() + 1 + statement.server_name.len() + after_len;
+    out.reserve(1 + len - after_len);
     out.put_u8(b'B');
     out.put_u32(len as u32);
     out.put_slice(portal);
     out.put_u8(0);
     out.put_slice(&statement.server_name);
-    out.put_slice(after);
     tracker.expect(Reply::Bind, Handling::Forward, Undo::Nothing);
     true
 }
@@ -206,7 +251,7 @@ fn describe(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut Byt
     let Some(statement) = ctx.client.get(name).cloned() else {
         return false;
     };
-    prepare_on_server(&statement, ctx, tracker, out);
+    prepare_on_server(&statement, name, ctx, tracker, out);
     put_named(out, b'D', b'S', &statement.server_name);
     tracker.expect(Reply::Describe, Handling::Forward, Undo::Nothing);
     true
@@ -250,9 +295,12 @@ fn deallocate(body: &[u8], ctx: &mut Context, tracker: &mut Tracker) -> bool {
     true
 }
 
-/// Slips a Parse in ahead of a message that uses `statement`, unless the server has it.
+/// Slips a Parse in ahead of a message that uses `statement` (the client's `name`), unless the
+/// server has it. A statement too large to keep cannot be prepared again: the message fails,
+/// and the server skips to the next Sync, as PostgreSQL would for a statement it lacks.
 fn prepare_on_server(
     statement: &Arc<Statement>,
+    name: &[u8],
     ctx: &mut Context,
     tracker: &mut Tracker,
     out: &mut BytesMut,
@@ -261,8 +309,17 @@ fn prepare_on_server(
         ctx.counts.hits += 1;
         return;
     }
+    let Some(body) = &statement.body else {
+        let message = format!(
+            "prepared statement \"{}\" is not on this server connection, and its text is too \
+             large for pgmux to keep and prepare again: prepare it in the same transaction",
+            String::from_utf8_lossy(name)
+        );
+        fail_here(code::INVALID_SQL_STATEMENT_NAME, &message, tracker, out);
+        return;
+    };
     make_room(ctx, tracker, out);
-    put_parse(out, &statement.server_name, &statement.body);
+    put_parse(out, &statement.server_name, body);
     ctx.server.insert(statement.clone());
     ctx.counts.server_parses += 1;
     let undo = Undo::Parse {
@@ -270,6 +327,123 @@ fn prepare_on_server(
         server_id: Some(statement.id),
     };
     tracker.expect(Reply::Parse, Handling::Hide, undo);
+}
+
+/// Makes the server fail at this point of the pipeline, and skip to Sync, where PostgreSQL
+/// would fail the client's message: the client gets this error in place of the server's.
+fn fail_here(sqlstate: &str, message: &str, tracker: &mut Tracker, out: &mut BytesMut) {
+    let mut error = BytesMut::new();
+    backend::error_response(&mut error, Severity::Error, sqlstate, message);
+    put_named(out, b'D', b'S', NEVER_PREPARED);
+    tracker.expect(
+        Reply::Describe,
+        Handling::ReplaceError(error.freeze()),
+        Undo::Nothing,
+    );
+}
+
+/// What happens to a client message too large to hold whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Large {
+    /// The names at its head are not all here yet.
+    NeedMore,
+    /// It goes as it is.
+    AsItIs,
+    /// Its head is written rewritten: it stands for the first `replaces` bytes of the body, and
+    /// the rest follows as it came.
+    Rewritten { replaces: usize },
+    /// It is dropped; what was written stands for it.
+    Dropped,
+}
+
+/// The longest head (portal and statement names) looked for at the start of a large message.
+const HEAD_LIMIT: usize = 64 * 1024;
+
+/// For a Parse or Bind too large to hold (`seen` is the start of its body, `body_len` its whole
+/// length): rewrites only its head, the names, and lets the rest stream. A Parse gets a name
+/// of its own, since sharing a statement needs its whole text.
+pub fn rewrite_large(
+    tag: u8,
+    seen: &[u8],
+    body_len: usize,
+    ctx: &mut Context,
+    tracker: &mut Tracker,
+    out: &mut BytesMut,
+) -> Large {
+    let names = match tag {
+        b'P' => 1,
+        b'B' => 2,
+        _ => return Large::AsItIs,
+    };
+    let Some(head) = names_end(seen, names) else {
+        return match seen.len() < HEAD_LIMIT.min(body_len) {
+            true => Large::NeedMore,
+            false => Large::AsItIs,
+        };
+    };
+    let after_len = body_len - head;
+    let handled = match tag {
+        b'P' => return large_parse(&seen[..head - 1], after_len, ctx, tracker, out),
+        _ => {
+            let (portal, rest) = split_cstr(&seen[..head]).unwrap_or_default();
+            let name = rest.strip_suffix(b"\0").unwrap_or(rest);
+            bind_head(portal, name, after_len, ctx, tracker, out)
+        }
+    };
+    match handled {
+        true => Large::Rewritten { replaces: head },
+        false => Large::AsItIs,
+    }
+}
+
+/// Where the first `count` NUL-terminated strings of `buf` end.
+fn names_end(buf: &[u8], count: usize) -> Option<usize> {
+    let mut end = 0;
+    for _ in 0..count {
+        end += buf[end..].iter().position(|&b| b == 0)? + 1;
+    }
+    Some(end)
+}
+
+fn large_parse(
+    name: &[u8],
+    after_len: usize,
+    ctx: &mut Context,
+    tracker: &mut Tracker,
+    out: &mut BytesMut,
+) -> Large {
+    if name.is_empty() {
+        return Large::AsItIs;
+    }
+    ctx.counts.client_parses += 1;
+    if ctx.client.get(name).is_some() {
+        // PostgreSQL parses the text before it finds the name taken; a text this large is not
+        // held to be parsed aside, so this fails on the name at once.
+        fail_here(
+            code::DUPLICATE_PREPARED_STATEMENT,
+            &already_exists(name),
+            tracker,
+            out,
+        );
+        return Large::Dropped;
+    }
+    let replaces = name.len() + 1;
+    let statement = ctx.registry.unshared();
+    let name = Bytes::copy_from_slice(name);
+    ctx.client.insert(name.clone(), statement.clone());
+    make_room(ctx, tracker, out);
+    let len = 4 + statement.server_name.len() + after_len;
+    out.put_u8(b'P');
+    out.put_u32(len as u32);
+    out.put_slice(&statement.server_name);
+    ctx.server.insert(statement.clone());
+    ctx.counts.server_parses += 1;
+    let undo = Undo::Parse {
+        client_name: Some(name),
+        server_id: Some(statement.id),
+    };
+    tracker.expect(Reply::Parse, Handling::Forward, undo);
+    Large::Rewritten { replaces }
 }
 
 /// Closes the server's least recently used statement if one more would pass the limit.

@@ -12,13 +12,15 @@ pub const SERVER_NAME_PREFIX: &[u8] = b"PGMUX_";
 pub struct Statement {
     pub id: u64,
     /// The Parse body after the statement name: query text, NUL, parameter count and types.
-    pub body: Bytes,
+    /// None for a statement too large to keep: it went through once, streamed, to the one
+    /// server connection that has it, and is shared with no other client.
+    pub body: Option<Bytes>,
     /// `PGMUX_<id>` and its NUL, as it goes on the wire.
     pub server_name: Box<[u8]>,
 }
 
 impl Statement {
-    fn new(id: u64, body: Bytes) -> Statement {
+    fn new(id: u64, body: Option<Bytes>) -> Statement {
         let mut server_name = SERVER_NAME_PREFIX.to_vec();
         server_name.extend_from_slice(id.to_string().as_bytes());
         server_name.push(0);
@@ -61,9 +63,16 @@ impl Registry {
         }
         inner.next_id += 1;
         let body = Bytes::copy_from_slice(body);
-        let statement = Arc::new(Statement::new(inner.next_id, body.clone()));
+        let statement = Arc::new(Statement::new(inner.next_id, Some(body.clone())));
         inner.by_body.insert(body, Arc::downgrade(&statement));
         statement
+    }
+
+    /// A statement of its own for a Parse too large to keep: a fresh name, and no text.
+    pub fn unshared(&self) -> Arc<Statement> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.next_id += 1;
+        Arc::new(Statement::new(inner.next_id, None))
     }
 
     /// Distinct statements some client holds now (dead entries not yet swept are skipped).

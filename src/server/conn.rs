@@ -12,9 +12,11 @@ use crate::stream::Stream;
 use crate::tls::ServerTls;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Where a pool's servers live and who they log in as.
@@ -139,7 +141,7 @@ impl ServerConn {
         };
         let mut out = BytesMut::new();
         startup_message(&mut out, &target.user, &target.dbname);
-        conn.stream.send(&out).await?;
+        conn.send(&out).await?;
         conn.login(&target.user, credentials).await?;
         Ok(conn)
     }
@@ -147,7 +149,7 @@ impl ServerConn {
     /// Reads one whole message, returning its tag and body.
     pub async fn read_message(&mut self) -> Result<(u8, Bytes), ServerError> {
         loop {
-            if let Some(h) = frame::header(&self.buf)? {
+            if let Some(h) = frame::header(&self.buf).map_err(|e| self.unusable(e.into()))? {
                 if self.buf.len() >= h.total {
                     let mut msg = self.buf.split_to(h.total);
                     msg.advance(5);
@@ -155,17 +157,66 @@ impl ServerConn {
                 }
                 self.buf.reserve(h.total - self.buf.len());
             }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(ServerError::Closed);
-            }
+            std::future::poll_fn(|cx| self.poll_read_more(cx, 0)).await?;
         }
+    }
+
+    /// Reads more of what the server sends into [`ServerConn::buf`], making room for `want`
+    /// more bytes at least. A closed or failed connection is marked unusable.
+    pub fn poll_read_more(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        want: usize,
+    ) -> Poll<Result<(), ServerError>> {
+        match self.stream.poll_fill(cx, &mut self.buf, want, READ_BUFFER) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(self.unusable(ServerError::Closed))),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.unusable(e.into()))),
+        }
+    }
+
+    /// Writes some of `bytes` to the server; a failed write marks the connection unusable.
+    pub fn poll_write(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<Result<usize, ServerError>> {
+        match Pin::new(&mut self.stream).poll_write(cx, bytes) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(self.unusable(ServerError::Closed))),
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.unusable(e.into()))),
+        }
+    }
+
+    /// Pushes out what TLS still buffers; a failure marks the connection unusable.
+    pub fn poll_flush(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), ServerError>> {
+        match Pin::new(&mut self.stream).poll_flush(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.unusable(e.into()))),
+        }
+    }
+
+    /// Writes all of `bytes` and flushes them; a failure marks the connection unusable.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
+        match self.stream.send(bytes).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.unusable(e.into())),
+        }
+    }
+
+    /// The one place a failure on the connection marks it unusable: it is closed, never pooled.
+    fn unusable(&mut self, error: ServerError) -> ServerError {
+        self.tracker.poison();
+        error
     }
 
     async fn send_password_message(&mut self, data: &[u8]) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
         backend::put_message(&mut out, b'p', |b| b.put_slice(data));
-        self.stream.send(&out).await?;
-        Ok(())
+        self.send(&out).await
     }
 
     async fn login(&mut self, user: &str, creds: &ServerCredentials) -> Result<(), ServerError> {
@@ -272,14 +323,13 @@ impl ServerConn {
     pub async fn run_own_query(&mut self, sql: &str) -> Result<(), ServerError> {
         if !self.buf.is_empty() {
             // Unread bytes belong to someone else's reply: this connection cannot be trusted.
-            self.tracker.poison();
-            return Err(ServerError::Unexpected('?'));
+            return Err(self.unusable(ServerError::Unexpected('?')));
         }
         // Counted as owed until its ReadyForQuery, so a checkout dropped mid-check closes it.
         self.tracker.own_query();
         let mut out = BytesMut::new();
         backend::query(&mut out, sql);
-        self.stream.send(&out).await?;
+        self.send(&out).await?;
         let mut failure = None;
         loop {
             let (tag, body) = self.read_message().await?;
@@ -299,7 +349,7 @@ impl ServerConn {
                 }
                 b'Z' => {
                     if body.first() != Some(&b'I') {
-                        self.tracker.poison();
+                        return Err(self.unusable(ServerError::Unexpected('Z')));
                     }
                     return match failure {
                         Some(f) => Err(ServerError::Refused(f)),

@@ -48,7 +48,7 @@ fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
 }
 
 #[test]
-fn client_whole_messages_are_forwarded_partial_ones_wait() {
+fn client_messages_stream_through_even_when_cut() {
     let q = msg(b'Q', b"select 1\0");
     let mut buf = concat(&[q.clone(), q.clone()]);
     buf.extend_from_slice(&q[..4]);
@@ -59,7 +59,30 @@ fn client_whole_messages_are_forwarded_partial_ones_wait() {
     assert!(!s.terminate);
     assert_eq!(s.want, 0, "header incomplete: nothing known yet");
     let s = client(&q[..7], &mut p, &mut t).unwrap();
-    assert_eq!((s.forward, s.want), (0, q.len() - 7));
+    assert_eq!(
+        (s.forward, s.want),
+        (7, 0),
+        "the start of a Query goes at once"
+    );
+    assert_eq!(p, Passthrough::Forwarding(q.len() - 7));
+    let s = client(&q[7..], &mut p, &mut t).unwrap();
+    assert_eq!(s.forward, q.len() - 7);
+    assert!(!p.mid_message());
+}
+
+#[test]
+fn a_message_to_rewrite_waits_until_whole() {
+    let parse = msg(b'P', b"s1\0select 1\0\0\0");
+    let mut t = Tracker::new();
+    let mut p = Passthrough::default();
+    let mut f = Fixture::default();
+    let mut out = BytesMut::new();
+    let s = scan_client(&parse[..9], &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    assert_eq!((s.forward, s.want), (0, parse.len() - 9));
+    assert!(!p.mid_message());
+    let s = scan_client(&parse, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    assert_eq!(s.forward, parse.len());
+    assert!(s.composed, "renamed for the server");
 }
 
 #[test]

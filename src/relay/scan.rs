@@ -3,10 +3,16 @@
 //! ParameterStatus, CommandComplete and messages naming a prepared statement are looked inside.
 //! Runs of messages that pass as they are go out in one write straight from the buffer; only when
 //! something is rewritten, hidden or answered by pgmux is the output composed in a second buffer.
-//! Large DataRow, CopyData and Bind messages pass through in pieces, so buffers stay bounded
-//! whatever a row's size.
+//!
+//! Every message streams through in pieces as it arrives, except the few pgmux must read whole:
+//! those it may rewrite for prepared statements (client side) and ReadyForQuery,
+//! ParameterStatus, CommandComplete and ErrorResponse (server side). Those are held only up to
+//! [`HELD_LIMIT`]; a larger one streams too, with only its head rewritten where it names a
+//! prepared statement. So what a scan needs buffered is bounded, whatever a message's size.
 
-use crate::prepared::{forgets_all_statements, rewrite_candidate, rewrite_message, Context};
+use crate::prepared::{
+    forgets_all_statements, rewrite_candidate, rewrite_large, rewrite_message, Context, Large,
+};
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::ParamSet;
@@ -14,22 +20,48 @@ use crate::protocol::ProtocolError;
 use crate::server::tracker::{Answer, Route, Tracker};
 use bytes::BytesMut;
 
-/// Per-direction state: how much of a message already forwarded in part is still to come.
+/// The largest message pgmux holds whole to read or rewrite it. 1 MiB: ample for the statement
+/// texts of generated ORM queries (PgBouncer's prepared-statement support, too, reads a Parse
+/// whole), while a client can make pgmux hold at most this much beyond its fixed buffers.
+/// Larger messages stream through.
+pub const HELD_LIMIT: usize = 1 << 20;
+
+/// A client scan stops once this much composed output waits, so that slipped-in Parses cannot
+/// make one scan's output grow past a small bound.
+const COMPOSE_LIMIT: usize = 64 * 1024;
+
+/// Per-direction state: the rest of a message already forwarded (or dropped) in part.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Passthrough {
-    pub remaining: usize,
+pub enum Passthrough {
+    /// At a message boundary.
+    #[default]
+    Between,
+    /// This many bytes of a message partly forwarded are still to come, to be forwarded.
+    Forwarding(usize),
+    /// This many bytes of a message partly read are still to come, to be dropped.
+    Dropping(usize),
 }
 
 impl Passthrough {
     pub fn mid_message(&self) -> bool {
-        self.remaining > 0
+        *self != Passthrough::Between
     }
 
-    /// Consumes the tail of a message forwarded in pieces; returns bytes taken from `available`.
-    fn continue_message(&mut self, available: usize) -> usize {
-        let take = self.remaining.min(available);
-        self.remaining -= take;
-        take
+    /// Consumes the tail of a message passing in pieces: returns the bytes taken from
+    /// `available` and whether they are dropped rather than forwarded.
+    fn continue_message(&mut self, available: usize) -> (usize, bool) {
+        let (remaining, drop) = match *self {
+            Passthrough::Between => return (0, false),
+            Passthrough::Forwarding(n) => (n, false),
+            Passthrough::Dropping(n) => (n, true),
+        };
+        let take = remaining.min(available);
+        *self = match (remaining - take, drop) {
+            (0, _) => Passthrough::Between,
+            (left, false) => Passthrough::Forwarding(left),
+            (left, true) => Passthrough::Dropping(left),
+        };
+        (take, drop)
     }
 }
 
@@ -88,28 +120,20 @@ pub struct ClientScan {
     pub terminate: bool,
     /// Bytes still missing from an incomplete message that must be seen whole.
     pub want: usize,
+    /// The scan stopped with whole messages left, to bound its output: scan again once it is
+    /// written.
+    pub more: bool,
 }
 
-/// Client messages that may be forwarded before they are complete.
-fn client_may_split(tag: u8, seen: &[u8], rewriting: bool) -> bool {
-    match tag {
-        b'd' => true,
-        // A Bind naming a prepared statement is rewritten, so it must be seen whole.
-        b'B' => !rewriting || unnamed_bind(seen),
-        _ => false,
-    }
+/// Client messages that may name a prepared statement, and so are held whole to be rewritten
+/// (up to [`HELD_LIMIT`]) when pgmux manages prepared statements.
+fn may_rewrite(tag: u8) -> bool {
+    matches!(tag, b'P' | b'B' | b'D' | b'C' | b'Q')
 }
 
-/// Whether the start of a Bind body shows an unnamed statement.
-fn unnamed_bind(body: &[u8]) -> bool {
-    let Some(portal_end) = body.iter().position(|&b| b == 0) else {
-        return false;
-    };
-    body.get(portal_end + 1) == Some(&0)
-}
-
-/// Walks whole client messages at the front of `buf`, feeding each to `tracker`, rewriting
-/// those that name prepared statements (when `statements.capacity` > 0) into `out`.
+/// Walks client messages at the front of `buf`, feeding each to `tracker`, rewriting those
+/// that name prepared statements (when `statements.capacity` > 0) into `out`, and passing the
+/// rest on as they come, in pieces where a message is not all there yet.
 pub fn scan_client(
     buf: &[u8],
     pass: &mut Passthrough,
@@ -118,33 +142,79 @@ pub fn scan_client(
     out: &mut BytesMut,
 ) -> Result<ClientScan, ProtocolError> {
     let rewriting = statements.capacity > 0;
-    let mut pos = pass.continue_message(buf.len());
     let mut result = ClientScan::default();
     let mut composer = Composer::default();
+    let (mut pos, dropped) = pass.continue_message(buf.len());
+    if dropped {
+        composer.drop_message(buf, 0, pos, out);
+    }
     while let Some(h) = frame::header(&buf[pos..])? {
-        if h.tag == b'X' && !pass.mid_message() {
+        if composer.composed && out.len() >= COMPOSE_LIMIT {
+            result.more = true;
+            break;
+        }
+        if h.tag == b'X' {
             result.terminate = true;
             break;
         }
         let available = buf.len() - pos;
-        if available < h.total {
-            if client_may_split(h.tag, &buf[pos + 5..], rewriting) {
-                tracker.client_message(h.tag);
-                pass.remaining = h.total - available;
-                pos = buf.len();
-            } else {
+        let whole = available >= h.total;
+        if rewriting && may_rewrite(h.tag) && h.total <= HELD_LIMIT {
+            if !whole {
                 result.want = h.total - available;
+                break;
             }
-            break;
+            let msg = &buf[pos..pos + h.total];
+            if rewrite_candidate(h.tag, &msg[5..]) {
+                composer.flush(buf, pos, out);
+                rewrite_message(msg, statements, tracker, out);
+                composer.run_start = pos + h.total;
+                apply_undone(tracker, statements);
+            } else {
+                tracker.client_message(h.tag);
+            }
+            pos += h.total;
+            continue;
         }
-        let msg = &buf[pos..pos + h.total];
-        if rewriting && rewrite_candidate(h.tag, &msg[5..]) {
-            composer.flush(buf, pos, out);
-            rewrite_message(msg, statements, tracker, out);
-            composer.run_start = pos + h.total;
-            apply_undone(tracker, statements);
-        } else {
-            tracker.client_message(h.tag);
+        let seen_end = pos + h.total.min(available);
+        let large = match rewriting && matches!(h.tag, b'P' | b'B') {
+            true => {
+                // Too large to hold: only the names at its head are looked at. What pgmux
+                // writes in its place goes to the composed output.
+                composer.flush(buf, pos, out);
+                let seen = &buf[pos + 5..seen_end];
+                rewrite_large(h.tag, seen, h.body_len(), statements, tracker, out)
+            }
+            false => Large::AsItIs,
+        };
+        let drop = match large {
+            Large::NeedMore => {
+                result.want = 1;
+                break;
+            }
+            Large::AsItIs => {
+                tracker.client_message(h.tag);
+                false
+            }
+            Large::Rewritten { replaces } => {
+                composer.run_start = pos + 5 + replaces;
+                apply_undone(tracker, statements);
+                false
+            }
+            Large::Dropped => {
+                composer.run_start = seen_end;
+                apply_undone(tracker, statements);
+                true
+            }
+        };
+        if !whole {
+            let missing = h.total - available;
+            *pass = match drop {
+                true => Passthrough::Dropping(missing),
+                false => Passthrough::Forwarding(missing),
+            };
+            pos = buf.len();
+            break;
         }
         pos += h.total;
     }
@@ -181,8 +251,14 @@ pub struct ServerScan {
     pub transactions_done: u32,
 }
 
-fn server_may_split(tag: u8) -> bool {
-    matches!(tag, b'D' | b'd')
+/// Server messages pgmux reads whole: the ones it looks inside, and errors it may log.
+/// PostgreSQL never sends the first three anywhere near [`HELD_LIMIT`].
+fn server_held(tag: u8, total: usize) -> bool {
+    match tag {
+        b'Z' | b'S' | b'C' => true,
+        b'E' => total <= HELD_LIMIT,
+        _ => false,
+    }
 }
 
 /// Where the server's half of a scan records what it learns.
@@ -203,9 +279,12 @@ pub fn scan_server(
     out: &mut BytesMut,
 ) -> Result<ServerScan, ProtocolError> {
     let tracker = side.tracker;
-    let mut pos = pass.continue_message(buf.len());
     let mut result = ServerScan::default();
     let mut composer = Composer::default();
+    let (mut pos, dropped) = pass.continue_message(buf.len());
+    if dropped {
+        composer.drop_message(buf, 0, pos, out);
+    }
     loop {
         while let Some(answer) = tracker.take_answer() {
             composer.flush(buf, pos, out);
@@ -220,12 +299,34 @@ pub fn scan_server(
         };
         let available = buf.len() - pos;
         if available < h.total {
-            if server_may_split(h.tag) && tracker.server_message(h.tag, None) == Route::Forward {
-                pass.remaining = h.total - available;
-                pos = buf.len();
-            } else {
+            if server_held(h.tag, h.total) {
+                if h.total > HELD_LIMIT {
+                    return Err(ProtocolError::Malformed {
+                        tag: h.tag as char,
+                        what: "far longer than PostgreSQL sends",
+                    });
+                }
                 result.want = h.total - available;
+                break;
             }
+            let missing = h.total - available;
+            *pass = match tracker.server_message(h.tag, None) {
+                Route::Forward => Passthrough::Forwarding(missing),
+                Route::Swallow => {
+                    composer.drop_message(buf, pos, buf.len(), out);
+                    Passthrough::Dropping(missing)
+                }
+                Route::Replace => {
+                    composer.flush(buf, pos, out);
+                    if let Some(error) = tracker.take_replacement() {
+                        out.extend_from_slice(&error);
+                    }
+                    composer.run_start = buf.len();
+                    Passthrough::Dropping(missing)
+                }
+            };
+            apply_undone(tracker, statements);
+            pos = buf.len();
             break;
         }
         let end = pos + h.total;

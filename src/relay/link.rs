@@ -1,0 +1,546 @@
+//! The linked state: one client and the server it borrowed, with bytes moving both ways at
+//! once. Each direction has its own read, scan and write, and stops reading its source only
+//! while what it already scanned has not been written: a full socket holds back only the side
+//! that feeds it. So a client that writes a long pipeline while it reads the replies never
+//! deadlocks against PostgreSQL, which stops reading once its own output is not drained.
+//!
+//! Memory per direction is the source's read buffer (a message held whole is at most
+//! [`HELD_LIMIT`], everything else streams through in reads of [`CLIENT_READ`] and
+//! [`READ_BUFFER`]) and, only when pgmux rewrites or answers something, a composed buffer of
+//! about one scan's output. Timers and stop signals are the caller's: a step is cancel-safe,
+//! since every byte read, scanned or written is recorded in `Linked` before it returns.
+
+use super::scan::{scan_client, scan_server, Passthrough, ServerSide, HELD_LIMIT};
+use crate::config::PoolMode;
+use crate::pool::PooledServer;
+use crate::prepared::{Counts, Statements};
+use crate::protocol::backend;
+use crate::protocol::params::ParamSet;
+use crate::protocol::ProtocolError;
+use crate::server::tracker::{Tracker, Verdict};
+use crate::server::{ServerConn, ServerError, READ_BUFFER};
+use crate::stats::{micros, PoolStats};
+use crate::stream::Stream;
+use bytes::{Buf, BytesMut};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use thiserror::Error;
+use tokio::io::AsyncWrite;
+use tokio::time::Instant;
+
+/// How much a read from the client asks for at least while linked.
+pub const CLIENT_READ: usize = 8 * 1024;
+
+/// A server read buffer grown past this for one large message is replaced when the server
+/// goes back to the pool, so that an idle server keeps no more than a small one.
+const SERVER_BUFFER_KEPT: usize = 4 * READ_BUFFER;
+
+/// Why the relay stopped short.
+#[derive(Debug, Error)]
+pub enum RelayError {
+    #[error("client connection: {0}")]
+    Client(std::io::Error),
+    #[error("client closed the connection")]
+    ClientClosed,
+    #[error("protocol violation: {0}")]
+    ClientProtocol(ProtocolError),
+    #[error("{0}")]
+    Server(ServerError),
+    #[error("transaction blocks not allowed in statement pooling mode")]
+    TransactionInStatementMode,
+}
+
+/// What a step of the relay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Bytes moved; call again.
+    Progress,
+    /// A transaction just ended and nothing is in flight: the server may go back now, with
+    /// what the client is still owed handed over by [`Linked::unlink`].
+    Idle,
+    /// The client sent Terminate.
+    Terminate,
+}
+
+/// What the relay touches of the client's while linked.
+pub struct ClientSide<'a, 'r> {
+    pub stream: &'a mut Stream,
+    pub buf: &'a mut BytesMut,
+    pub params: &'a mut ParamSet,
+    pub statements: &'a mut Statements<'r>,
+    pub composed: &'a mut Composed,
+}
+
+/// Output composed when it is not the input as it came (prepared statements rewritten,
+/// answers of pgmux's own), one buffer per direction. Kept by the session and reused.
+#[derive(Debug, Default)]
+pub struct Composed {
+    to_server: BytesMut,
+    to_client: BytesMut,
+}
+
+impl Composed {
+    /// What is composed for the client and not yet written ([`Tail::Composed`]).
+    pub fn to_client(&self) -> &[u8] {
+        &self.to_client
+    }
+
+    pub fn clear(&mut self) {
+        self.to_server.clear();
+        self.to_client.clear();
+    }
+}
+
+/// Bytes scanned for one direction and not yet all written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outgoing {
+    Empty,
+    /// The first this many bytes of the source's read buffer.
+    Read(usize),
+    /// All of the direction's composed buffer.
+    Composed,
+    /// All written; TLS may still hold some of it.
+    Flushing,
+}
+
+/// What the client is still owed when the server goes back to the pool.
+#[derive(Debug)]
+pub enum Tail {
+    Nothing,
+    /// Written, but TLS may still hold some of it.
+    Flush,
+    Bytes(BytesMut),
+    /// In the session's composed buffer.
+    Composed,
+}
+
+/// A client linked to a borrowed server.
+pub struct Linked {
+    server: PooledServer,
+    mode: PoolMode,
+    client_pass: Passthrough,
+    server_pass: Passthrough,
+    to_server: Outgoing,
+    to_client: Outgoing,
+    /// Client bytes (or room to scan more) not scanned yet.
+    client_unscanned: bool,
+    server_unscanned: bool,
+    /// Bytes still missing from a message each side must see whole.
+    client_want: usize,
+    server_want: usize,
+    /// The relay fails with this once what precedes it has reached the client.
+    closing: Option<RelayError>,
+    transaction_started: Option<Instant>,
+    query_started: Option<Instant>,
+    counts: Counts,
+}
+
+impl Linked {
+    /// Links `server`; `set_sql`, pgmux's own statement that gives the server the client's
+    /// parameters, goes first and its replies are swallowed.
+    pub fn new(
+        mut server: PooledServer,
+        mode: PoolMode,
+        set_sql: Option<&str>,
+        composed: &mut Composed,
+    ) -> Linked {
+        let to_server = match set_sql {
+            Some(sql) => {
+                composed.to_server.clear();
+                backend::query(&mut composed.to_server, sql);
+                server.tracker.own_query();
+                Outgoing::Composed
+            }
+            None => Outgoing::Empty,
+        };
+        Linked {
+            server,
+            mode,
+            client_pass: Passthrough::Between,
+            server_pass: Passthrough::Between,
+            to_server,
+            to_client: Outgoing::Empty,
+            client_unscanned: true,
+            server_unscanned: false,
+            client_want: 0,
+            server_want: 0,
+            closing: None,
+            transaction_started: None,
+            query_started: None,
+            counts: Counts::default(),
+        }
+    }
+
+    pub fn server(&self) -> &ServerConn {
+        &self.server
+    }
+
+    pub fn tracker(&self) -> &Tracker {
+        &self.server.tracker
+    }
+
+    /// The server cannot be trusted any more (a timeout or a kill cut its exchange short).
+    pub fn poison(&mut self) {
+        self.server.tracker.poison();
+    }
+
+    /// Prepared-statement work counted since the last call.
+    pub fn take_counts(&mut self) -> Counts {
+        std::mem::take(&mut self.counts)
+    }
+
+    /// Moves bytes both ways until something happened; see [`Step`].
+    pub async fn step(&mut self, client: &mut ClientSide<'_, '_>) -> Result<Step, RelayError> {
+        std::future::poll_fn(|cx| self.poll_step(cx, client)).await
+    }
+
+    /// Ends the link: the server, to go back to its pool (or be closed if anything is left
+    /// in flight), and what the client is still owed, to be written after it went back.
+    pub fn unlink(mut self) -> (PooledServer, Tail) {
+        let tail = match self.to_client {
+            Outgoing::Empty => Tail::Nothing,
+            Outgoing::Flushing => Tail::Flush,
+            Outgoing::Composed => Tail::Composed,
+            Outgoing::Read(n) => Tail::Bytes(self.server.buf.split_to(n)),
+        };
+        let in_flight = self.client_pass.mid_message()
+            || self.server_pass.mid_message()
+            || self.to_server != Outgoing::Empty
+            || !self.server.buf.is_empty();
+        if in_flight {
+            // A message cut in two, or bytes one side never got: never pool such a server.
+            self.server.tracker.poison();
+        } else if self.server.buf.capacity() > SERVER_BUFFER_KEPT {
+            self.server.buf = BytesMut::with_capacity(READ_BUFFER);
+        }
+        (self.server, tail)
+    }
+
+    /// Whether the server may go back: idle, nothing in flight either way.
+    fn at_rest(&self) -> bool {
+        let unsent = match self.to_client {
+            Outgoing::Read(n) => n,
+            _ => 0,
+        };
+        self.server.tracker.verdict() == Verdict::Idle
+            && !self.client_pass.mid_message()
+            && !self.server_pass.mid_message()
+            && self.to_server == Outgoing::Empty
+            && self.server.buf.len() == unsent
+    }
+
+    fn poll_step(
+        &mut self,
+        cx: &mut Context<'_>,
+        c: &mut ClientSide<'_, '_>,
+    ) -> Poll<Result<Step, RelayError>> {
+        let mut progressed = false;
+        loop {
+            let mut moved = false;
+            // Server to client first: draining the server is what lets it read again.
+            if let Poll::Ready(written) = self.poll_to_client(cx, c) {
+                written?;
+                moved = true;
+            }
+            if self.to_client == Outgoing::Empty {
+                if let Some(error) = self.closing.take() {
+                    return Poll::Ready(Err(error));
+                }
+            }
+            let mut maybe_idle = false;
+            if let Poll::Ready(written) = self.poll_to_server(cx, c) {
+                written?;
+                moved = true;
+                maybe_idle = self.to_server == Outgoing::Empty;
+            }
+            if self.to_client == Outgoing::Empty && self.closing.is_none() {
+                if self.server_unscanned || self.server.tracker.answer_due() {
+                    self.scan_server(c)?;
+                    moved = true;
+                    maybe_idle = true;
+                } else if let Poll::Ready(read) = self.server.poll_read_more(cx, self.server_want) {
+                    read.map_err(RelayError::Server)?;
+                    self.server_unscanned = true;
+                    moved = true;
+                }
+            }
+            if maybe_idle && self.at_rest() {
+                return Poll::Ready(Ok(Step::Idle));
+            }
+            if self.to_server == Outgoing::Empty && self.closing.is_none() {
+                if self.client_unscanned {
+                    if self.scan_client(c)? {
+                        return Poll::Ready(Ok(Step::Terminate));
+                    }
+                    moved = true;
+                } else if let Poll::Ready(read) =
+                    c.stream.poll_fill(cx, c.buf, self.client_want, CLIENT_READ)
+                {
+                    match read {
+                        Ok(0) => return Poll::Ready(Err(RelayError::ClientClosed)),
+                        Ok(_) => self.client_unscanned = true,
+                        Err(e) => return Poll::Ready(Err(RelayError::Client(e))),
+                    }
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+            progressed = true;
+        }
+        match progressed {
+            true => Poll::Ready(Ok(Step::Progress)),
+            false => Poll::Pending,
+        }
+    }
+
+    /// Writes what is owed to the client. Ready once something was written or it failed.
+    fn poll_to_client(
+        &mut self,
+        cx: &mut Context<'_>,
+        c: &mut ClientSide<'_, '_>,
+    ) -> Poll<Result<(), RelayError>> {
+        let mut wrote = false;
+        loop {
+            let bytes = match self.to_client {
+                Outgoing::Empty => break,
+                Outgoing::Read(n) => &self.server.buf[..n],
+                Outgoing::Composed => &c.composed.to_client[..],
+                Outgoing::Flushing => {
+                    match Pin::new(&mut *c.stream).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => self.to_client = Outgoing::Empty,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Client(e))),
+                        Poll::Pending => {}
+                    }
+                    break;
+                }
+            };
+            let n = match Pin::new(&mut *c.stream).poll_write(cx, bytes) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(RelayError::ClientClosed)),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Client(e))),
+                Poll::Pending => break,
+            };
+            wrote = true;
+            let left = match self.to_client {
+                Outgoing::Read(len) => {
+                    self.server.buf.advance(n);
+                    len - n
+                }
+                _ => {
+                    c.composed.to_client.advance(n);
+                    c.composed.to_client.len()
+                }
+            };
+            self.to_client = match left {
+                0 if c.stream.is_tls() => Outgoing::Flushing,
+                0 => Outgoing::Empty,
+                _ => self.to_client.shrunk_to(left),
+            };
+        }
+        match wrote {
+            true => Poll::Ready(Ok(())),
+            false => Poll::Pending,
+        }
+    }
+
+    /// Writes what is owed to the server. Ready once something was written or it failed.
+    fn poll_to_server(
+        &mut self,
+        cx: &mut Context<'_>,
+        c: &mut ClientSide<'_, '_>,
+    ) -> Poll<Result<(), RelayError>> {
+        let mut wrote = false;
+        loop {
+            let server = &mut *self.server;
+            let bytes = match self.to_server {
+                Outgoing::Empty => break,
+                Outgoing::Read(n) => &c.buf[..n],
+                Outgoing::Composed => &c.composed.to_server[..],
+                Outgoing::Flushing => {
+                    match server.poll_flush(cx) {
+                        Poll::Ready(Ok(())) => self.to_server = Outgoing::Empty,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Server(e))),
+                        Poll::Pending => {}
+                    }
+                    break;
+                }
+            };
+            let n = match server.poll_write(cx, bytes) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Server(e))),
+                Poll::Pending => break,
+            };
+            wrote = true;
+            let left = match self.to_server {
+                Outgoing::Read(len) => {
+                    c.buf.advance(n);
+                    len - n
+                }
+                _ => {
+                    c.composed.to_server.advance(n);
+                    c.composed.to_server.len()
+                }
+            };
+            self.to_server = match left {
+                0 if server.stream.is_tls() => Outgoing::Flushing,
+                0 => Outgoing::Empty,
+                _ => self.to_server.shrunk_to(left),
+            };
+        }
+        match wrote {
+            true => Poll::Ready(Ok(())),
+            false => Poll::Pending,
+        }
+    }
+
+    /// Scans the client's buffered bytes and queues what goes to the server. Returns true
+    /// when the client said Terminate.
+    fn scan_client(&mut self, c: &mut ClientSide<'_, '_>) -> Result<bool, RelayError> {
+        let server = &mut *self.server;
+        let was_awaiting = server.tracker.awaiting_reply();
+        let mut context = c
+            .statements
+            .context(&mut server.statements, &mut self.counts);
+        c.composed.to_server.clear();
+        let scan = scan_client(
+            c.buf,
+            &mut self.client_pass,
+            &mut server.tracker,
+            &mut context,
+            &mut c.composed.to_server,
+        )
+        .map_err(RelayError::ClientProtocol)?;
+        self.client_unscanned = scan.more;
+        self.client_want = scan.want;
+        if scan.forward > 0 {
+            let now = Instant::now();
+            self.transaction_started.get_or_insert(now);
+            if !was_awaiting {
+                self.query_started.get_or_insert(now);
+            }
+            let stats = &self.server.pool().stats;
+            PoolStats::add(&stats.bytes_received, scan.forward as u64);
+        }
+        self.to_server = if scan.composed {
+            c.buf.advance(scan.forward);
+            match c.composed.to_server.is_empty() {
+                true => Outgoing::Empty,
+                false => Outgoing::Composed,
+            }
+        } else {
+            match scan.forward {
+                0 => Outgoing::Empty,
+                n => Outgoing::Read(n),
+            }
+        };
+        Ok(scan.terminate)
+    }
+
+    /// Scans the server's buffered bytes (and answers pgmux owes) and queues what goes to the
+    /// client, counting finished queries and transactions.
+    fn scan_server(&mut self, c: &mut ClientSide<'_, '_>) -> Result<(), RelayError> {
+        let server = &mut *self.server;
+        let mut context = c
+            .statements
+            .context(&mut server.statements, &mut self.counts);
+        let side = ServerSide {
+            tracker: &mut server.tracker,
+            server_params: &mut server.params,
+            client_params: c.params,
+        };
+        c.composed.to_client.clear();
+        let scan = scan_server(
+            &server.buf,
+            &mut self.server_pass,
+            side,
+            &mut context,
+            &mut c.composed.to_client,
+        );
+        let scan = match scan {
+            Ok(scan) => scan,
+            Err(e) => {
+                server.tracker.poison();
+                return Err(RelayError::Server(ServerError::Protocol(e)));
+            }
+        };
+        self.server_unscanned = false;
+        self.server_want = scan.want;
+        let len = if scan.composed {
+            // The composed output stands for all of the scanned input.
+            server.buf.advance(scan.end);
+            c.composed.to_client.len()
+        } else {
+            server.buf.advance(scan.swallow);
+            scan.end - scan.swallow
+        };
+        self.to_client = match (len, scan.composed) {
+            (0, _) => Outgoing::Empty,
+            (_, true) => Outgoing::Composed,
+            (n, false) => Outgoing::Read(n),
+        };
+        self.count(scan.queries_done, scan.transactions_done, len);
+        if let (PoolMode::Statement, Some(at)) = (self.mode, scan.transaction_opened_at) {
+            // Everything before the ReadyForQuery that opened the transaction, then the error.
+            self.server.tracker.poison();
+            self.to_client = match self.to_client {
+                Outgoing::Composed => {
+                    c.composed.to_client.truncate(at);
+                    Outgoing::Composed
+                }
+                _ => Outgoing::Read(at),
+            };
+            if at == 0 {
+                self.to_client = Outgoing::Empty;
+            }
+            self.closing = Some(RelayError::TransactionInStatementMode);
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, queries_done: u32, transactions_done: u32, bytes_sent: usize) {
+        let pool = self.server.pool();
+        let stats = &pool.stats;
+        PoolStats::add(&stats.bytes_sent, bytes_sent as u64);
+        if queries_done > 0 {
+            PoolStats::add(&stats.query_count, queries_done as u64);
+            if !self.server.tracker.awaiting_reply() {
+                if let Some(started) = self.query_started.take() {
+                    let took = started.elapsed();
+                    PoolStats::add(&stats.query_time_us, micros(took));
+                    pool.histograms.query.record(took);
+                }
+            }
+        }
+        if transactions_done > 0 {
+            PoolStats::add(&stats.xact_count, transactions_done as u64);
+            if let Some(started) = self.transaction_started.take() {
+                let took = started.elapsed();
+                PoolStats::add(&stats.xact_time_us, micros(took));
+                pool.histograms.transaction.record(took);
+            }
+        }
+    }
+}
+
+impl Outgoing {
+    /// The same kind of output, with `left` bytes of it still to write.
+    fn shrunk_to(self, left: usize) -> Outgoing {
+        match self {
+            Outgoing::Read(_) => Outgoing::Read(left),
+            other => other,
+        }
+    }
+}
+
+/// Whether a message this large may start a transaction before it is all there: it would be
+/// streamed anyway, and waiting for all of it would hold it whole.
+pub fn streams(message_len: usize) -> bool {
+    message_len > STREAM_START
+}
+
+/// Messages larger than this start a transaction as soon as their header is in.
+const STREAM_START: usize = 64 * 1024;
+
+const _: () = assert!(STREAM_START < HELD_LIMIT);
