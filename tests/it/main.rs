@@ -21,6 +21,7 @@ mod prepared;
 mod reload;
 mod shutdown;
 mod startup;
+mod streaming;
 mod timeouts;
 mod tls;
 mod transaction_mode;
