@@ -63,6 +63,20 @@ async fn drive(
     env: &[(&str, PathBuf)],
     checks: usize,
 ) {
+    run_program(program, args, env, checks).await;
+    let pool = &pgmux.shared().pools.all()[0];
+    assert!(pgmux.pools()[0].servers <= 4, "{:?}", pgmux.pools());
+    let totals = pool.stats.totals();
+    assert!(
+        totals.client_parse_count >= CLIENTS as u64
+            && totals.bind_count >= (CLIENTS * ROUNDS) as u64,
+        "named statements went through pgmux's rewriting: {totals:?}"
+    );
+    pgmux.stop().await;
+}
+
+/// Runs a client program to its end, within a bound, and checks that it passed `checks` checks.
+async fn run_program(program: &Path, args: &[String], env: &[(&str, PathBuf)], checks: usize) {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).kill_on_drop(true);
     for (k, v) in env {
@@ -86,16 +100,40 @@ async fn drive(
         text.contains(&format!(": {checks} checks passed")),
         "expected {checks} checks:\n{text}"
     );
-    let pool = &pgmux.shared().pools.all()[0];
-    assert!(pgmux.pools()[0].servers <= 4, "{:?}", pgmux.pools());
-    let totals = pool.stats.totals();
-    assert!(
-        totals.client_parse_count >= CLIENTS as u64
-            && totals.bind_count >= (CLIENTS * ROUNDS) as u64,
-        "named statements went through pgmux's rewriting: {totals:?}"
-    );
     eprintln!("{}", text.trim());
+}
+
+/// executemany of 50,000 rows, pipelined by the driver, commits exactly those rows.
+async fn executemany(library: &str, conninfo: impl FnOnce(&Pgmux) -> String) {
+    let Some(python) = require(installed().join("venv/bin/python"), "python virtualenv") else {
+        return;
+    };
+    let pgmux = pgmux_with_four_servers().await;
+    let script = repo().join("tests/clients/executemany_check.py");
+    let args = [
+        script.display().to_string(),
+        library.to_owned(),
+        conninfo(&pgmux),
+        "50000".to_owned(),
+    ];
+    run_program(&python, &args, &[], 1).await;
     pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_pipeline_executemany_of_50000_rows() {
+    executemany("psycopg", |pgmux| {
+        format!(
+            "host=127.0.0.1 port={} user=app password=app dbname=app",
+            pgmux.port
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_executemany_of_50000_rows() {
+    executemany("asyncpg", uri).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
