@@ -18,6 +18,9 @@ pub enum Stream {
     Connected(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// Only while a plain stream is handed over to a TLS handshake: every operation fails.
     Detached,
+    /// An in-memory pipe, for tests of the relay with sockets that fill up at will.
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
 }
 
 fn detached() -> io::Error {
@@ -34,6 +37,8 @@ impl Stream {
             Stream::Accepted(s) => Some(s.get_ref().0),
             Stream::Connected(s) => Some(s.get_ref().0),
             Stream::Detached => None,
+            #[cfg(test)]
+            Stream::Memory(_) => None,
         }
     }
 
@@ -94,6 +99,8 @@ impl AsyncRead for Stream {
             Stream::Accepted(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Connected(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Detached => Poll::Ready(Err(detached())),
+            #[cfg(test)]
+            Stream::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -109,6 +116,8 @@ impl AsyncWrite for Stream {
             Stream::Accepted(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Connected(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Detached => Poll::Ready(Err(detached())),
+            #[cfg(test)]
+            Stream::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -118,6 +127,8 @@ impl AsyncWrite for Stream {
             Stream::Accepted(s) => Pin::new(s).poll_flush(cx),
             Stream::Connected(s) => Pin::new(s).poll_flush(cx),
             Stream::Detached => Poll::Ready(Err(detached())),
+            #[cfg(test)]
+            Stream::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -127,6 +138,8 @@ impl AsyncWrite for Stream {
             Stream::Accepted(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Connected(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Detached => Poll::Ready(Err(detached())),
+            #[cfg(test)]
+            Stream::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -36,6 +36,20 @@ impl PooledServer {
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
     }
+
+    /// `conn` as if checked out of a pool of its own, for tests of what runs over a server.
+    #[cfg(test)]
+    pub fn detached(conn: ServerConn) -> PooledServer {
+        let text = "[pgmux]\n[databases.app]\nhost = \"127.0.0.1\"\n";
+        let config = crate::config::Config::parse(text, std::path::Path::new("."))
+            .expect("a minimal config");
+        let settings = super::PoolSettings::from_config(&config, "app", "app")
+            .expect("settings of the one database");
+        let pool = Pool::new("app".into(), settings, Default::default(), Vec::new());
+        // Counted as open, as a connect would have.
+        let _room = super::lock(&pool.queue).take();
+        PooledServer::new(Box::new(conn), Arc::new(pool))
+    }
 }
 
 impl Deref for PooledServer {

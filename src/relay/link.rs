@@ -544,3 +544,6 @@ pub fn streams(message_len: usize) -> bool {
 const STREAM_START: usize = 64 * 1024;
 
 const _: () = assert!(STREAM_START < HELD_LIMIT);
+
+#[cfg(test)]
+mod tests;

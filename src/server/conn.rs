@@ -146,6 +146,29 @@ impl ServerConn {
         Ok(conn)
     }
 
+    /// A logged-in connection over `stream`, for tests of what runs over one.
+    #[cfg(test)]
+    pub fn over(stream: Stream) -> ServerConn {
+        ServerConn {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUFFER),
+            params: ParamSet::default(),
+            startup_params: Vec::new(),
+            backend_pid: 0,
+            backend_secret: 0,
+            addr: SocketAddr::from(([127, 0, 0, 1], 5432)),
+            tracker: Tracker::new(),
+            statements: ServerStatements::default(),
+            created: Instant::now(),
+            connect_time: std::time::SystemTime::now(),
+            local_addr: None,
+            last_used: Instant::now(),
+            expires_at: None,
+            generation: 0,
+            id: 0,
+        }
+    }
+
     /// Reads one whole message, returning its tag and body.
     pub async fn read_message(&mut self) -> Result<(u8, Bytes), ServerError> {
         loop {
