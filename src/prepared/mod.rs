@@ -1,16 +1,20 @@
-//! Protocol-level named prepared statements across pooled servers.
+//! Protocol-level named prepared statements across pooled servers, all of it: rewriting what
+//! clients send (rewrite.rs), the statements and names themselves (statement.rs), and the reply
+//! side (reply.rs): the tokens the tracker carries, pgmux's own answers, undoing what failed.
 //!
 //! A client's named statement is renamed to a pgmux-wide name (`PGMUX_<id>`) that stands for its
 //! exact bytes (query text and parameter types); each server connection remembers, in an LRU,
 //! which of those it has prepared. When a client's Bind or Describe reaches a server that lacks
 //! the statement, the Parse is slipped in just before it, inside the client's own pipeline, and
-//! its reply is hidden. This module owns the bookkeeping and the rewriting of client messages; the
-//! reply side lives in the tracker, which knows what each pending reply is for. No I/O.
+//! its reply is hidden. The tracker keeps each reply's token in order without knowing what it
+//! means. No I/O.
 
+mod reply;
 mod rewrite;
 mod sql;
 mod statement;
 
+pub use reply::{apply_undone, put_answers, replacement, Answer, StatementTracker, Token};
 pub use rewrite::{
     rewrite_candidate, rewrite_large, rewrite_message, Context, Counts, Large, Statements,
 };

@@ -2,13 +2,14 @@
 //! pgmux-wide one, a Parse (and, past the limit, a Close of the least recently used statement) is
 //! slipped in where the server lacks it, and what the server never sees is answered in turn.
 
+use super::reply::{Answer, StatementTracker as Tracker, Token};
 use super::sql::deallocate_target;
 use super::statement::{
     ClientStatements, Registry, ServerStatements, Statement, Undo, SERVER_NAME_PREFIX,
 };
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::sqlstate as code;
-use crate::server::tracker::{Answer, Handling, Reply, Tracker};
+use crate::server::tracker::{Handling, Reply, TxStatus};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 
@@ -152,9 +153,9 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
         // parse reports its own error: parse it under a scratch name (closed at once), and
         // only if that works, fail where PostgreSQL fails on the name.
         put_parse(out, SCRATCH, rest);
-        tracker.expect(Reply::Parse, Handling::Hide, Undo::Nothing);
+        tracker.expect(Reply::Parse, Handling::Hide, None);
         put_named(out, b'C', b'S', SCRATCH);
-        tracker.expect(Reply::Close, Handling::Hide, Undo::Nothing);
+        tracker.expect(Reply::Close, Handling::Hide, None);
         fail_here(
             code::DUPLICATE_PREPARED_STATEMENT,
             &already_exists(name),
@@ -166,7 +167,7 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
     let statement = ctx.registry.intern(rest);
     let name = Bytes::copy_from_slice(name);
     ctx.client.insert(name.clone(), statement.clone());
-    if tracker.status() == b'E' && ctx.server.contains(statement.id) {
+    if tracker.status() == TxStatus::Failed && ctx.server.contains(statement.id) {
         // In a failed transaction PostgreSQL refuses a Parse (25P02) unless it is ROLLBACK or
         // the like: let the server decide on a scratch copy, whose reply is the client's.
         ctx.counts.hits += 1;
@@ -175,16 +176,20 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
             client_name: Some(name),
             server_id: None,
         };
-        tracker.expect(Reply::Parse, Handling::Forward, undo);
+        tracker.expect(Reply::Parse, Handling::Forward, Token::undo(undo));
         put_named(out, b'C', b'S', SCRATCH);
-        tracker.expect(Reply::Close, Handling::Hide, Undo::Nothing);
+        tracker.expect(Reply::Close, Handling::Hide, None);
     } else if ctx.server.touch(statement.id) {
         ctx.counts.hits += 1;
         let undo = Undo::Parse {
             client_name: Some(name),
             server_id: None,
         };
-        tracker.expect(Reply::Parse, Handling::Answer(Answer::ParseComplete), undo);
+        tracker.expect(
+            Reply::Parse,
+            Handling::Answer,
+            Some(Token::Answer(Answer::ParseComplete, undo)),
+        );
     } else {
         make_room(ctx, tracker, out);
         put_parse(out, &statement.server_name, rest);
@@ -194,7 +199,7 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
             client_name: Some(name),
             server_id: Some(statement.id),
         };
-        tracker.expect(Reply::Parse, Handling::Forward, undo);
+        tracker.expect(Reply::Parse, Handling::Forward, Token::undo(undo));
     }
     true
 }
@@ -237,7 +242,7 @@ fn bind_head(
     out.put_slice(portal);
     out.put_u8(0);
     out.put_slice(&statement.server_name);
-    tracker.expect(Reply::Bind, Handling::Forward, Undo::Nothing);
+    tracker.expect(Reply::Bind, Handling::Forward, None);
     true
 }
 
@@ -253,7 +258,7 @@ fn describe(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut Byt
     };
     prepare_on_server(&statement, name, ctx, tracker, out);
     put_named(out, b'D', b'S', &statement.server_name);
-    tracker.expect(Reply::Describe, Handling::Forward, Undo::Nothing);
+    tracker.expect(Reply::Describe, Handling::Forward, None);
     true
 }
 
@@ -274,7 +279,11 @@ fn close(body: &[u8], ctx: &mut Context, tracker: &mut Tracker) -> bool {
         None if name.starts_with(SERVER_NAME_PREFIX) => Undo::Nothing,
         None => return false,
     };
-    tracker.expect(Reply::Close, Handling::Answer(Answer::CloseComplete), undo);
+    tracker.expect(
+        Reply::Close,
+        Handling::Answer,
+        Some(Token::Answer(Answer::CloseComplete, undo)),
+    );
     true
 }
 
@@ -291,7 +300,11 @@ fn deallocate(body: &[u8], ctx: &mut Context, tracker: &mut Tracker) -> bool {
         name: Bytes::from(name),
         statement,
     };
-    tracker.expect(Reply::Ready, Handling::Answer(Answer::Deallocate), undo);
+    tracker.expect(
+        Reply::Ready,
+        Handling::Answer,
+        Some(Token::Answer(Answer::Deallocate, undo)),
+    );
     true
 }
 
@@ -326,7 +339,7 @@ fn prepare_on_server(
         client_name: None,
         server_id: Some(statement.id),
     };
-    tracker.expect(Reply::Parse, Handling::Hide, undo);
+    tracker.expect(Reply::Parse, Handling::Hide, Token::undo(undo));
 }
 
 /// Makes the server fail at this point of the pipeline, and skip to Sync, where PostgreSQL
@@ -337,8 +350,8 @@ fn fail_here(sqlstate: &str, message: &str, tracker: &mut Tracker, out: &mut Byt
     put_named(out, b'D', b'S', NEVER_PREPARED);
     tracker.expect(
         Reply::Describe,
-        Handling::ReplaceError(error.freeze()),
-        Undo::Nothing,
+        Handling::Replace,
+        Some(Token::Replace(error.freeze())),
     );
 }
 
@@ -442,7 +455,7 @@ fn large_parse(
         client_name: Some(name),
         server_id: Some(statement.id),
     };
-    tracker.expect(Reply::Parse, Handling::Forward, undo);
+    tracker.expect(Reply::Parse, Handling::Forward, Token::undo(undo));
     Large::Rewritten { replaces }
 }
 
@@ -456,7 +469,11 @@ fn make_room(ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesMut) {
     };
     put_named(out, b'C', b'S', &victim.server_name);
     ctx.counts.evictions += 1;
-    tracker.expect(Reply::Close, Handling::Hide, Undo::ServerClose(victim));
+    tracker.expect(
+        Reply::Close,
+        Handling::Hide,
+        Token::undo(Undo::ServerClose(victim)),
+    );
 }
 
 /// Describe or Close: tag, kind byte, NUL-terminated name.

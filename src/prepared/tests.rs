@@ -67,7 +67,7 @@ fn summary(mut bytes: &[u8]) -> Vec<String> {
 
 /// One client session's view of one server connection.
 struct Wire {
-    tracker: Tracker,
+    tracker: crate::prepared::StatementTracker,
     capacity: usize,
 }
 
@@ -79,20 +79,34 @@ impl Wire {
         }
     }
 
-    /// What the server receives for these client messages.
+    /// What the server receives for these client messages (scanned again while a scan stops
+    /// early to bound its output).
     fn send(&mut self, f: &mut Fixture, messages: &[Vec<u8>]) -> Vec<String> {
         let buf = messages.concat();
-        let mut out = BytesMut::new();
-        let scan = scan_client(
-            &buf,
-            &mut Passthrough::default(),
-            &mut self.tracker,
-            &mut f.context(self.capacity),
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(scan.forward, buf.len());
-        summary(if scan.composed { &out } else { &buf })
+        let (mut sent, mut pos) = (Vec::new(), 0);
+        let mut pass = Passthrough::default();
+        loop {
+            let mut out = BytesMut::new();
+            let input = &buf[pos..];
+            let scan = scan_client(
+                input,
+                &mut pass,
+                &mut self.tracker,
+                &mut f.context(self.capacity),
+                &mut out,
+            )
+            .unwrap();
+            match scan.composed {
+                true => sent.extend_from_slice(&out),
+                false => sent.extend_from_slice(&input[scan.skip..scan.forward]),
+            }
+            pos += scan.forward;
+            if !scan.more {
+                break;
+            }
+        }
+        assert_eq!(pos, buf.len());
+        summary(&sent)
     }
 
     /// What the client receives for these server messages (and answers due before them).
@@ -333,4 +347,51 @@ fn statements_are_shared_by_exact_bytes() {
     assert_eq!(&*a.server_name, b"PGMUX_1\0");
     drop((a, b, c));
     assert_eq!(r.live(), 0);
+}
+
+#[test]
+fn deallocate_in_a_failed_transaction_is_refused_and_keeps_the_name() {
+    let mut f = Fixture::default();
+    let mut w = Wire::new(10);
+    w.send(&mut f, &[parse("a", "select 1"), sync()]);
+    w.reply(&mut f, &[ok(b'1'), ready()]);
+    assert_eq!(w.send(&mut f, &[query("SELECT 1/0")]), ["Q"]);
+    w.reply(&mut f, &[error("22012"), msg(b'Z', b"E")]);
+    assert!(w.send(&mut f, &[query("DEALLOCATE a")]).is_empty());
+    assert_eq!(w.reply(&mut f, &[]), ["E:25P02", "Z"]);
+    assert!(
+        f.client.get(b"a").is_some(),
+        "the refused DEALLOCATE took nothing away"
+    );
+}
+
+#[test]
+fn a_statement_too_large_to_keep_is_refused_on_another_server() {
+    let mut f = Fixture::default();
+    let mut w = Wire::new(10);
+    let text = format!("select '{}'", "x".repeat(crate::relay::HELD_LIMIT));
+    let sent = w.send(&mut f, &[parse("big", &text), bind("big"), sync()]);
+    assert_eq!(
+        sent,
+        ["P:PGMUX_1", "B:PGMUX_1", "S"],
+        "streamed under a name of its own"
+    );
+    assert_eq!(
+        w.reply(&mut f, &[ok(b'1'), ok(b'2'), ready()]),
+        ["1", "2", "Z"]
+    );
+    assert!(f.registry.live() == 0, "not shared through the registry");
+    // Another server connection lacks it, and pgmux has no text to prepare it with: the
+    // server is made to fail where the Bind stands, and skips the Bind.
+    f.server = Default::default();
+    let mut other = Wire::new(10);
+    let sent = other.send(&mut f, &[bind("big"), sync()]);
+    assert_eq!(sent, ["D:PGMUX_never", "B:PGMUX_1", "S"]);
+    let got = other.reply(&mut f, &[error("XX000"), ready()]);
+    assert_eq!(
+        got,
+        ["E:26000", "Z"],
+        "pgmux's own error in place of the server's"
+    );
+    assert_eq!(other.tracker.verdict(), Verdict::Idle);
 }

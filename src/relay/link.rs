@@ -13,11 +13,11 @@
 use super::scan::{scan_client, scan_server, Passthrough, ServerSide, HELD_LIMIT};
 use crate::config::PoolMode;
 use crate::pool::PooledServer;
-use crate::prepared::{Counts, Statements};
+use crate::prepared::{Counts, StatementTracker, Statements};
 use crate::protocol::backend;
 use crate::protocol::params::ParamSet;
 use crate::protocol::ProtocolError;
-use crate::server::tracker::{Tracker, Verdict};
+use crate::server::tracker::Verdict;
 use crate::server::{ServerConn, ServerError, READ_BUFFER};
 use crate::stats::{micros, PoolStats};
 use crate::stream::Stream;
@@ -175,7 +175,7 @@ impl Linked {
         &self.server
     }
 
-    pub fn tracker(&self) -> &Tracker {
+    pub fn tracker(&self) -> &StatementTracker {
         &self.server.tracker
     }
 
@@ -254,7 +254,9 @@ impl Linked {
                 maybe_idle = self.to_server == Outgoing::Empty;
             }
             if self.to_client == Outgoing::Empty && self.closing.is_none() {
-                if self.server_unscanned || self.server.tracker.answer_due() {
+                let answer_due =
+                    self.server.tracker.answer_due() && !self.server_pass.mid_message();
+                if self.server_unscanned || answer_due {
                     self.scan_server(c)?;
                     moved = true;
                     maybe_idle = true;
@@ -430,7 +432,8 @@ impl Linked {
                 false => Outgoing::Composed,
             }
         } else {
-            match scan.forward {
+            c.buf.advance(scan.skip);
+            match scan.forward - scan.skip {
                 0 => Outgoing::Empty,
                 n => Outgoing::Read(n),
             }

@@ -11,13 +11,14 @@
 //! prepared statement. So what a scan needs buffered is bounded, whatever a message's size.
 
 use crate::prepared::{
-    forgets_all_statements, rewrite_candidate, rewrite_large, rewrite_message, Context, Large,
+    apply_undone, forgets_all_statements, put_answers, replacement, rewrite_candidate,
+    rewrite_large, rewrite_message, Context, Large, StatementTracker as Tracker,
 };
-use crate::protocol::backend::{self, Severity};
+use crate::protocol::backend;
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::ParamSet;
 use crate::protocol::ProtocolError;
-use crate::server::tracker::{Answer, Route, Tracker};
+use crate::server::tracker::Route;
 use bytes::BytesMut;
 
 /// The largest message pgmux holds whole to read or rewrite it. 1 MiB: ample for the statement
@@ -114,7 +115,10 @@ impl Composer {
 pub struct ClientScan {
     /// Leading bytes of the buffer consumed.
     pub forward: usize,
-    /// What goes to the server is in the composed buffer, not the first `forward` input bytes.
+    /// Leading bytes of those that are the rest of a message being dropped: not forwarded
+    /// (when not composed).
+    pub skip: usize,
+    /// What goes to the server is in the composed buffer, not `skip..forward` of the input.
     pub composed: bool,
     /// The client sent Terminate right after those bytes.
     pub terminate: bool,
@@ -220,16 +224,12 @@ pub fn scan_client(
     }
     composer.finish(buf, pos, out);
     result.forward = pos;
+    result.skip = match composer.composed {
+        true => 0,
+        false => composer.run_start,
+    };
     result.composed = composer.composed;
     Ok(result)
-}
-
-fn apply_undone(tracker: &mut Tracker, statements: &mut Context) {
-    if tracker.has_undone() {
-        for undo in tracker.undone() {
-            undo.apply(statements.client, statements.server);
-        }
-    }
 }
 
 /// Result of scanning server bytes.
@@ -286,13 +286,12 @@ pub fn scan_server(
         composer.drop_message(buf, 0, pos, out);
     }
     loop {
-        while let Some(answer) = tracker.take_answer() {
+        // An answer goes between messages, never into one still passing in pieces.
+        if tracker.answer_due() && !pass.mid_message() {
             composer.flush(buf, pos, out);
-            if put_answer(answer, tracker.status(), out) {
-                result.queries_done += 1;
-                result.transactions_done += u32::from(tracker.status() == b'I');
-            }
-            apply_undone(tracker, statements);
+            let (queries, transactions) = put_answers(tracker, statements, out);
+            result.queries_done += queries;
+            result.transactions_done += transactions;
         }
         let Some(h) = frame::header(&buf[pos..])? else {
             break;
@@ -318,7 +317,7 @@ pub fn scan_server(
                 }
                 Route::Replace => {
                     composer.flush(buf, pos, out);
-                    if let Some(error) = tracker.take_replacement() {
+                    if let Some(error) = replacement(tracker) {
                         out.extend_from_slice(&error);
                     }
                     composer.run_start = buf.len();
@@ -366,7 +365,7 @@ pub fn scan_server(
             Route::Swallow => composer.drop_message(buf, pos, end, out),
             Route::Replace => {
                 composer.flush(buf, pos, out);
-                if let Some(error) = tracker.take_replacement() {
+                if let Some(error) = replacement(tracker) {
                     out.extend_from_slice(&error);
                 }
                 composer.run_start = end;
@@ -384,30 +383,6 @@ pub fn scan_server(
     result.end = pos;
     result.composed = composer.composed;
     Ok(result)
-}
-
-/// Writes an answer pgmux gives itself; returns whether it ended with a ReadyForQuery.
-fn put_answer(answer: Answer, status: u8, out: &mut BytesMut) -> bool {
-    match answer {
-        Answer::ParseComplete => backend::put_message(out, b'1', |_| {}),
-        Answer::CloseComplete => backend::put_message(out, b'3', |_| {}),
-        Answer::Deallocate => {
-            backend::command_complete(out, "DEALLOCATE");
-            backend::ready_for_query(out, status);
-            return true;
-        }
-        Answer::FailedTransaction => {
-            backend::error_response(
-                out,
-                Severity::Error,
-                "25P02",
-                "current transaction is aborted, commands ignored until end of transaction block",
-            );
-            backend::ready_for_query(out, status);
-            return true;
-        }
-    }
-    false
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@ use super::ServerError;
 use crate::auth::md5::salted_reply;
 use crate::auth::scram::{ClientCredentials, ClientExchange};
 use crate::auth::AuthError;
-use crate::prepared::ServerStatements;
+use crate::prepared::{ServerStatements, StatementTracker};
 use crate::protocol::backend::{self, parse_error_fields};
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::ParamSet;
@@ -71,7 +71,7 @@ pub struct ServerConn {
     pub backend_pid: u32,
     pub backend_secret: u32,
     pub addr: SocketAddr,
-    pub tracker: Tracker,
+    pub tracker: StatementTracker,
     /// Named statements prepared on this connection for clients (an LRU).
     pub statements: ServerStatements,
     pub created: Instant,

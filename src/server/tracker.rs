@@ -3,14 +3,15 @@
 //! Every message that will draw a reply is queued with what that reply ends on and where it goes:
 //! to the client, nowhere (pgmux's own statements, Parses pgmux slipped in), or replaced by an
 //! answer of pgmux's own. The server answers in order, and after an error in an extended-protocol
-//! batch it skips everything up to the next Sync; the queue does the same, and hands back what
-//! must be undone for the messages that never took effect. Fed the tag of every message that
-//! crosses the connection, it answers whether the server may go back to the pool, erring on the
-//! side of closing: a reply it cannot account for makes the connection desynchronized for good.
-//! Pure; no I/O.
+//! batch it skips everything up to the next Sync; the queue does the same, and hands back the
+//! tokens of the messages that never took effect. Fed the tag of every message that crosses the
+//! connection, it answers whether the server may go back to the pool, erring on the side of
+//! closing: a reply it cannot account for makes the connection desynchronized for good.
+//!
+//! A token is whatever the caller attaches to a reply it set up (what to undo, what to answer,
+//! what error to send instead): the tracker only keeps it in order and hands it back. Pure; no I/O,
+//! and nothing of pgmux above it.
 
-use crate::prepared::Undo;
-use bytes::Bytes;
 use std::collections::VecDeque;
 
 /// What the relay should do with one server message.
@@ -76,19 +77,8 @@ impl Reply {
     }
 }
 
-/// An answer pgmux gives itself, in the reply's turn, for a message the server never saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
-    ParseComplete,
-    CloseComplete,
-    /// CommandComplete `DEALLOCATE`, then ReadyForQuery.
-    Deallocate,
-    /// What PostgreSQL says to a DEALLOCATE in a failed transaction (25P02), then ReadyForQuery.
-    FailedTransaction,
-}
-
 /// Where a reply goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {
     /// To the client.
     Forward,
@@ -97,40 +87,58 @@ pub enum Handling {
     Hide,
     /// pgmux's own query: all of it is swallowed.
     Own,
-    /// The server was made to fail on purpose; the client gets this ErrorResponse instead.
-    ReplaceError(Bytes),
-    /// Nothing was sent; pgmux answers itself when the reply's turn comes.
-    Answer(Answer),
+    /// The server was made to fail on purpose; the client gets what the token says instead.
+    Replace,
+    /// Nothing was sent; pgmux answers itself, from the token, when the reply's turn comes.
+    Answer,
+}
+
+/// A transaction status, as ReadyForQuery reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Idle,
+    InTransaction,
+    /// In a transaction that failed: commands are ignored until its end.
+    Failed,
+}
+
+impl TxStatus {
+    pub fn from_byte(byte: u8) -> Option<TxStatus> {
+        match byte {
+            b'I' => Some(TxStatus::Idle),
+            b'T' => Some(TxStatus::InTransaction),
+            b'E' => Some(TxStatus::Failed),
+            _ => None,
+        }
+    }
+
+    /// The byte ReadyForQuery carries.
+    pub fn byte(self) -> u8 {
+        match self {
+            TxStatus::Idle => b'I',
+            TxStatus::InTransaction => b'T',
+            TxStatus::Failed => b'E',
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Pending {
+struct Pending<T> {
     reply: Reply,
-    /// Where the reply goes and what to undo if the message never takes effect, for the few
-    /// messages that are not a client's own forwarded as it was. Boxed: the queue holds an
-    /// entry per message in flight, and a pipelining client can have many.
-    special: Option<Box<(Handling, Undo)>>,
+    handling: Handling,
+    /// The caller's token, for the few messages that are not a client's own forwarded as it
+    /// was. Boxed: the queue holds an entry per message in flight, and a pipelining client can
+    /// have many.
+    token: Option<Box<T>>,
 }
-
-static FORWARD: Handling = Handling::Forward;
 
 /// Queue capacity kept once empty: room for ordinary pipelines without reallocating.
 const QUEUE_KEPT: usize = 64;
 
-impl Pending {
-    fn handling(&self) -> &Handling {
-        self.special.as_ref().map_or(&FORWARD, |s| &s.0)
-    }
-
-    fn into_undo(self) -> Undo {
-        self.special.map_or(Undo::Nothing, |s| s.1)
-    }
-}
-
-/// Replies owed, in the order the server will send them.
+/// Replies owed, in the order the server will send them, each with the caller's token `T`.
 #[derive(Debug)]
-pub struct Tracker {
-    pending: VecDeque<Pending>,
+pub struct Tracker<T> {
+    pending: VecDeque<Pending<T>>,
     /// Extended-protocol messages sent since the last Sync (a Flush-terminated batch included):
     /// the server holds state for this client until a Sync closes the batch.
     batch_open: bool,
@@ -140,29 +148,30 @@ pub struct Tracker {
     /// The server is in COPY IN and the client has not yet sent CopyDone or CopyFail: the server
     /// ignores Sync and Flush until then.
     copy_in: bool,
-    /// Transaction status of the last ReadyForQuery: b'I', b'T' or b'E'.
-    status: u8,
+    /// Transaction status of the last ReadyForQuery.
+    status: TxStatus,
     desync: bool,
-    /// Undo records of messages that never took effect, oldest first, for the caller to apply.
-    undone: Vec<Undo>,
-    replacement: Option<Bytes>,
+    /// Tokens of messages that never took effect, in the order to undo them.
+    undone: Vec<T>,
+    /// The token of the reply just routed [`Route::Replace`].
+    replacement: Option<T>,
 }
 
-impl Default for Tracker {
+impl<T> Default for Tracker<T> {
     fn default() -> Self {
         Tracker::new()
     }
 }
 
-impl Tracker {
+impl<T> Tracker<T> {
     /// A freshly logged-in connection: nothing owed, idle.
-    pub fn new() -> Tracker {
+    pub fn new() -> Tracker<T> {
         Tracker {
             pending: VecDeque::new(),
             batch_open: false,
             skipping: false,
             copy_in: false,
-            status: b'I',
+            status: TxStatus::Idle,
             desync: false,
             undone: Vec::new(),
             replacement: None,
@@ -171,7 +180,7 @@ impl Tracker {
 
     /// pgmux sent a simple Query of its own; its replies are swallowed.
     pub fn own_query(&mut self) {
-        self.expect(Reply::Ready, Handling::Own, Undo::Nothing);
+        self.expect(Reply::Ready, Handling::Own, None);
     }
 
     /// The client sent a message with this tag to the server, as it was.
@@ -203,11 +212,12 @@ impl Tracker {
                 return;
             }
         };
-        self.expect(reply, Handling::Forward, Undo::Nothing);
+        self.expect(reply, Handling::Forward, None);
     }
 
-    /// A message went to the server (or was answered by pgmux) that draws `reply`.
-    pub fn expect(&mut self, reply: Reply, handling: Handling, undo: Undo) {
+    /// A message went to the server (or was answered by pgmux) that draws `reply`. An
+    /// [`Handling::Answer`] or [`Handling::Replace`] needs a token to answer or replace from.
+    pub fn expect(&mut self, reply: Reply, handling: Handling, token: Option<T>) {
         match reply {
             Reply::Sync => {
                 self.batch_open = false;
@@ -221,12 +231,14 @@ impl Tracker {
         }
         if self.skipping {
             // The server discards it unanswered, as it will everything up to the next Sync.
-            self.undone.push(undo);
+            self.undone.extend(token);
             return;
         }
-        let special = (handling != Handling::Forward || undo != Undo::Nothing)
-            .then(|| Box::new((handling, undo)));
-        self.pending.push_back(Pending { reply, special });
+        self.pending.push_back(Pending {
+            reply,
+            handling,
+            token: token.map(Box::new),
+        });
     }
 
     /// The server sent a message with this tag; `first_byte` is the first byte of its body
@@ -234,35 +246,35 @@ impl Tracker {
     pub fn server_message(&mut self, tag: u8, first_byte: Option<u8>) -> Route {
         let asynchronous = matches!(tag, b'N' | b'S' | b'A');
         self.drop_copy_end_markers();
-        let Some(head) = self.pending.front() else {
+        let Some(head) = self.pending.front_mut() else {
             if !asynchronous {
                 self.desync = true;
             }
             return Route::Forward;
         };
         if asynchronous {
-            return match head.handling() {
+            return match head.handling {
                 Handling::Own => Route::Swallow,
                 _ => Route::Forward,
             };
         }
         let failed = tag == b'E' && head.reply.extended();
         if tag == b'Z' {
-            match first_byte {
-                Some(s @ (b'I' | b'T' | b'E')) if !head.reply.extended() => self.status = s,
+            match first_byte.and_then(TxStatus::from_byte) {
+                Some(s) if !head.reply.extended() => self.status = s,
                 _ => self.desync = true,
             }
         }
-        let route = match head.handling() {
+        let route = match head.handling {
             Handling::Forward => Route::Forward,
             Handling::Own => Route::Swallow,
             Handling::Hide if failed => Route::Forward,
             Handling::Hide => Route::Swallow,
-            Handling::ReplaceError(error) if failed => {
-                self.replacement = Some(error.clone());
+            Handling::Replace if failed => {
+                self.replacement = head.token.take().map(|t| *t);
                 Route::Replace
             }
-            Handling::ReplaceError(_) | Handling::Answer(_) => {
+            Handling::Replace | Handling::Answer => {
                 // The server answered a message it should have failed on, or never saw.
                 self.desync = true;
                 Route::Forward
@@ -275,7 +287,7 @@ impl Tracker {
         if ends {
             if let Some(done) = self.pending.pop_front() {
                 if failed {
-                    self.skip_to_sync(done.into_undo());
+                    self.skip_to_sync(done.token);
                 }
             }
             self.drop_copy_end_markers();
@@ -319,48 +331,51 @@ impl Tracker {
     }
 
     /// After an extended-protocol error: the server skips every message up to the next Sync,
-    /// so none of them took effect. Their undo records go out newest first, the failed one last.
-    fn skip_to_sync(&mut self, failed: Undo) {
+    /// so none of them took effect. Their tokens go out newest first, the failed one's last.
+    fn skip_to_sync(&mut self, failed: Option<Box<T>>) {
         let first_skipped = self.undone.len();
         while self.pending.front().is_some_and(|p| p.reply != Reply::Sync) {
             if let Some(skipped) = self.pending.pop_front() {
-                self.undone.push(skipped.into_undo());
+                self.undone.extend(skipped.token.map(|t| *t));
             }
         }
         self.undone[first_skipped..].reverse();
-        self.undone.push(failed);
+        self.undone.extend(failed.map(|t| *t));
         if self.pending.is_empty() {
             self.skipping = true;
         }
     }
 
-    /// The answer pgmux owes now, if its turn has come (everything ahead of it is answered).
-    pub fn take_answer(&mut self) -> Option<Answer> {
-        let Handling::Answer(answer) = *self.pending.front()?.handling() else {
+    /// The token of the answer pgmux owes now, if its turn has come (everything ahead of it is
+    /// answered).
+    pub fn take_answer(&mut self) -> Option<T> {
+        if self.pending.front()?.handling != Handling::Answer {
             return None;
-        };
-        let done = self.pending.pop_front()?;
-        if answer == Answer::Deallocate && self.status == b'E' {
-            self.undone.push(done.into_undo());
-            return Some(Answer::FailedTransaction);
         }
-        Some(answer)
+        match self.pending.pop_front()?.token {
+            Some(token) => Some(*token),
+            None => {
+                // An answer with nothing to answer from: what the client gets would be wrong.
+                self.desync = true;
+                None
+            }
+        }
     }
 
     /// Whether an answer of pgmux's own is due now.
     pub fn answer_due(&self) -> bool {
         self.pending
             .front()
-            .is_some_and(|p| matches!(p.handling(), Handling::Answer(_)))
+            .is_some_and(|p| p.handling == Handling::Answer)
     }
 
-    /// The ErrorResponse to send in place of the one just routed [`Route::Replace`].
-    pub fn take_replacement(&mut self) -> Option<Bytes> {
+    /// The token of the reply just routed [`Route::Replace`].
+    pub fn take_replacement(&mut self) -> Option<T> {
         self.replacement.take()
     }
 
-    /// Undo records waiting to be applied, oldest first.
-    pub fn undone(&mut self) -> std::vec::Drain<'_, Undo> {
+    /// Tokens of messages that never took effect, in the order to undo them.
+    pub fn undone(&mut self) -> std::vec::Drain<'_, T> {
         self.undone.drain(..)
     }
 
@@ -375,11 +390,11 @@ impl Tracker {
 
     /// Whether the client has a transaction or an extended-protocol batch open on this server.
     pub fn in_transaction(&self) -> bool {
-        self.status != b'I' || self.batch_open
+        self.status != TxStatus::Idle || self.batch_open
     }
 
     /// Status of the last ReadyForQuery.
-    pub fn status(&self) -> u8 {
+    pub fn status(&self) -> TxStatus {
         self.status
     }
 
@@ -391,7 +406,7 @@ impl Tracker {
     pub fn verdict(&self) -> Verdict {
         if self.desync {
             Verdict::Desync
-        } else if self.pending.is_empty() && !self.batch_open && self.status == b'I' {
+        } else if self.pending.is_empty() && !self.batch_open && self.status == TxStatus::Idle {
             Verdict::Idle
         } else {
             Verdict::Busy

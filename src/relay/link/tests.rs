@@ -136,7 +136,7 @@ struct Outcome {
 /// What the scans make of each stream given whole: the client's first, then the server's.
 fn delivered_whole(client: &[u8], server: &[u8], capacity: usize) -> Outcome {
     let mut f = Fixture::default();
-    let mut tracker = Tracker::new();
+    let mut tracker = crate::prepared::StatementTracker::new();
     let (mut pass, mut out) = (Passthrough::default(), BytesMut::new());
     let (mut to_server, mut pos) = (Vec::new(), 0);
     loop {
@@ -145,7 +145,7 @@ fn delivered_whole(client: &[u8], server: &[u8], capacity: usize) -> Outcome {
         let scan = scan_client(input, &mut pass, &mut tracker, &mut context, &mut out).unwrap();
         match scan.composed {
             true => to_server.extend_from_slice(&out),
-            false => to_server.extend_from_slice(&input[..scan.forward]),
+            false => to_server.extend_from_slice(&input[scan.skip..scan.forward]),
         }
         pos += scan.forward;
         if !scan.more {

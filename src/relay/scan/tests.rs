@@ -160,3 +160,79 @@ fn big_rows_pass_through_and_ready_for_query_waits_whole() {
     assert_eq!(s.want, 1);
     assert_eq!(t.verdict(), Verdict::Busy);
 }
+
+#[test]
+fn the_rest_of_a_dropped_message_is_never_forwarded() {
+    // A second Parse of a taken name, too large to hold, is dropped (pgmux fails it itself):
+    // the rest of it, read later, must not reach the server, whatever it looks like.
+    let mut f = Fixture::default();
+    let (mut t, mut p, mut out) = (Tracker::new(), Passthrough::default(), BytesMut::new());
+    let first = msg(b'P', b"a\0select 1\0\0\0");
+    let s = scan_client(&first, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    assert_eq!(s.forward, first.len());
+    let mut large = vec![b'P'];
+    large.extend_from_slice(&((HELD_LIMIT as u32) * 2).to_be_bytes());
+    large.extend_from_slice(b"a\0xx");
+    let s = scan_client(&large, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    assert_eq!(s.forward, large.len());
+    assert!(matches!(p, Passthrough::Dropping(_)));
+    let rest = msg(b'Q', b"y");
+    let s = scan_client(&rest, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    assert_eq!(s.forward, rest.len(), "consumed");
+    let sent = match s.composed {
+        true => &out[..],
+        false => &rest[s.skip..s.forward],
+    };
+    assert!(
+        sent.is_empty(),
+        "the dropped bytes went to the server: {sent:?}"
+    );
+}
+
+#[test]
+fn answers_wait_for_a_message_passing_in_pieces_to_end() {
+    // Describe of a statement, then a Parse of the same text that pgmux answers itself: the
+    // answer is due once the Describe's RowDescription starts, but not inside it.
+    let mut f = Fixture::default();
+    let (mut t, mut out) = (Tracker::new(), BytesMut::new());
+    let mut client_pass = Passthrough::default();
+    let batch = concat(&[
+        msg(b'P', b"s1\0select 1\0\0\0"),
+        msg(b'D', b"Ss1\0"),
+        msg(b'P', b"s2\0select 1\0\0\0"),
+    ]);
+    scan_client(
+        &batch,
+        &mut client_pass,
+        &mut t,
+        &mut f.context(10),
+        &mut out,
+    )
+    .unwrap();
+    let description = msg(b'T', &[7u8; 250]);
+    let first = concat(&[
+        msg(b'1', b""),
+        msg(b't', &[0, 0]),
+        description[..7].to_vec(),
+    ]);
+    let (mut sp, mut cp) = (ParamSet::default(), ParamSet::default());
+    let mut p = Passthrough::default();
+    let mut reply = |buf: &[u8], p: &mut Passthrough, out: &mut BytesMut| {
+        let side = ServerSide {
+            tracker: &mut t,
+            server_params: &mut sp,
+            client_params: &mut cp,
+        };
+        let s = scan_server(buf, p, side, &mut f.context(10), out).unwrap();
+        match s.composed {
+            true => out.to_vec(),
+            false => buf[s.swallow..s.end].to_vec(),
+        }
+    };
+    let mut got = reply(&first, &mut p, &mut out);
+    assert!(p.mid_message());
+    got.extend(reply(&[], &mut p, &mut out));
+    got.extend(reply(&description[7..], &mut p, &mut out));
+    let want = concat(&[first, description[7..].to_vec(), msg(b'1', b"")]);
+    assert_eq!(got, want, "ParseComplete after the whole RowDescription");
+}

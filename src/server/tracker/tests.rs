@@ -1,5 +1,8 @@
 use super::*;
 
+/// Tokens in these tests are plain labels: the tracker only keeps them in order.
+type Tracker = super::Tracker<&'static str>;
+
 /// Runs a flow: lowercase-prefixed steps are `c:` client tags and `s:` server tags (with the
 /// status byte after `Z`). Returns the routes of the server messages and the final verdict.
 fn run(tracker: &mut Tracker, flow: &str) -> (Vec<Route>, Verdict) {
@@ -163,7 +166,7 @@ fn function_call_owes_one_reply() {
 fn status_reports_last_ready_for_query() {
     let mut t = Tracker::new();
     run(&mut t, "c:Q s:C s:ZT");
-    assert_eq!(t.status(), b'T');
+    assert_eq!(t.status(), TxStatus::InTransaction);
 }
 
 #[test]
@@ -208,20 +211,15 @@ fn messages_after_an_error_without_sync_are_discarded_by_the_server() {
 
 #[test]
 fn hidden_messages_swallow_success_and_forward_errors() {
-    use crate::prepared::Undo;
     let mut t = Tracker::new();
-    let hidden = |id| Undo::Parse {
-        client_name: None,
-        server_id: Some(id),
-    };
-    t.expect(Reply::Parse, Handling::Hide, hidden(7));
+    t.expect(Reply::Parse, Handling::Hide, Some("parse 7"));
     t.client_message(b'B');
     t.client_message(b'S');
     assert_eq!(t.server_message(b'1', None), Route::Swallow);
     assert_eq!(t.server_message(b'2', None), Route::Forward);
     assert_eq!(t.server_message(b'Z', Some(b'I')), Route::Forward);
     assert!(!t.has_undone());
-    t.expect(Reply::Parse, Handling::Hide, hidden(8));
+    t.expect(Reply::Parse, Handling::Hide, Some("parse 8"));
     t.client_message(b'B');
     t.client_message(b'S');
     assert_eq!(
@@ -230,51 +228,41 @@ fn hidden_messages_swallow_success_and_forward_errors() {
         "error stands in"
     );
     let undone: Vec<_> = t.undone().collect();
-    assert_eq!(
-        undone,
-        [
-            Undo::Nothing,
-            Undo::Parse {
-                client_name: None,
-                server_id: Some(8)
-            }
-        ]
-    );
+    assert_eq!(undone, ["parse 8"], "the skipped Bind had no token");
     assert_eq!(t.server_message(b'Z', Some(b'I')), Route::Forward);
     assert_eq!(t.verdict(), Verdict::Idle);
 }
 
 #[test]
 fn skipped_messages_are_undone_newest_first() {
-    use crate::prepared::Undo;
     let mut t = Tracker::new();
-    t.client_message(b'B');
-    let parse = |id| Undo::Parse {
-        client_name: None,
-        server_id: Some(id),
-    };
-    t.expect(Reply::Parse, Handling::Forward, parse(1));
-    t.expect(Reply::Parse, Handling::Hide, parse(2));
+    t.expect(Reply::Bind, Handling::Forward, Some("bind"));
+    t.expect(Reply::Parse, Handling::Forward, Some("parse 1"));
+    t.expect(Reply::Parse, Handling::Hide, Some("parse 2"));
     t.client_message(b'S');
     assert_eq!(t.server_message(b'E', None), Route::Forward);
     let undone: Vec<_> = t.undone().collect();
-    assert_eq!(undone, [parse(2), parse(1), Undo::Nothing]);
+    assert_eq!(undone, ["parse 2", "parse 1", "bind"]);
+}
+
+#[test]
+fn messages_sent_while_skipping_are_undone_at_once() {
+    let mut t = Tracker::new();
+    run(&mut t, "c:P c:H s:E");
+    t.expect(Reply::Parse, Handling::Hide, Some("late parse"));
+    assert_eq!(t.undone().collect::<Vec<_>>(), ["late parse"]);
 }
 
 #[test]
 fn answers_wait_their_turn() {
     let mut t = Tracker::new();
     t.client_message(b'B');
-    t.expect(
-        Reply::Close,
-        Handling::Answer(Answer::CloseComplete),
-        Default::default(),
-    );
+    t.expect(Reply::Close, Handling::Answer, Some("close complete"));
     t.client_message(b'S');
     assert_eq!(t.take_answer(), None, "BindComplete first");
     assert_eq!(t.server_message(b'2', None), Route::Forward);
     assert!(t.answer_due());
-    assert_eq!(t.take_answer(), Some(Answer::CloseComplete));
+    assert_eq!(t.take_answer(), Some("close complete"));
     assert_eq!(t.server_message(b'Z', Some(b'I')), Route::Forward);
     assert_eq!(t.verdict(), Verdict::Idle);
 }
@@ -282,38 +270,38 @@ fn answers_wait_their_turn() {
 #[test]
 fn an_answer_the_server_replies_to_is_a_desync() {
     let mut t = Tracker::new();
-    t.expect(
-        Reply::Parse,
-        Handling::Answer(Answer::ParseComplete),
-        Default::default(),
-    );
+    t.expect(Reply::Parse, Handling::Answer, Some("parse complete"));
     t.server_message(b'1', None);
     assert_eq!(t.verdict(), Verdict::Desync);
 }
 
 #[test]
-fn deallocate_in_a_failed_transaction_is_refused() {
+fn an_answer_without_a_token_is_a_desync() {
     let mut t = Tracker::new();
-    run(&mut t, "c:Q s:E s:ZE");
-    t.expect(
-        Reply::Ready,
-        Handling::Answer(Answer::Deallocate),
-        Default::default(),
-    );
-    assert_eq!(t.take_answer(), Some(Answer::FailedTransaction));
+    t.expect(Reply::Parse, Handling::Answer, None);
+    assert_eq!(t.take_answer(), None);
+    assert_eq!(t.verdict(), Verdict::Desync);
 }
 
 #[test]
 fn provoked_errors_are_replaced() {
     let mut t = Tracker::new();
-    t.expect(
-        Reply::Describe,
-        Handling::ReplaceError(Bytes::from_static(b"x")),
-        Default::default(),
-    );
+    t.expect(Reply::Describe, Handling::Replace, Some("the real error"));
     t.client_message(b'S');
     assert_eq!(t.server_message(b'E', None), Route::Replace);
-    assert_eq!(t.take_replacement(), Some(Bytes::from_static(b"x")));
+    assert_eq!(t.take_replacement(), Some("the real error"));
+    assert!(
+        !t.has_undone(),
+        "a replaced error's token is used, not undone"
+    );
     assert_eq!(t.server_message(b'Z', Some(b'I')), Route::Forward);
     assert_eq!(t.verdict(), Verdict::Idle);
+}
+
+#[test]
+fn status_bytes_round_trip() {
+    for byte in [b'I', b'T', b'E'] {
+        assert_eq!(TxStatus::from_byte(byte).map(TxStatus::byte), Some(byte));
+    }
+    assert_eq!(TxStatus::from_byte(b'X'), None);
 }
