@@ -3,13 +3,14 @@
 # temporary directory and all stopped when the script exits.
 #
 # After sourcing: $repo, $bindir, $pgmux, $pgbouncer (empty when none), $work, and the
-# functions below. Set PGBOUNCER=/path/to/pgbouncer to pick one.
+# functions below. Set PGBOUNCER=/path/to/pgbouncer to pick one, PGMUX=/path/to/pgmux for a pgmux
+# other than the release build.
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 [ -x "$bindir/initdb" ] || { echo "PostgreSQL binaries not found (apt-get install -y postgresql)" >&2; exit 1; }
 pgbouncer=${PGBOUNCER:-$(command -v pgbouncer || true)}
-pgmux="$repo/target/release/pgmux"
+pgmux=${PGMUX:-$repo/target/release/pgmux}
 [ -x "$pgmux" ] || { echo "build pgmux first: cargo build --release" >&2; exit 1; }
 
 work=$(mktemp -d -t "pgmux-$(basename "$(dirname "$0")").XXXXXX")
