@@ -148,11 +148,14 @@ impl Session<'_> {
     }
 
     /// Whether buffered client bytes hold a message worth borrowing a server for: a whole one,
-    /// or the start of one so large that it streams.
+    /// or the start of one so large that it streams (one the relay would hold until it is all
+    /// there must be all there first: a slow sender would hold a server for nothing).
     fn ready_to_start(&self) -> Result<bool, ClientError> {
+        let rewriting = self.statements.capacity > 0;
         Ok(match frame::header(&self.client.buf)? {
             None => false,
-            Some(h) => self.client.buf.len() >= h.total || relay::streams(h.total),
+            Some(h) if self.client.buf.len() >= h.total => true,
+            Some(h) => relay::streams(h.total) && !relay::held_whole(h.tag, h.total, rewriting),
         })
     }
 
@@ -187,6 +190,7 @@ impl Session<'_> {
     /// One step of the relay, under the timeout of the phase and the stop signal.
     async fn relay(&mut self) -> Result<Step, ClientError> {
         let deadline = self.deadline();
+        let watch_phase = self.timeouts.per_phase();
         let Session {
             client,
             login,
@@ -239,7 +243,7 @@ impl Session<'_> {
                 linked.poison();
                 Err(error)
             }
-            step = linked.step(&mut side) => step.map_err(|e| relay_failed(login, e)),
+            step = linked.step(&mut side, watch_phase) => step.map_err(|e| relay_failed(login, e)),
         };
         note_statements(statements, &linked.take_counts(), login);
         step
@@ -262,20 +266,28 @@ impl Session<'_> {
         }
     }
 
-    /// Writes what the client was still owed when its server went back.
+    /// Writes what the client was still owed when its server went back. It holds no server
+    /// now, so a kill or a draining shutdown ends a client that does not read.
     async fn write_tail(&mut self, tail: Tail) -> Result<(), ClientError> {
         let stream = &mut self.client.stream;
-        match tail {
-            Tail::Nothing => {}
-            Tail::Flush => stream.send(&[]).await?,
-            Tail::Bytes(bytes) => stream.send(&bytes).await?,
-            Tail::Composed => {
-                let sent = stream.send(self.composed.to_client()).await;
-                self.composed.clear();
-                sent?
-            }
-        }
-        Ok(())
+        let bytes: Option<&[u8]> = match &tail {
+            Tail::Nothing => None,
+            Tail::Flush => Some(&[]),
+            Tail::Bytes(bytes) => Some(bytes),
+            Tail::Composed => Some(self.composed.to_client()),
+        };
+        let sent = match bytes {
+            None => Ok(()),
+            Some(bytes) => tokio::select! {
+                // The write first: it almost always completes at once, and then nothing else
+                // is polled.
+                biased;
+                sent = stream.send(bytes) => sent.map_err(ClientError::Io),
+                stop = self.login.entry.signal.stopped(true) => Err(stopped(stop)),
+            },
+        };
+        self.composed.clear();
+        sent
     }
 
     /// Borrows a server and links the relay to it, with the SETs that give it the client's

@@ -36,6 +36,11 @@ impl Timeouts {
         }
     }
 
+    /// Whether any timeout depends on the phase, so that a change of phase must re-arm it.
+    pub(super) fn per_phase(&self) -> bool {
+        self.client_idle.is_some() || self.idle_transaction.is_some() || self.query.is_some()
+    }
+
     pub(super) fn for_phase(&self, phase: Phase) -> Option<Duration> {
         match phase {
             Phase::Idle => self.client_idle,

@@ -58,6 +58,8 @@ pub fn put_answers(
     let (mut queries, mut transactions) = (0, 0);
     while let Some(token) = tracker.take_answer() {
         let Token::Answer(answer, undo) = token else {
+            // Nothing to answer from: what the client would get cannot be right.
+            tracker.poison();
             continue;
         };
         let status = tracker.status();
@@ -97,8 +99,12 @@ pub fn apply_undone(tracker: &mut StatementTracker, ctx: &mut Context) {
 
 /// The ErrorResponse to send in place of the server's, for the reply just routed Replace.
 pub fn replacement(tracker: &mut StatementTracker) -> Option<Bytes> {
-    match tracker.take_replacement()? {
-        Token::Replace(error) => Some(error),
-        _ => None,
+    match tracker.take_replacement() {
+        Some(Token::Replace(error)) => Some(error),
+        _ => {
+            // An error provoked with nothing to put in its place: the client's stream is off.
+            tracker.poison();
+            None
+        }
     }
 }

@@ -389,10 +389,18 @@ pub fn rewrite_large(
         _ => return Large::AsItIs,
     };
     let Some(head) = names_end(seen, names) else {
-        return match seen.len() < HEAD_LIMIT.min(body_len) {
-            true => Large::NeedMore,
-            false => Large::AsItIs,
-        };
+        if seen.len() < HEAD_LIMIT.min(body_len) {
+            return Large::NeedMore;
+        }
+        if tag == b'B' {
+            // No statement of the client's has a name that long: the server will say so.
+            return Large::AsItIs;
+        }
+        // A Parse must never reach a server under the client's own name, where pgmux would not
+        // know of it and later clients could run it.
+        let message = "prepared statement name is too long";
+        fail_here(code::PROGRAM_LIMIT_EXCEEDED, message, tracker, out);
+        return Large::Dropped;
     };
     let after_len = body_len - head;
     let handled = match tag {

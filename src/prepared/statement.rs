@@ -150,14 +150,15 @@ impl ServerStatements {
         self.by_id.remove(&id).map(|(s, _)| s)
     }
 
-    /// The least recently used statement, when adding one more would pass `capacity`.
+    /// The least recently used statement, when adding one more would pass `capacity`. One whose
+    /// text pgmux did not keep goes last: once closed, it cannot be prepared again.
     pub fn victim(&self, capacity: usize) -> Option<u64> {
         if self.by_id.len() < capacity {
             return None;
         }
         self.by_id
             .iter()
-            .min_by_key(|(_, (_, used))| *used)
+            .min_by_key(|(_, (statement, used))| (statement.body.is_none(), *used))
             .map(|(id, _)| *id)
     }
 

@@ -32,8 +32,14 @@ use tokio::time::Instant;
 pub const CLIENT_READ: usize = 8 * 1024;
 
 /// A server read buffer grown past this for one large message is replaced when the server
-/// goes back to the pool, so that an idle server keeps no more than a small one.
-const SERVER_BUFFER_KEPT: usize = 4 * READ_BUFFER;
+/// goes back to the pool, so that an idle server keeps no more than a small one; likewise the
+/// session's composed buffers when the link ends.
+const BUFFER_KEPT: usize = 4 * READ_BUFFER;
+
+/// Replies the server may owe before the client is read no further: a client that pipelines
+/// without reading (or sends messages pgmux answers itself) is held back here, and what the
+/// tracker keeps for it stays bounded (about 16 bytes an entry).
+const OWED_LIMIT: usize = 65_536;
 
 /// Why the relay stopped short.
 #[derive(Debug, Error)]
@@ -53,7 +59,8 @@ pub enum RelayError {
 /// What a step of the relay did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Bytes moved; call again.
+    /// Bytes moved and what the session waits for changed (a query went out, the replies
+    /// came): its timeout may differ now. Only when the session asked to watch for that.
     Progress,
     /// A transaction just ended and nothing is in flight: the server may go back now, with
     /// what the client is still owed handed over by [`Linked::unlink`].
@@ -85,10 +92,26 @@ impl Composed {
         &self.to_client
     }
 
+    /// Empties both, and gives back the room one grew to for a large message.
     pub fn clear(&mut self) {
-        self.to_server.clear();
-        self.to_client.clear();
+        for buf in [&mut self.to_server, &mut self.to_client] {
+            match buf.capacity() > BUFFER_KEPT {
+                true => *buf = BytesMut::new(),
+                false => buf.clear(),
+            }
+        }
     }
+}
+
+/// Where the relay is with the client's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientInput {
+    /// Bytes are buffered that were not scanned yet.
+    Unscanned,
+    /// Everything buffered was scanned: read more.
+    Scanned,
+    /// The client sent Terminate: what came before it goes out, then the relay stops.
+    Terminated,
 }
 
 /// Bytes scanned for one direction and not yet all written.
@@ -122,8 +145,8 @@ pub struct Linked {
     server_pass: Passthrough,
     to_server: Outgoing,
     to_client: Outgoing,
-    /// Client bytes (or room to scan more) not scanned yet.
-    client_unscanned: bool,
+    client_input: ClientInput,
+    /// Server bytes buffered that were not scanned yet.
     server_unscanned: bool,
     /// Bytes still missing from a message each side must see whole.
     client_want: usize,
@@ -160,7 +183,7 @@ impl Linked {
             server_pass: Passthrough::Between,
             to_server,
             to_client: Outgoing::Empty,
-            client_unscanned: true,
+            client_input: ClientInput::Unscanned,
             server_unscanned: false,
             client_want: 0,
             server_want: 0,
@@ -189,9 +212,30 @@ impl Linked {
         std::mem::take(&mut self.counts)
     }
 
-    /// Moves bytes both ways until something happened; see [`Step`].
-    pub async fn step(&mut self, client: &mut ClientSide<'_, '_>) -> Result<Step, RelayError> {
-        std::future::poll_fn(|cx| self.poll_step(cx, client)).await
+    /// Moves bytes both ways until something happened; see [`Step`]. With `watch_phase`, it
+    /// also returns once the client starts or stops waiting on the server, or a transaction
+    /// opens or ends (the session's timeouts follow these); without it, it goes on until the
+    /// transaction ends, which saves a round of polling per transaction.
+    pub async fn step(
+        &mut self,
+        client: &mut ClientSide<'_, '_>,
+        watch_phase: bool,
+    ) -> Result<Step, RelayError> {
+        let phase = self.phase();
+        std::future::poll_fn(|cx| match self.poll_step(cx, client) {
+            Poll::Ready(Ok(Step::Progress)) if !watch_phase || self.phase() == phase => {
+                Poll::Pending
+            }
+            other => other,
+        })
+        .await
+    }
+
+    /// What the session's timeouts depend on: whether replies are owed, whether a
+    /// transaction is open.
+    fn phase(&self) -> (bool, bool) {
+        let tracker = &self.server.tracker;
+        (tracker.awaiting_reply(), tracker.in_transaction())
     }
 
     /// Ends the link: the server, to go back to its pool (or be closed if anything is left
@@ -210,7 +254,7 @@ impl Linked {
         if in_flight {
             // A message cut in two, or bytes one side never got: never pool such a server.
             self.server.tracker.poison();
-        } else if self.server.buf.capacity() > SERVER_BUFFER_KEPT {
+        } else if self.server.buf.capacity() > BUFFER_KEPT {
             self.server.buf = BytesMut::with_capacity(READ_BUFFER);
         }
         (self.server, tail)
@@ -251,6 +295,7 @@ impl Linked {
             if let Poll::Ready(written) = self.poll_to_server(cx, c) {
                 written?;
                 moved = true;
+                // The client's last bytes may have been all that kept the server.
                 maybe_idle = self.to_server == Outgoing::Empty;
             }
             if self.to_client == Outgoing::Empty && self.closing.is_none() {
@@ -269,21 +314,25 @@ impl Linked {
             if maybe_idle && self.at_rest() {
                 return Poll::Ready(Ok(Step::Idle));
             }
-            if self.to_server == Outgoing::Empty && self.closing.is_none() {
-                if self.client_unscanned {
-                    if self.scan_client(c)? {
-                        return Poll::Ready(Ok(Step::Terminate));
+            let owed = self.server.tracker.owed();
+            if self.to_server == Outgoing::Empty && self.closing.is_none() && owed < OWED_LIMIT {
+                match self.client_input {
+                    ClientInput::Terminated => return Poll::Ready(Ok(Step::Terminate)),
+                    ClientInput::Unscanned => {
+                        self.scan_client(c)?;
+                        moved = true;
                     }
-                    moved = true;
-                } else if let Poll::Ready(read) =
-                    c.stream.poll_fill(cx, c.buf, self.client_want, CLIENT_READ)
-                {
-                    match read {
-                        Ok(0) => return Poll::Ready(Err(RelayError::ClientClosed)),
-                        Ok(_) => self.client_unscanned = true,
-                        Err(e) => return Poll::Ready(Err(RelayError::Client(e))),
+                    ClientInput::Scanned => {
+                        let read = c.stream.poll_fill(cx, c.buf, self.client_want, CLIENT_READ);
+                        if let Poll::Ready(read) = read {
+                            match read {
+                                Ok(0) => return Poll::Ready(Err(RelayError::ClientClosed)),
+                                Ok(_) => self.client_input = ClientInput::Unscanned,
+                                Err(e) => return Poll::Ready(Err(RelayError::Client(e))),
+                            }
+                            moved = true;
+                        }
                     }
-                    moved = true;
                 }
             }
             if !moved {
@@ -291,13 +340,16 @@ impl Linked {
             }
             progressed = true;
         }
+        // Every source that could make more progress was polled in the last round and
+        // registered this task, so Pending is safe after progress too.
         match progressed {
             true => Poll::Ready(Ok(Step::Progress)),
             false => Poll::Pending,
         }
     }
 
-    /// Writes what is owed to the client. Ready once something was written or it failed.
+    /// Writes what is owed to the client. Ready once something was written (or flushed) or it
+    /// failed.
     fn poll_to_client(
         &mut self,
         cx: &mut Context<'_>,
@@ -311,7 +363,10 @@ impl Linked {
                 Outgoing::Composed => &c.composed.to_client[..],
                 Outgoing::Flushing => {
                     match Pin::new(&mut *c.stream).poll_flush(cx) {
-                        Poll::Ready(Ok(())) => self.to_client = Outgoing::Empty,
+                        Poll::Ready(Ok(())) => {
+                            self.to_client = Outgoing::Empty;
+                            wrote = true;
+                        }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Client(e))),
                         Poll::Pending => {}
                     }
@@ -347,7 +402,8 @@ impl Linked {
         }
     }
 
-    /// Writes what is owed to the server. Ready once something was written or it failed.
+    /// Writes what is owed to the server. Ready once something was written (or flushed) or it
+    /// failed.
     fn poll_to_server(
         &mut self,
         cx: &mut Context<'_>,
@@ -362,7 +418,10 @@ impl Linked {
                 Outgoing::Composed => &c.composed.to_server[..],
                 Outgoing::Flushing => {
                     match server.poll_flush(cx) {
-                        Poll::Ready(Ok(())) => self.to_server = Outgoing::Empty,
+                        Poll::Ready(Ok(())) => {
+                            self.to_server = Outgoing::Empty;
+                            wrote = true;
+                        }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Server(e))),
                         Poll::Pending => {}
                     }
@@ -397,9 +456,8 @@ impl Linked {
         }
     }
 
-    /// Scans the client's buffered bytes and queues what goes to the server. Returns true
-    /// when the client said Terminate.
-    fn scan_client(&mut self, c: &mut ClientSide<'_, '_>) -> Result<bool, RelayError> {
+    /// Scans the client's buffered bytes and queues what goes to the server.
+    fn scan_client(&mut self, c: &mut ClientSide<'_, '_>) -> Result<(), RelayError> {
         let server = &mut *self.server;
         let was_awaiting = server.tracker.awaiting_reply();
         let mut context = c
@@ -414,7 +472,11 @@ impl Linked {
             &mut c.composed.to_server,
         )
         .map_err(RelayError::ClientProtocol)?;
-        self.client_unscanned = scan.more;
+        self.client_input = match (scan.terminate, scan.more) {
+            (true, _) => ClientInput::Terminated,
+            (false, true) => ClientInput::Unscanned,
+            (false, false) => ClientInput::Scanned,
+        };
         self.client_want = scan.want;
         if scan.forward > 0 {
             let now = Instant::now();
@@ -438,7 +500,7 @@ impl Linked {
                 n => Outgoing::Read(n),
             }
         };
-        Ok(scan.terminate)
+        Ok(())
     }
 
     /// Scans the server's buffered bytes (and answers pgmux owes) and queues what goes to the

@@ -9,5 +9,6 @@ mod scan;
 
 pub use link::{streams, ClientSide, Composed, Linked, RelayError, Step, Tail, CLIENT_READ};
 pub use scan::{
-    scan_client, scan_server, ClientScan, Passthrough, ServerScan, ServerSide, HELD_LIMIT,
+    held_whole, scan_client, scan_server, ClientScan, Passthrough, ServerScan, ServerSide,
+    HELD_LIMIT,
 };

@@ -135,6 +135,12 @@ fn may_rewrite(tag: u8) -> bool {
     matches!(tag, b'P' | b'B' | b'D' | b'C' | b'Q')
 }
 
+/// Whether a client message of this tag and length is held until it is all there (`rewriting`:
+/// pgmux manages prepared statements), rather than forwarded in pieces as it comes.
+pub fn held_whole(tag: u8, total: usize, rewriting: bool) -> bool {
+    rewriting && may_rewrite(tag) && total <= HELD_LIMIT
+}
+
 /// Walks client messages at the front of `buf`, feeding each to `tracker`, rewriting those
 /// that name prepared statements (when `statements.capacity` > 0) into `out`, and passing the
 /// rest on as they come, in pieces where a message is not all there yet.
@@ -163,7 +169,7 @@ pub fn scan_client(
         }
         let available = buf.len() - pos;
         let whole = available >= h.total;
-        if rewriting && may_rewrite(h.tag) && h.total <= HELD_LIMIT {
+        if held_whole(h.tag, h.total, rewriting) {
             if !whole {
                 result.want = h.total - available;
                 break;

@@ -383,14 +383,20 @@ impl<T> Tracker<T> {
         !self.undone.is_empty()
     }
 
+    /// How many replies the server still owes.
+    pub fn owed(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether the server still owes replies (the client is waiting on it).
     pub fn awaiting_reply(&self) -> bool {
         !self.pending.is_empty()
     }
 
-    /// Whether the client has a transaction or an extended-protocol batch open on this server.
+    /// Whether the client has a transaction, an extended-protocol batch or a COPY IN open on
+    /// this server.
     pub fn in_transaction(&self) -> bool {
-        self.status != TxStatus::Idle || self.batch_open
+        self.status != TxStatus::Idle || self.batch_open || self.copy_in
     }
 
     /// Status of the last ReadyForQuery.
@@ -406,7 +412,11 @@ impl<T> Tracker<T> {
     pub fn verdict(&self) -> Verdict {
         if self.desync {
             Verdict::Desync
-        } else if self.pending.is_empty() && !self.batch_open && self.status == TxStatus::Idle {
+        } else if self.pending.is_empty()
+            && !self.batch_open
+            && !self.copy_in
+            && self.status == TxStatus::Idle
+        {
             Verdict::Idle
         } else {
             Verdict::Busy

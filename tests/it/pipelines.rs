@@ -140,3 +140,44 @@ async fn tokio_postgres_pipelined_queries_in_transactions() {
     }
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_sent_with_terminate_in_one_write_still_runs() {
+    // As libpq does for PQsendQuery then PQfinish: the Query and the Terminate in one write.
+    let pgmux = trust_pgmux(2).await;
+    let admin = shared_cluster().admin().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS sent_before_terminate (mode text, n int);
+             GRANT ALL ON sent_before_terminate TO app;",
+        )
+        .await
+        .unwrap();
+    for n in 0..5 {
+        let mut c = Raw::login(pgmux.port, "app", "app").await;
+        let mut bytes = raw::query(&format!(
+            "INSERT INTO sent_before_terminate VALUES ('transaction', {n})"
+        ));
+        bytes.extend(raw::msg(b'X', b""));
+        c.send(&bytes).await;
+        assert!(c.read().await.is_none(), "pgmux closes after Terminate");
+    }
+    let count = crate::harness::eventually(
+        std::time::Duration::from_secs(20),
+        "every INSERT sent before Terminate to run",
+        || async {
+            let row = admin
+                .query_one(
+                    "SELECT count(*) FROM sent_before_terminate WHERE mode = 'transaction'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let count: i64 = row.get(0);
+            (count == 5).then_some(count)
+        },
+    )
+    .await;
+    assert_eq!(count, 5);
+    pgmux.stop().await;
+}

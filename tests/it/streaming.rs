@@ -354,7 +354,7 @@ async fn large_messages(mode: &'static str, wire: Wire) {
         let client = setup.client().await;
         // A 200 MB Query: PostgreSQL's own length and md5 of the literal it received.
         let text = String::from_utf8(payload(200 << 20)).unwrap();
-        let sql = format!("SELECT length('{text}'), md5('{text}')");
+        let sql = format!("SELECT length(t), md5(t) FROM (SELECT '{text}'::text AS t) v");
         let got = client.simple_query(&sql).await.expect("200 MB Query");
         let row = got
             .iter()
@@ -382,10 +382,8 @@ async fn large_messages(mode: &'static str, wire: Wire) {
         let text = String::from_utf8(payload(60 << 20)).unwrap();
         let mut client = client;
         let transaction = client.transaction().await.unwrap();
-        let statement = transaction
-            .prepare(&format!("SELECT length('{text}'), md5('{text}'), $1::int"))
-            .await
-            .expect("60 MB Parse");
+        let sql = format!("SELECT length(t), md5(t), $1::int FROM (SELECT '{text}'::text t) v");
+        let statement = transaction.prepare(&sql).await.expect("60 MB Parse");
         for k in 0..2 {
             let row = transaction
                 .query_one(&statement, &[&k])

@@ -221,6 +221,8 @@ async fn read_in_pieces(
 /// The relay with a client and a server on in-memory pipes.
 struct Rig<'r> {
     linked: Linked,
+    /// Whether steps return on a change of phase too (as with timeouts set).
+    watch_phase: bool,
     stream: Stream,
     buf: BytesMut,
     params: ParamSet,
@@ -247,7 +249,7 @@ impl Rig<'_> {
             statements: &mut self.statements,
             composed: &mut self.composed,
         };
-        let polled = match self.linked.step(&mut side).now_or_never() {
+        let polled = match self.linked.step(&mut side, self.watch_phase).now_or_never() {
             None => Polled::Pending,
             Some(Ok(_)) => Polled::Stepped,
             Some(Err(RelayError::ClientClosed)) => Polled::ClientClosed,
@@ -265,9 +267,10 @@ fn got(bytes: &Mutex<Vec<u8>>) -> usize {
 
 /// Steps the relay may take before a case counts as stuck: enough for every byte to cross
 /// the smaller pipe a few times over.
-fn step_limit(client: &[u8], server: &[u8], plan: &Plan) -> usize {
+fn step_limit(client: &[u8], server: &[u8], plan: &Plan, whole: &Outcome) -> usize {
     let narrowest = plan.client_pipe.min(plan.server_pipe);
-    10_000 + 8 * (client.len() + server.len()) / narrowest
+    let bytes = client.len() + server.len() + whole.to_server.len() + whole.to_client.len();
+    10_000 + 8 * bytes / narrowest
 }
 
 /// What the relay's loop makes of the same streams, coming in pieces through small pipes. The
@@ -280,7 +283,7 @@ async fn delivered_in_pieces(
     plan: Plan,
     whole: &Outcome,
 ) -> Outcome {
-    let limit = step_limit(&client, &server, &plan);
+    let limit = step_limit(&client, &server, &plan, whole);
     let (relay_client, peer_client) = tokio::io::duplex(plan.client_pipe);
     let (relay_server, peer_server) = tokio::io::duplex(plan.server_pipe);
     let (peer_client_read, peer_client_write) = tokio::io::split(peer_client);
@@ -305,6 +308,7 @@ async fn delivered_in_pieces(
     let linked = Linked::new(server_conn, PoolMode::Session, None, &mut composed);
     let mut rig = Rig {
         linked,
+        watch_phase: plan.seed % 2 == 0,
         stream: Stream::Memory(relay_client),
         buf: BytesMut::new(),
         params: ParamSet::default(),

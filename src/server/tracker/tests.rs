@@ -305,3 +305,18 @@ fn status_bytes_round_trip() {
     }
     assert_eq!(TxStatus::from_byte(b'X'), None);
 }
+
+#[test]
+fn a_copy_in_the_server_failed_holds_the_server_until_the_client_ends_it() {
+    let mut t = Tracker::new();
+    // The server fails a row and is done with the COPY, but the client is still sending.
+    run(&mut t, "c:Q s:G c:d s:E s:ZI");
+    assert_eq!(
+        t.verdict(),
+        Verdict::Busy,
+        "the client's CopyDone is still to come"
+    );
+    assert!(t.in_transaction());
+    run(&mut t, "c:d c:c");
+    assert_eq!(t.verdict(), Verdict::Idle);
+}
