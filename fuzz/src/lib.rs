@@ -263,7 +263,7 @@ const MAX_RESCANS: usize = 10_000;
 
 impl ServerDriver {
     /// Appends one read's worth of server bytes and scans, then scans again while the tracker
-    /// says an answer of pgmux's own is due, as the relay does.
+    /// says an answer of pgmux's own is due between messages, as the relay does.
     pub fn feed(&mut self, piece: &[u8], tracker: &mut Tracker, ctx: &mut Context) -> bool {
         if self.stopped {
             return false;
@@ -312,7 +312,8 @@ impl ServerDriver {
             }
             self.buf.drain(..scan.end);
             check_framing(&self.framing, &self.pass, "server to client");
-            if !tracker.answer_due() {
+            // As the relay: an answer waits for the message passing in pieces to end.
+            if !tracker.answer_due() || self.pass.mid_message() {
                 return true;
             }
         }

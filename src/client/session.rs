@@ -12,7 +12,7 @@ use crate::config::PoolMode;
 use crate::pool::{PooledServer, Waiter};
 use crate::prepared::{ClientStatements, Counts, Statements};
 use crate::protocol::frame;
-use crate::registry::ClientState;
+use crate::registry::{ClientEntry, ClientState};
 use crate::relay::{self, ClientSide, Composed, Linked, RelayError, Step, Tail};
 use crate::server::tracker::Verdict;
 use crate::signal::Stop;
@@ -110,20 +110,31 @@ impl Session<'_> {
     /// Borrow, relay, release, until the client leaves.
     async fn serve(&mut self) -> Result<(), ClientError> {
         loop {
-            if self.linked.is_some() {
-                match self.relay().await? {
-                    Step::Progress => {}
-                    Step::Terminate => return Ok(()),
-                    Step::Idle => self.transaction_over().await?,
-                }
-            } else if self.ready_to_start()? {
-                if self.client.buf[0] == b'X' {
+            let deadline = self.deadline();
+            let Some(linked) = self.linked.as_mut() else {
+                if !self.ready_to_start()? {
+                    self.read_client_idle(deadline).await?;
+                } else if self.client.buf[0] == b'X' {
                     return Ok(());
+                } else {
+                    self.acquire().await?;
                 }
-                self.acquire().await?;
-            } else {
-                let deadline = self.deadline();
-                self.read_client_idle(deadline).await?;
+                continue;
+            };
+            let mut side = ClientSide {
+                stream: &mut self.client.stream,
+                buf: &mut self.client.buf,
+                params: &mut self.login.params,
+                statements: &mut self.statements,
+                composed: &mut self.composed,
+            };
+            let watch_phase = self.timeouts.per_phase();
+            let step = relay(linked, &mut side, &self.login.entry, deadline, watch_phase).await;
+            note_statements(&self.statements, &linked.take_counts(), &self.login);
+            match step? {
+                Step::Progress => {}
+                Step::Terminate => return Ok(()),
+                Step::Idle => self.transaction_over().await?,
             }
         }
     }
@@ -185,68 +196,6 @@ impl Session<'_> {
             return Err(closed_by_client());
         }
         Ok(())
-    }
-
-    /// One step of the relay, under the timeout of the phase and the stop signal.
-    async fn relay(&mut self) -> Result<Step, ClientError> {
-        let deadline = self.deadline();
-        let watch_phase = self.timeouts.per_phase();
-        let Session {
-            client,
-            login,
-            linked,
-            composed,
-            statements,
-            ..
-        } = self;
-        let Some(linked) = linked.as_mut() else {
-            return Ok(Step::Progress);
-        };
-        // Made only if polled, and then only with a timeout in force: no timer entry, handle
-        // or clock read otherwise.
-        let expired = async {
-            match deadline {
-                Some((at, _)) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let mut side = ClientSide {
-            stream: &mut client.stream,
-            buf: &mut client.buf,
-            params: &mut login.params,
-            statements,
-            composed,
-        };
-        let step = tokio::select! {
-            // Fixed order: no random start to draw. The stop and the timer come before the
-            // relay: a server that keeps sending must not starve them (sockets and timers
-            // share tokio's cooperative budget).
-            biased;
-            // Only a kill stops a client holding a server. A draining shutdown waits for the
-            // transaction's end, and in session mode for the client to leave, as PgBouncer's
-            // WAIT_FOR_SERVERS waits for servers to be released.
-            stop = login.entry.signal.stopped(false) => {
-                linked.poison();
-                Err(stopped(stop))
-            }
-            _ = expired => {
-                let error = deadline.map_or(ClientError::QueryTimeout, |(_, p)| p.timeout_error());
-                let server = linked.server();
-                if server.tracker.awaiting_reply() {
-                    // Stop the query too, rather than leave it running on a closed connection.
-                    tokio::spawn(crate::cancel::deliver(ServerKey {
-                        addr: server.addr,
-                        pid: server.backend_pid,
-                        secret: server.backend_secret,
-                    }));
-                }
-                linked.poison();
-                Err(error)
-            }
-            step = linked.step(&mut side, watch_phase) => step.map_err(|e| relay_failed(login, e)),
-        };
-        note_statements(statements, &linked.take_counts(), login);
-        step
     }
 
     /// A transaction ended: in transaction and statement mode the server goes back now, and a
@@ -400,8 +349,54 @@ impl Session<'_> {
     }
 }
 
+/// One step of the relay, under the timeout of the phase and the stop signal.
+async fn relay(
+    linked: &mut Linked,
+    side: &mut ClientSide<'_, '_>,
+    entry: &ClientEntry,
+    deadline: Option<(Instant, Phase)>,
+    watch_phase: bool,
+) -> Result<Step, ClientError> {
+    // Made only if polled, and then only with a timeout in force: no timer entry, handle
+    // or clock read otherwise.
+    let expired = async {
+        match deadline {
+            Some((at, _)) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        // Fixed order: no random start to draw. The stop and the timer come before the
+        // relay: a server that keeps sending must not starve them (sockets and timers
+        // share tokio's cooperative budget).
+        biased;
+        // Only a kill stops a client holding a server. A draining shutdown waits for the
+        // transaction's end, and in session mode for the client to leave, as PgBouncer's
+        // WAIT_FOR_SERVERS waits for servers to be released.
+        stop = entry.signal.stopped(false) => {
+            linked.poison();
+            Err(stopped(stop))
+        }
+        _ = expired => {
+            let error = deadline.map_or(ClientError::QueryTimeout, |(_, p)| p.timeout_error());
+            let server = linked.server();
+            if server.tracker.awaiting_reply() {
+                // Stop the query too, rather than leave it running on a closed connection.
+                tokio::spawn(crate::cancel::deliver(ServerKey {
+                    addr: server.addr,
+                    pid: server.backend_pid,
+                    secret: server.backend_secret,
+                }));
+            }
+            linked.poison();
+            Err(error)
+        }
+        step = linked.step(side, watch_phase) => step.map_err(|e| relay_failed(entry, e)),
+    }
+}
+
 /// The relay stopped short: the operator hears of a failed server; the client is told.
-fn relay_failed(login: &Login, error: RelayError) -> ClientError {
+fn relay_failed(entry: &ClientEntry, error: RelayError) -> ClientError {
     match error {
         RelayError::Client(e) => ClientError::Io(e),
         RelayError::ClientClosed => closed_by_client(),
@@ -409,8 +404,8 @@ fn relay_failed(login: &Login, error: RelayError) -> ClientError {
         RelayError::TransactionInStatementMode => ClientError::TransactionInStatementMode,
         RelayError::Server(e) => {
             tracing::warn!(
-                user = %login.entry.user,
-                database = %login.entry.database,
+                user = %entry.user,
+                database = %entry.database,
                 error = %e,
                 "server connection failed during a client's transaction"
             );

@@ -39,7 +39,7 @@ const BUFFER_KEPT: usize = 4 * READ_BUFFER;
 /// Replies the server may owe before the client is read no further: a client that pipelines
 /// without reading (or sends messages pgmux answers itself) is held back here, and what the
 /// tracker keeps for it stays bounded (about 16 bytes an entry).
-const OWED_LIMIT: usize = 65_536;
+const OWED_LIMIT: usize = 16_384;
 
 /// Why the relay stopped short.
 #[derive(Debug, Error)]
@@ -273,6 +273,10 @@ impl Linked {
             && self.server.buf.len() == unsent
     }
 
+    /// One round: scan what is buffered and write what was scanned, each direction on its own,
+    /// then read more from each side whose output is all written; again while a read brought
+    /// bytes or there is more to scan. Reads come last, so that a round polls each socket
+    /// once: a read that finds nothing parks this task on it (and costs a lock in tokio).
     fn poll_step(
         &mut self,
         cx: &mut Context<'_>,
@@ -280,62 +284,68 @@ impl Linked {
     ) -> Poll<Result<Step, RelayError>> {
         let mut progressed = false;
         loop {
-            let mut moved = false;
-            // Server to client first: draining the server is what lets it read again.
+            let client_open =
+                self.to_server == Outgoing::Empty && self.server.tracker.owed() < OWED_LIMIT;
+            if client_open && self.closing.is_none() {
+                match self.client_input {
+                    ClientInput::Terminated => return Poll::Ready(Ok(Step::Terminate)),
+                    ClientInput::Unscanned => {
+                        self.scan_client(c)?;
+                        progressed = true;
+                    }
+                    ClientInput::Scanned => {}
+                }
+            }
+            let mut maybe_idle = false;
+            if let Poll::Ready(written) = self.poll_to_server(cx, c) {
+                written?;
+                progressed = true;
+                // The client's last bytes may have been all that kept the server.
+                maybe_idle = self.to_server == Outgoing::Empty;
+            }
+            if self.to_client == Outgoing::Empty && self.closing.is_none() && self.server_ready() {
+                self.scan_server(c)?;
+                progressed = true;
+                maybe_idle = true;
+            }
             if let Poll::Ready(written) = self.poll_to_client(cx, c) {
                 written?;
-                moved = true;
+                progressed = true;
             }
             if self.to_client == Outgoing::Empty {
                 if let Some(error) = self.closing.take() {
                     return Poll::Ready(Err(error));
                 }
             }
-            let mut maybe_idle = false;
-            if let Poll::Ready(written) = self.poll_to_server(cx, c) {
-                written?;
-                moved = true;
-                // The client's last bytes may have been all that kept the server.
-                maybe_idle = self.to_server == Outgoing::Empty;
-            }
-            if self.to_client == Outgoing::Empty && self.closing.is_none() {
-                let answer_due =
-                    self.server.tracker.answer_due() && !self.server_pass.mid_message();
-                if self.server_unscanned || answer_due {
-                    self.scan_server(c)?;
-                    moved = true;
-                    maybe_idle = true;
-                } else if let Poll::Ready(read) = self.server.poll_read_more(cx, self.server_want) {
-                    read.map_err(RelayError::Server)?;
-                    self.server_unscanned = true;
-                    moved = true;
-                }
-            }
             if maybe_idle && self.at_rest() {
                 return Poll::Ready(Ok(Step::Idle));
             }
-            let owed = self.server.tracker.owed();
-            if self.to_server == Outgoing::Empty && self.closing.is_none() && owed < OWED_LIMIT {
-                match self.client_input {
-                    ClientInput::Terminated => return Poll::Ready(Ok(Step::Terminate)),
-                    ClientInput::Unscanned => {
-                        self.scan_client(c)?;
-                        moved = true;
-                    }
-                    ClientInput::Scanned => {
-                        let read = c.stream.poll_fill(cx, c.buf, self.client_want, CLIENT_READ);
-                        if let Poll::Ready(read) = read {
-                            match read {
-                                Ok(0) => return Poll::Ready(Err(RelayError::ClientClosed)),
-                                Ok(_) => self.client_input = ClientInput::Unscanned,
-                                Err(e) => return Poll::Ready(Err(RelayError::Client(e))),
-                            }
-                            moved = true;
-                        }
-                    }
+            // Nothing more to do with what is here: read more, where the output is written.
+            let mut read = false;
+            if self.to_client == Outgoing::Empty && self.closing.is_none() && !self.server_ready() {
+                if let Poll::Ready(result) = self.server.poll_read_more(cx, self.server_want) {
+                    result.map_err(RelayError::Server)?;
+                    self.server_unscanned = true;
+                    read = true;
                 }
             }
-            if !moved {
+            let client_open =
+                self.to_server == Outgoing::Empty && self.server.tracker.owed() < OWED_LIMIT;
+            if client_open && self.closing.is_none() && self.client_input == ClientInput::Scanned {
+                let want = self.client_want;
+                if let Poll::Ready(result) = c.stream.poll_fill(cx, c.buf, want, CLIENT_READ) {
+                    match result {
+                        Ok(0) => return Poll::Ready(Err(RelayError::ClientClosed)),
+                        Ok(_) => self.client_input = ClientInput::Unscanned,
+                        Err(e) => return Poll::Ready(Err(RelayError::Client(e))),
+                    }
+                    read = true;
+                }
+            }
+            let more_to_scan = (client_open && self.client_input != ClientInput::Scanned)
+                || (self.to_client == Outgoing::Empty && self.server_ready())
+                || (self.to_client == Outgoing::Empty && self.closing.is_some());
+            if !read && !more_to_scan {
                 break;
             }
             progressed = true;
@@ -346,6 +356,13 @@ impl Linked {
             true => Poll::Ready(Ok(Step::Progress)),
             false => Poll::Pending,
         }
+    }
+
+    /// Whether server bytes are buffered unscanned, or an answer of pgmux's own is due (between
+    /// messages).
+    fn server_ready(&self) -> bool {
+        self.server_unscanned
+            || (self.server.tracker.answer_due() && !self.server_pass.mid_message())
     }
 
     /// Writes what is owed to the client. Ready once something was written (or flushed) or it
