@@ -191,17 +191,32 @@ fn parse(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesM
             Some(Token::Answer(Answer::ParseComplete, undo)),
         );
     } else {
-        make_room(ctx, tracker, out);
-        put_parse(out, &statement.server_name, rest);
-        ctx.server.insert(statement.clone());
-        ctx.counts.server_parses += 1;
-        let undo = Undo::Parse {
-            client_name: Some(name),
-            server_id: Some(statement.id),
-        };
-        tracker.expect(Reply::Parse, Handling::Forward, Token::undo(undo));
+        parse_for_client(&statement, name, rest.len(), ctx, tracker, out);
+        out.put_slice(rest);
     }
     true
+}
+
+/// Sends a client's Parse on under pgmux's name for `statement`: writes its head, for a
+/// message whose `after_len` bytes after the name follow (as the caller writes them, or as
+/// they came), and what must go before it.
+fn parse_for_client(
+    statement: &Arc<Statement>,
+    client_name: Bytes,
+    after_len: usize,
+    ctx: &mut Context,
+    tracker: &mut Tracker,
+    out: &mut BytesMut,
+) {
+    make_room(ctx, tracker, out);
+    put_parse_head(out, &statement.server_name, after_len);
+    ctx.server.insert(statement.clone());
+    ctx.counts.server_parses += 1;
+    let undo = Undo::Parse {
+        client_name: Some(client_name),
+        server_id: Some(statement.id),
+    };
+    tracker.expect(Reply::Parse, Handling::Forward, Token::undo(undo));
 }
 
 fn bind(body: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesMut) -> bool {
@@ -452,18 +467,7 @@ fn large_parse(
     let statement = ctx.registry.unshared();
     let name = Bytes::copy_from_slice(name);
     ctx.client.insert(name.clone(), statement.clone());
-    make_room(ctx, tracker, out);
-    let len = 4 + statement.server_name.len() + after_len;
-    out.put_u8(b'P');
-    out.put_u32(len as u32);
-    out.put_slice(&statement.server_name);
-    ctx.server.insert(statement.clone());
-    ctx.counts.server_parses += 1;
-    let undo = Undo::Parse {
-        client_name: Some(name),
-        server_id: Some(statement.id),
-    };
-    tracker.expect(Reply::Parse, Handling::Forward, Token::undo(undo));
+    parse_for_client(&statement, name, after_len, ctx, tracker, out);
     Large::Rewritten { replaces }
 }
 
@@ -494,10 +498,14 @@ fn put_named(out: &mut BytesMut, tag: u8, kind: u8, name_nul: &[u8]) {
 
 /// Parse of `body` (query, NUL, parameter types) under `name_nul`.
 fn put_parse(out: &mut BytesMut, name_nul: &[u8], body: &[u8]) {
-    let len = 4 + name_nul.len() + body.len();
-    out.reserve(1 + len);
-    out.put_u8(b'P');
-    out.put_u32(len as u32);
-    out.put_slice(name_nul);
+    out.reserve(5 + name_nul.len() + body.len());
+    put_parse_head(out, name_nul, body.len());
     out.put_slice(body);
+}
+
+/// The head of a Parse under `name_nul` whose `body_len` bytes follow it.
+fn put_parse_head(out: &mut BytesMut, name_nul: &[u8], body_len: usize) {
+    out.put_u8(b'P');
+    out.put_u32((4 + name_nul.len() + body_len) as u32);
+    out.put_slice(name_nul);
 }

@@ -372,51 +372,9 @@ impl Linked {
         cx: &mut Context<'_>,
         c: &mut ClientSide<'_, '_>,
     ) -> Poll<Result<(), RelayError>> {
-        let mut wrote = false;
-        loop {
-            let bytes = match self.to_client {
-                Outgoing::Empty => break,
-                Outgoing::Read(n) => &self.server.buf[..n],
-                Outgoing::Composed => &c.composed.to_client[..],
-                Outgoing::Flushing => {
-                    match Pin::new(&mut *c.stream).poll_flush(cx) {
-                        Poll::Ready(Ok(())) => {
-                            self.to_client = Outgoing::Empty;
-                            wrote = true;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Client(e))),
-                        Poll::Pending => {}
-                    }
-                    break;
-                }
-            };
-            let n = match Pin::new(&mut *c.stream).poll_write(cx, bytes) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(RelayError::ClientClosed)),
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Client(e))),
-                Poll::Pending => break,
-            };
-            wrote = true;
-            let left = match self.to_client {
-                Outgoing::Read(len) => {
-                    self.server.buf.advance(n);
-                    len - n
-                }
-                _ => {
-                    c.composed.to_client.advance(n);
-                    c.composed.to_client.len()
-                }
-            };
-            self.to_client = match left {
-                0 if c.stream.is_tls() => Outgoing::Flushing,
-                0 => Outgoing::Empty,
-                _ => self.to_client.shrunk_to(left),
-            };
-        }
-        match wrote {
-            true => Poll::Ready(Ok(())),
-            false => Poll::Pending,
-        }
+        let mut sink = ClientSink(&mut *c.stream);
+        let source = (&mut self.server.buf, &mut c.composed.to_client);
+        drain(cx, &mut self.to_client, source, &mut sink)
     }
 
     /// Writes what is owed to the server. Ready once something was written (or flushed) or it
@@ -426,51 +384,9 @@ impl Linked {
         cx: &mut Context<'_>,
         c: &mut ClientSide<'_, '_>,
     ) -> Poll<Result<(), RelayError>> {
-        let mut wrote = false;
-        loop {
-            let server = &mut *self.server;
-            let bytes = match self.to_server {
-                Outgoing::Empty => break,
-                Outgoing::Read(n) => &c.buf[..n],
-                Outgoing::Composed => &c.composed.to_server[..],
-                Outgoing::Flushing => {
-                    match server.poll_flush(cx) {
-                        Poll::Ready(Ok(())) => {
-                            self.to_server = Outgoing::Empty;
-                            wrote = true;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Server(e))),
-                        Poll::Pending => {}
-                    }
-                    break;
-                }
-            };
-            let n = match server.poll_write(cx, bytes) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayError::Server(e))),
-                Poll::Pending => break,
-            };
-            wrote = true;
-            let left = match self.to_server {
-                Outgoing::Read(len) => {
-                    c.buf.advance(n);
-                    len - n
-                }
-                _ => {
-                    c.composed.to_server.advance(n);
-                    c.composed.to_server.len()
-                }
-            };
-            self.to_server = match left {
-                0 if server.stream.is_tls() => Outgoing::Flushing,
-                0 => Outgoing::Empty,
-                _ => self.to_server.shrunk_to(left),
-            };
-        }
-        match wrote {
-            true => Poll::Ready(Ok(())),
-            false => Poll::Pending,
-        }
+        let mut sink = ServerSink(&mut self.server);
+        let source = (&mut *c.buf, &mut c.composed.to_server);
+        drain(cx, &mut self.to_server, source, &mut sink)
     }
 
     /// Scans the client's buffered bytes and queues what goes to the server.
@@ -613,6 +529,111 @@ impl Outgoing {
             Outgoing::Read(_) => Outgoing::Read(left),
             other => other,
         }
+    }
+}
+
+/// Where one direction writes: the client's stream or the server connection.
+trait Sink {
+    fn poll_write(&mut self, cx: &mut Context<'_>, bytes: &[u8])
+        -> Poll<Result<usize, RelayError>>;
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>>;
+    fn is_tls(&self) -> bool;
+}
+
+struct ClientSink<'a>(&'a mut Stream);
+
+impl Sink for ClientSink<'_> {
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<Result<usize, RelayError>> {
+        match Pin::new(&mut *self.0).poll_write(cx, bytes) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(RelayError::ClientClosed)),
+            Poll::Ready(result) => Poll::Ready(result.map_err(RelayError::Client)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        Pin::new(&mut *self.0)
+            .poll_flush(cx)
+            .map_err(RelayError::Client)
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
+}
+
+struct ServerSink<'a>(&'a mut ServerConn);
+
+impl Sink for ServerSink<'_> {
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<Result<usize, RelayError>> {
+        self.0.poll_write(cx, bytes).map_err(RelayError::Server)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        self.0.poll_flush(cx).map_err(RelayError::Server)
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.stream.is_tls()
+    }
+}
+
+/// Writes what `out` says one direction owes, from the first bytes of its source's read
+/// buffer or from its composed buffer (`source`), advancing past what was written. Ready once
+/// something was written (or flushed) or it failed.
+fn drain(
+    cx: &mut Context<'_>,
+    out: &mut Outgoing,
+    (read, composed): (&mut BytesMut, &mut BytesMut),
+    sink: &mut impl Sink,
+) -> Poll<Result<(), RelayError>> {
+    let mut wrote = false;
+    loop {
+        let bytes = match *out {
+            Outgoing::Empty => break,
+            Outgoing::Read(n) => &read[..n],
+            Outgoing::Composed => &composed[..],
+            Outgoing::Flushing => {
+                if let Poll::Ready(flushed) = sink.poll_flush(cx) {
+                    flushed?;
+                    *out = Outgoing::Empty;
+                    wrote = true;
+                }
+                break;
+            }
+        };
+        let n = match sink.poll_write(cx, bytes) {
+            Poll::Ready(written) => written?,
+            Poll::Pending => break,
+        };
+        wrote = true;
+        let left = match *out {
+            Outgoing::Read(len) => {
+                read.advance(n);
+                len - n
+            }
+            _ => {
+                composed.advance(n);
+                composed.len()
+            }
+        };
+        *out = match left {
+            0 if sink.is_tls() => Outgoing::Flushing,
+            0 => Outgoing::Empty,
+            _ => out.shrunk_to(left),
+        };
+    }
+    match wrote {
+        true => Poll::Ready(Ok(())),
+        false => Poll::Pending,
     }
 }
 

@@ -121,7 +121,22 @@ impl ServerConn {
             Some(tls) => negotiate_tls(stream, tls, &target.host).await?,
             None => Stream::Plain(stream),
         };
-        let mut conn = ServerConn {
+        let mut conn = ServerConn::fresh(stream, addr, local_addr, id);
+        let mut out = BytesMut::new();
+        startup_message(&mut out, &target.user, &target.dbname);
+        conn.send(&out).await?;
+        conn.login(&target.user, credentials).await?;
+        Ok(conn)
+    }
+
+    /// A connection over `stream`, not logged in yet.
+    fn fresh(
+        stream: Stream,
+        addr: SocketAddr,
+        local_addr: Option<SocketAddr>,
+        id: u64,
+    ) -> ServerConn {
+        ServerConn {
             stream,
             buf: BytesMut::with_capacity(READ_BUFFER),
             params: ParamSet::default(),
@@ -138,35 +153,13 @@ impl ServerConn {
             expires_at: None,
             generation: 0,
             id,
-        };
-        let mut out = BytesMut::new();
-        startup_message(&mut out, &target.user, &target.dbname);
-        conn.send(&out).await?;
-        conn.login(&target.user, credentials).await?;
-        Ok(conn)
+        }
     }
 
-    /// A logged-in connection over `stream`, for tests of what runs over one.
+    /// A connection over `stream`, taken as logged in, for tests of what runs over one.
     #[cfg(test)]
     pub fn over(stream: Stream) -> ServerConn {
-        ServerConn {
-            stream,
-            buf: BytesMut::with_capacity(READ_BUFFER),
-            params: ParamSet::default(),
-            startup_params: Vec::new(),
-            backend_pid: 0,
-            backend_secret: 0,
-            addr: SocketAddr::from(([127, 0, 0, 1], 5432)),
-            tracker: Tracker::new(),
-            statements: ServerStatements::default(),
-            created: Instant::now(),
-            connect_time: std::time::SystemTime::now(),
-            local_addr: None,
-            last_used: Instant::now(),
-            expires_at: None,
-            generation: 0,
-            id: 0,
-        }
+        ServerConn::fresh(stream, SocketAddr::from(([127, 0, 0, 1], 5432)), None, 0)
     }
 
     /// Reads one whole message, returning its tag and body.

@@ -105,12 +105,17 @@ async fn sigint_lets_every_started_transaction_commit_then_exits_0() {
     cfg.userlist = own_role(pg, "drainer").await;
     cfg.pool_size = 8;
     let mut pgmux = Process::start(cfg).await;
-    let mut clients = Vec::new();
-    for id in 0..6i32 {
+    // Every client logs in first, so that the six transactions overlap however slow the logins.
+    let mut connected = Vec::new();
+    for _ in 0..6 {
         let (client, conn) = tokio_postgres::connect(&pgmux.url("drainer"), tokio_postgres::NoTls)
             .await
             .unwrap();
         tokio::spawn(conn);
+        connected.push(client);
+    }
+    let mut clients = Vec::new();
+    for (id, client) in (0..6i32).zip(connected) {
         clients.push(tokio::spawn(async move {
             client.batch_execute("BEGIN").await.unwrap();
             client
