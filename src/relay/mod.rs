@@ -5,6 +5,7 @@
 //! policy, which the session keeps.
 
 mod link;
+mod outgoing;
 mod scan;
 
 pub use link::{streams, ClientSide, Composed, Linked, RelayError, Step, Tail, CLIENT_READ};
