@@ -95,6 +95,22 @@ impl Composer {
         }
     }
 
+    /// Puts `with` (pgmux's own message, if any) in place of the input at `pos..end`.
+    fn replace_message(
+        &mut self,
+        buf: &[u8],
+        pos: usize,
+        end: usize,
+        with: Option<bytes::Bytes>,
+        out: &mut BytesMut,
+    ) {
+        self.flush(buf, pos, out);
+        if let Some(message) = with {
+            out.extend_from_slice(&message);
+        }
+        self.run_start = end;
+    }
+
     fn finish(&mut self, buf: &[u8], end: usize, out: &mut BytesMut) {
         if self.composed {
             out.extend_from_slice(&buf[self.run_start..end]);
@@ -322,11 +338,7 @@ pub fn scan_server(
                     Passthrough::Dropping(missing)
                 }
                 Route::Replace => {
-                    composer.flush(buf, pos, out);
-                    if let Some(error) = replacement(tracker) {
-                        out.extend_from_slice(&error);
-                    }
-                    composer.run_start = buf.len();
+                    composer.replace_message(buf, pos, buf.len(), replacement(tracker), out);
                     Passthrough::Dropping(missing)
                 }
             };
@@ -369,13 +381,7 @@ pub fn scan_server(
         match route {
             Route::Forward => {}
             Route::Swallow => composer.drop_message(buf, pos, end, out),
-            Route::Replace => {
-                composer.flush(buf, pos, out);
-                if let Some(error) = replacement(tracker) {
-                    out.extend_from_slice(&error);
-                }
-                composer.run_start = end;
-            }
+            Route::Replace => composer.replace_message(buf, pos, end, replacement(tracker), out),
         }
         apply_undone(tracker, statements);
         pos = end;
