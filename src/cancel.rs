@@ -2,22 +2,22 @@
 //! right now. A link stays until every cancel in flight for it has been delivered, so a late
 //! cancel can never reach the next client's query on the same server.
 
+use crate::address::Address;
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 
 /// How long a cancel may take to reach PostgreSQL before it is dropped.
 const CANCEL_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server a client is linked to: its address and backend key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerKey {
-    pub addr: SocketAddr,
+    pub addr: Address,
     pub pid: u32,
     pub secret: u32,
 }
@@ -61,7 +61,7 @@ impl CancelSlot {
     /// Takes the linked server for a cancel, counting it in flight.
     fn begin_cancel(&self) -> Option<ServerKey> {
         let mut s = lock(&self.state);
-        let key = s.linked?;
+        let key = s.linked.clone()?;
         s.in_flight += 1;
         Some(key)
     }
@@ -113,7 +113,9 @@ impl Cancels {
             tracing::debug!("cancel request for a client holding no server dropped");
             return;
         };
-        let delivered = match tokio::time::timeout(CANCEL_DELIVERY_TIMEOUT, deliver(server)).await {
+        let delivered = match tokio::time::timeout(CANCEL_DELIVERY_TIMEOUT, deliver(server.clone()))
+            .await
+        {
             Ok(Ok(())) => {
                 tracing::debug!(server = %server.addr, "cancel delivered");
                 true
@@ -134,13 +136,24 @@ impl Cancels {
 /// Sends the CancelRequest and waits for PostgreSQL to close the connection, which it does once
 /// the signal has been sent to the backend.
 pub async fn deliver(server: ServerKey) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(server.addr).await?;
     let mut packet = BytesMut::with_capacity(16);
     packet.put_u32(16);
     packet.put_u32(80_877_102);
     packet.put_u32(server.pid);
     packet.put_u32(server.secret);
-    stream.write_all(&packet).await?;
+    match &server.addr {
+        Address::Tcp(addr) => send_and_wait(TcpStream::connect(addr).await?, &packet).await,
+        Address::Unix { path, .. } => {
+            send_and_wait(UnixStream::connect(path).await?, &packet).await
+        }
+    }
+}
+
+async fn send_and_wait(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    packet: &[u8],
+) -> std::io::Result<()> {
+    stream.write_all(packet).await?;
     let mut sink = [0u8; 64];
     while stream.read(&mut sink).await? > 0 {}
     Ok(())
@@ -158,7 +171,7 @@ mod tests {
             pid: 1,
             secret: 2,
         };
-        slot.link(key);
+        slot.link(key.clone());
         assert_eq!(slot.begin_cancel(), Some(key));
         let unlinker = tokio::spawn({
             let slot = slot.clone();

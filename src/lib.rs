@@ -1,6 +1,7 @@
 //! pgmux: a PostgreSQL connection pooler. `Server::bind(config)` starts one in-process and
 //! returns a handle; there are no statics: shared state is one `Arc<Shared>` passed down.
 
+pub mod address;
 pub mod admin;
 pub mod auth;
 pub mod cancel;
@@ -42,6 +43,8 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Makes mock SCRAM salts for unknown users stable per user, and unguessable.
     pub mock_salt_key: [u8; 32],
+    /// Secrets auth_query found, and its connections.
+    pub auth_lookups: client::AuthLookups,
     /// SCRAM keys derived from plaintext passwords, by user (derivation is deliberately slow).
     pub derived_keys: Mutex<HashMap<String, (String, ScramKeys)>>,
     /// Per-database averages over the last stats_period.
@@ -64,6 +67,7 @@ impl Shared {
             cancels: Default::default(),
             clients: AtomicUsize::new(0),
             mock_salt_key: rand::random(),
+            auth_lookups: Default::default(),
             derived_keys: Mutex::new(HashMap::new()),
             averages: Mutex::new(BTreeMap::new()),
             shutdown: Default::default(),
@@ -153,6 +157,7 @@ impl Shared {
             .config()
             .databases
             .keys()
+            .filter(|name| *name != config::FALLBACK_DATABASE)
             .map(|name| (name.clone(), Default::default()))
             .collect();
         for pool in self.pools.all() {
@@ -210,31 +215,85 @@ async fn stats_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 pub struct Server;
 
 impl Server {
-    /// Binds the listen address and starts accepting clients.
+    /// Binds the listen address and the Unix socket, and starts accepting clients.
     pub async fn bind(config: Config) -> std::io::Result<Running> {
-        let socket = match notify::activated_listener() {
-            Some(passed) => {
-                tracing::info!("listening on the socket systemd passed (socket activation)");
-                passed.set_nonblocking(true)?;
-                tokio::net::TcpListener::from_std(passed)?
+        let mut listeners = Vec::new();
+        let mut socket_file = None;
+        let activated = notify::activated_listeners();
+        let local_addr = if activated.is_empty() {
+            let addr = listener::listen_address(&config.general);
+            let socket = tokio::net::TcpListener::bind(addr).await?;
+            let local_addr = socket.local_addr()?;
+            listeners.push(listener::Listener::Tcp(socket));
+            if !config.general.unix_socket_dir.is_empty() {
+                let (socket, file) = listener::bind_unix(&config.general, local_addr.port())?;
+                tracing::info!(path = %file.path.display(), "listening on the Unix socket");
+                listeners.push(socket);
+                socket_file = Some(file);
             }
-            None => {
-                let addr = listener::listen_address(&config.general);
-                tokio::net::TcpListener::bind(addr).await?
+            Some(local_addr)
+        } else {
+            tracing::info!(
+                sockets = activated.len(),
+                "listening on the sockets systemd passed (socket activation)"
+            );
+            let mut tcp_addr = None;
+            for socket in activated {
+                match socket {
+                    notify::Activated::Tcp(s) => {
+                        s.set_nonblocking(true)?;
+                        tcp_addr = tcp_addr.or(s.local_addr().ok());
+                        listeners.push(listener::Listener::Tcp(tokio::net::TcpListener::from_std(
+                            s,
+                        )?));
+                    }
+                    notify::Activated::Unix(s) => {
+                        s.set_nonblocking(true)?;
+                        let path = s.local_addr()?.as_pathname().map(std::path::Path::to_owned);
+                        // The port its clients are shown with is the one in its name.
+                        let port = path
+                            .as_ref()
+                            .and_then(|p| {
+                                p.file_name()?
+                                    .to_str()?
+                                    .strip_prefix(".s.PGSQL.")?
+                                    .parse()
+                                    .ok()
+                            })
+                            .unwrap_or(config.general.listen_port);
+                        let address = match path {
+                            Some(path) => address::Address::Unix {
+                                path: path.into(),
+                                port,
+                            },
+                            None => address::Address::unix_socket("".as_ref(), port),
+                        };
+                        listeners.push(listener::Listener::Unix(
+                            tokio::net::UnixListener::from_std(s)?,
+                            address,
+                        ));
+                    }
+                }
             }
+            tcp_addr
         };
-        let local_addr = socket.local_addr()?;
         let shared = Arc::new(Shared::new(config));
         // Pools whose server login is fixed by config start now, so min_pool_size servers are
         // open before the first client arrives.
         let config = shared.config();
         for (name, db) in &config.databases {
-            if let Some(user) = &db.user {
+            if let (Some(user), false) = (&db.user, name == config::FALLBACK_DATABASE) {
                 client::pool_for(&shared, &config, name, user);
             }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(stats_task(shared.clone(), stop_rx.clone()));
+        let sweeper = shared.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let config = || sweeper.config();
+            pool::drop_idle_auto_databases(&sweeper.pools, config, stop).await
+        });
         let metrics_addr = match &config.general.metrics_addr {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
@@ -245,26 +304,35 @@ impl Server {
             }
             None => None,
         };
-        let task = tokio::spawn(listener::accept_loop(socket, shared.clone(), stop_rx));
-        tracing::info!(%local_addr, "listening");
+        let tasks = listeners
+            .into_iter()
+            .map(|l| tokio::spawn(listener::accept_loop(l, shared.clone(), stop_rx.clone())))
+            .collect();
+        if let Some(addr) = local_addr {
+            tracing::info!(%addr, "listening");
+        }
         Ok(Running {
-            local_addr,
+            local_addr: local_addr.unwrap_or_else(|| listener::listen_address(&config.general)),
+            unix_socket: socket_file,
             metrics_addr,
             shared,
             stop: stop_tx,
-            task,
+            tasks,
         })
     }
 }
 
 /// A running pgmux.
 pub struct Running {
+    /// The TCP address clients connect to.
     pub local_addr: SocketAddr,
+    /// The Unix socket file clients connect to, unless unix_socket_dir is "".
+    pub unix_socket: Option<listener::SocketFile>,
     /// Where /metrics is served, when metrics_addr is set.
     pub metrics_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -310,7 +378,9 @@ impl Running {
     /// Stops accepting, ends client sessions and closes idle servers.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
         for pool in self.shared.pools.all() {
             pool.close_idle();
         }

@@ -1,12 +1,17 @@
-//! Accepting clients: the accept loop, which never exits on one failed accept (it backs off when
-//! out of file descriptors), and the count that enforces max_client_conn.
+//! Accepting clients on TCP and on the Unix socket: the accept loops, which never exit on one
+//! failed accept (they back off when out of file descriptors), and the socket file's life
+//! (a stale one replaced, a live one refused, removed at shutdown).
 
+use crate::address::Address;
+use crate::client::ClientConn;
 use crate::config::General;
+use crate::stream::Stream;
 use crate::Shared;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -22,20 +27,37 @@ pub fn listen_address(general: &General) -> SocketAddr {
     SocketAddr::new(ip, general.listen_port)
 }
 
-pub async fn accept_loop(
-    socket: TcpListener,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// A socket pgmux accepts clients on.
+pub enum Listener {
+    Tcp(TcpListener),
+    /// With the address its clients are shown with (the socket file, and the port in its name).
+    Unix(UnixListener, Address),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<ClientConn> {
+        match self {
+            Listener::Tcp(socket) => {
+                let (stream, peer) = socket.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok(ClientConn::accepted(stream, peer))
+            }
+            Listener::Unix(socket, address) => {
+                let (stream, _) = socket.accept().await?;
+                Ok(ClientConn::over(Stream::Unix(stream), address.clone()))
+            }
+        }
+    }
+}
+
+pub async fn accept_loop(socket: Listener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = socket.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = crate::client::ClientConn::accepted(stream, peer);
+                Ok(conn) => {
                     tasks.spawn(crate::client::serve(conn, shared.clone()));
                 }
                 Err(e) => {
@@ -47,4 +69,98 @@ pub async fn accept_loop(
     }
     drop(socket);
     tasks.shutdown().await;
+}
+
+/// The Unix socket file pgmux made; removed when this is dropped (at shutdown).
+#[derive(Debug)]
+pub struct SocketFile {
+    pub path: PathBuf,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Listens on `dir/.s.PGSQL.<port>` with unix_socket_mode and unix_socket_group. A file left
+/// by a process that is gone is replaced; one a live process answers on is an error naming it.
+pub fn bind_unix(general: &General, port: u16) -> std::io::Result<(Listener, SocketFile)> {
+    let dir = Path::new(&general.unix_socket_dir);
+    let address = Address::unix_socket(dir, port);
+    let path = crate::address::socket_path(dir, port);
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} is in use by a running process (another pgmux or PgBouncer?)",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(_) => {
+                tracing::info!(path = %path.display(), "removing a stale Unix socket file");
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    let listener = UnixListener::bind(&path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", path.display()),
+        )
+    })?;
+    let file = SocketFile { path: path.clone() };
+    if let Ok(mode) = u32::from_str_radix(&general.unix_socket_mode, 8) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Some(group) = &general.unix_socket_group {
+        let gid = group_id(group).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("unix_socket_group: no group named {group:?}"),
+            )
+        })?;
+        std::os::unix::fs::chown(&path, None, Some(gid))?;
+    }
+    Ok((Listener::Unix(listener, address), file))
+}
+
+/// The id of the group named `name` (or given as a number), from the system's group database.
+fn group_id(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse() {
+        return Some(gid);
+    }
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: an all-zero group is a valid value for getgrnam_r to overwrite.
+    let mut entry: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is to memory we own, sized as passed; getgrnam_r writes the entry's
+    // strings into `buf` and points `result` at `entry` on success.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c_name.as_ptr(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(entry.gr_gid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_found_by_name_or_number() {
+        assert_eq!(group_id("0"), Some(0));
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_id("no-such-group-pgmux"), None);
+    }
 }

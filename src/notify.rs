@@ -48,27 +48,65 @@ pub fn stopping() {
 /// First file descriptor systemd passes with socket activation.
 const LISTEN_FDS_START: i32 = 3;
 
-/// The listening socket systemd passed (socket activation: LISTEN_PID is this process and
-/// LISTEN_FDS at least 1), if any. Called once, at start; pgmux starts no child processes, so
-/// the variables are left as they are.
-pub fn activated_listener() -> Option<std::net::TcpListener> {
+/// A listening socket systemd passed.
+pub enum Activated {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// The listening sockets systemd passed (socket activation: LISTEN_PID is this process and
+/// LISTEN_FDS counts them), TCP and Unix alike; empty without socket activation. Called once,
+/// at start; pgmux starts no child processes, so the variables are left as they are.
+pub fn activated_listeners() -> Vec<Activated> {
     use std::os::fd::FromRawFd;
-    let pid = std::env::var("LISTEN_PID").ok()?.parse::<u32>().ok()?;
-    let count = std::env::var("LISTEN_FDS").ok()?.parse::<u32>().ok()?;
-    if pid != std::process::id() || count < 1 {
-        return None;
+    let pid = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|c| c.parse::<i32>().ok());
+    let (Some(pid), Some(count)) = (pid, count) else {
+        return Vec::new();
+    };
+    if pid != std::process::id() {
+        return Vec::new();
     }
-    // SAFETY: systemd hands this descriptor to this process alone for it to own; that it is a
-    // TCP socket is checked below before use.
-    let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTEN_FDS_START) };
-    match listener.local_addr() {
-        Ok(_) => Some(listener),
-        Err(e) => {
-            tracing::error!(error = %e, "LISTEN_FDS is set, but descriptor 3 is not a TCP socket");
-            std::mem::forget(listener);
-            None
+    let mut sockets = Vec::new();
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START + count.clamp(0, 64) {
+        match socket_family(fd) {
+            // SAFETY: systemd hands this descriptor to this process alone for it to own, and
+            // its family was just checked.
+            Some(libc::AF_INET | libc::AF_INET6) => sockets.push(Activated::Tcp(unsafe {
+                std::net::TcpListener::from_raw_fd(fd)
+            })),
+            // SAFETY: as above.
+            Some(libc::AF_UNIX) => sockets.push(Activated::Unix(unsafe {
+                std::os::unix::net::UnixListener::from_raw_fd(fd)
+            })),
+            _ => tracing::error!(
+                fd,
+                "LISTEN_FDS passed a descriptor that is not a TCP or Unix socket"
+            ),
         }
     }
+    sockets
+}
+
+/// The address family of socket `fd`, or None if it is not a socket.
+fn socket_family(fd: i32) -> Option<i32> {
+    // SAFETY: an all-zero sockaddr_storage is valid, and getsockname writes at most `len`
+    // bytes into it.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the pointers are to memory we own, sized by `len`.
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(addr.ss_family as i32)
 }
 
 #[cfg(test)]

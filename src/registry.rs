@@ -2,9 +2,9 @@
 //! KILL and KILL_CLIENT need. A session updates its own entry with relaxed stores; nothing here
 //! is shared between sessions on the hot path.
 
+use crate::address::Address;
 use crate::signal::{Signal, Stop};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -32,8 +32,8 @@ impl ClientState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSummary {
     pub id: u64,
-    pub addr: SocketAddr,
-    pub local_addr: Option<SocketAddr>,
+    pub addr: Address,
+    pub local_addr: Option<Address>,
     pub connect_time: SystemTime,
     pub backend_pid: u32,
     /// Named statements prepared on it for clients.
@@ -46,8 +46,8 @@ pub struct ClientEntry {
     pub database: String,
     /// The user its servers log in as (the pool's).
     pub server_user: String,
-    pub addr: SocketAddr,
-    pub local_addr: Option<SocketAddr>,
+    pub addr: Address,
+    pub local_addr: Option<Address>,
     pub connect_time: SystemTime,
     pub application_name: Mutex<String>,
     state: AtomicU8,
@@ -94,8 +94,8 @@ impl Registry {
         user: &str,
         database: &str,
         server_user: &str,
-        addr: SocketAddr,
-        local_addr: Option<SocketAddr>,
+        addr: Address,
+        local_addr: Option<Address>,
         application_name: &str,
     ) -> Arc<ClientEntry> {
         let entry = Arc::new(ClientEntry {
@@ -199,8 +199,8 @@ mod tests {
     #[test]
     fn entries_come_and_go_and_can_be_killed() {
         let r = Registry::default();
-        let addr: SocketAddr = "127.0.0.1:5".parse().unwrap();
-        let a = r.add("u", "d", "u", addr, None, "app");
+        let addr: Address = "127.0.0.1:5".parse().unwrap();
+        let a = r.add("u", "d", "u", addr.clone(), None, "app");
         a.set_state(ClientState::Active);
         assert_eq!(r.all()[0].state(), ClientState::Active);
         assert!(r.kill(a.id));

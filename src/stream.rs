@@ -1,4 +1,4 @@
-//! A connection's byte stream, plain TCP or TLS, for clients and servers alike. TLS writes are
+//! A connection's byte stream, plain TCP, a Unix socket or TLS, for clients and servers alike. TLS writes are
 //! buffered by rustls, so [`Stream::send`] writes and flushes: every write pgmux makes goes
 //! through it, and nothing waits on a reply to bytes still sitting in a buffer.
 
@@ -8,10 +8,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 pub enum Stream {
     Plain(TcpStream),
+    /// A Unix socket, never with TLS (PostgreSQL does not offer it there either).
+    Unix(UnixStream),
     /// A client's connection after pgmux accepted TLS.
     Accepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// A server connection pgmux opened with TLS.
@@ -36,9 +38,24 @@ impl Stream {
             Stream::Plain(s) => Some(s),
             Stream::Accepted(s) => Some(s.get_ref().0),
             Stream::Connected(s) => Some(s.get_ref().0),
-            Stream::Detached => None,
+            Stream::Unix(_) | Stream::Detached => None,
             #[cfg(test)]
             Stream::Memory(_) => None,
+        }
+    }
+
+    /// This end's address: the local TCP address, or the Unix socket's file and `port`.
+    pub fn local_address(&self, port: u16) -> Option<crate::address::Address> {
+        match self {
+            Stream::Unix(s) => {
+                let local = s.local_addr().ok()?;
+                let path = local.as_pathname()?;
+                Some(crate::address::Address::Unix {
+                    path: path.into(),
+                    port,
+                })
+            }
+            other => other.tcp()?.local_addr().ok().map(Into::into),
         }
     }
 
@@ -96,6 +113,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Accepted(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Connected(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Detached => Poll::Ready(Err(detached())),
@@ -113,6 +131,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Accepted(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Connected(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Detached => Poll::Ready(Err(detached())),
@@ -124,6 +143,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::Accepted(s) => Pin::new(s).poll_flush(cx),
             Stream::Connected(s) => Pin::new(s).poll_flush(cx),
             Stream::Detached => Poll::Ready(Err(detached())),
@@ -135,6 +155,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Accepted(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Connected(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Detached => Poll::Ready(Err(detached())),

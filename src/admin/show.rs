@@ -321,7 +321,21 @@ fn databases(shared: &Shared) -> Table {
     let g = &config.general;
     let pools = shared.pools.all();
     let control = shared.control.state();
-    for (name, db) in &config.databases {
+    // As PgBouncer: the databases listed, then those made from the `*` fallback, not `*`.
+    let mut names: Vec<&String> = config
+        .databases
+        .keys()
+        .filter(|n| *n != crate::config::FALLBACK_DATABASE)
+        .collect();
+    for pool in &pools {
+        if config.is_auto_database(&pool.database) && !names.contains(&&pool.database) {
+            names.push(&pool.database);
+        }
+    }
+    for name in names {
+        let Some(db) = config.database(name) else {
+            continue;
+        };
         let of_db = pools.iter().filter(|p| &p.database == name);
         let (servers, clients) = of_db.fold((0, 0), |(s, c), p| {
             let snap = p.snapshot();
@@ -329,7 +343,7 @@ fn databases(shared: &Shared) -> Table {
         });
         t.row(vec![
             name.clone(),
-            db.host.clone(),
+            config.server_host(db),
             db.port.to_string(),
             db.dbname.clone().unwrap_or_else(|| name.clone()),
             db.user.clone().unwrap_or_default(),

@@ -48,6 +48,17 @@ impl Secret {
         Ok(Secret::Plain(s.to_owned()))
     }
 
+    /// Whether `password` (sent in clear text by `user`) is the one this secret stands for.
+    pub fn matches_password(&self, user: &str, password: &str) -> bool {
+        match self {
+            Secret::Plain(p) => constant_time_eq(p.as_bytes(), password.as_bytes()),
+            Secret::Md5(h) => {
+                constant_time_eq(md5::stored_hash(password, user).as_bytes(), h.as_bytes())
+            }
+            Secret::Scram(keys) => keys.client_key_of(password).is_some(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Secret::Plain(_) => "plain",

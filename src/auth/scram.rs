@@ -57,6 +57,13 @@ impl ScramKeys {
         }
     }
 
+    /// The ClientKey of `password`, if it is the password these keys were made from.
+    pub fn client_key_of(&self, password: &str) -> Option<[u8; 32]> {
+        let salted = salted_password(password.as_bytes(), &self.salt, self.iterations);
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        super::constant_time_eq(&sha256(&client_key), &self.stored_key).then_some(client_key)
+    }
+
     /// Parses `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (pg_authid's form).
     pub fn parse_secret(s: &str) -> Result<ScramKeys, AuthError> {
         let bad = || AuthError::MalformedSecret;

@@ -38,6 +38,25 @@ pub enum ClientError {
     DataAfterSslRequest,
     #[error("certificate authentication failed for user \"{0}\"")]
     CertAuthFailed(String),
+    #[error("Peer authentication failed for user \"{0}\"")]
+    PeerAuthFailed(String),
+    /// No auth_hba_file line matches (`rejected` false), or the one that does says reject.
+    #[error(
+        "{} for host \"{host}\", user \"{user}\", database \"{database}\", {}",
+        if *.rejected { "pg_hba.conf rejects connection" } else { "no pg_hba.conf entry" },
+        if *.tls { "SSL encryption" } else { "no encryption" }
+    )]
+    HbaRefused {
+        rejected: bool,
+        host: String,
+        user: String,
+        database: String,
+        tls: bool,
+    },
+    /// auth_query could not run (auth_user cannot log in, the query fails); the reason is in
+    /// pgmux's log, not told to a client that has not logged in.
+    #[error("cannot authenticate user \"{0}\": the password lookup (auth_query) failed")]
+    AuthLookupFailed(String),
     #[error("transaction blocks not allowed in statement pooling mode")]
     TransactionInStatementMode,
     #[error("server connection: {0}")]
@@ -98,6 +117,9 @@ impl ClientError {
             ClientError::TlsHandshake(_) => None,
             ClientError::DataAfterSslRequest => fatal(code::PROTOCOL_VIOLATION),
             ClientError::CertAuthFailed(_) => fatal(code::INVALID_AUTHORIZATION),
+            ClientError::PeerAuthFailed(_) => fatal(code::INVALID_AUTHORIZATION),
+            ClientError::HbaRefused { .. } => fatal(code::INVALID_AUTHORIZATION),
+            ClientError::AuthLookupFailed(_) => fatal(code::CONNECTION_FAILURE),
             ClientError::TransactionInStatementMode => fatal(code::FEATURE_NOT_SUPPORTED),
             // PostgreSQL's own refusal is passed on as it came.
             ClientError::Server(e) => match &**e {
@@ -118,6 +140,18 @@ impl ClientError {
             ClientError::ClientIdleTimeout => fatal(code::IDLE_SESSION_TIMEOUT),
             ClientError::Io(_) => None,
         }
+    }
+
+    /// Whether this is a failed login (wrong password, refused by auth_hba_file, ...), which
+    /// is logged with the user, database and peer.
+    pub fn is_authentication_failure(&self) -> bool {
+        matches!(
+            self,
+            ClientError::AuthFailed(_)
+                | ClientError::CertAuthFailed(_)
+                | ClientError::PeerAuthFailed(_)
+                | ClientError::HbaRefused { .. }
+        )
     }
 
     /// Appends the ErrorResponse for this error, if the client can be told.
@@ -156,6 +190,18 @@ mod tests {
             ),
             (ClientError::DataAfterSslRequest, Some("08P01")),
             (ClientError::CertAuthFailed("u".into()), Some("28000")),
+            (ClientError::PeerAuthFailed("u".into()), Some("28000")),
+            (
+                ClientError::HbaRefused {
+                    rejected: true,
+                    host: "[local]".into(),
+                    user: "u".into(),
+                    database: "d".into(),
+                    tls: false,
+                },
+                Some("28000"),
+            ),
+            (ClientError::AuthLookupFailed("u".into()), Some("08006")),
             (ClientError::TransactionInStatementMode, Some("0A000")),
             (ServerError::Closed.into(), Some("08006")),
             (ClientError::ServerGone, Some("08006")),

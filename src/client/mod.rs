@@ -1,6 +1,8 @@
 //! One task per client: startup and authentication (startup.rs), then the session that borrows
 //! servers and relays (session.rs). Failures become ErrorResponses in one place (error.rs).
 
+mod auth;
+mod auth_query;
 mod error;
 mod session;
 mod spare;
@@ -8,14 +10,15 @@ mod startup;
 mod timeouts;
 mod waits;
 
+pub use auth_query::AuthLookups;
 pub use error::ClientError;
 pub(crate) use startup::pool_for;
 use startup::Admitted;
 
+use crate::address::Address;
 use crate::stream::Stream;
 use crate::Shared;
 use bytes::BytesMut;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +28,7 @@ use tokio::net::TcpStream;
 pub struct ClientConn {
     pub stream: Stream,
     pub buf: BytesMut,
-    pub peer: SocketAddr,
+    pub peer: Address,
     /// What the TLS handshake established, once there was one. Boxed: most clients have none,
     /// and every client's task holds this struct.
     pub tls: Option<Box<TlsSession>>,
@@ -45,10 +48,15 @@ pub struct TlsSession {
 pub const CLIENT_BUFFER: usize = 8 * 1024;
 
 impl ClientConn {
-    /// A client just accepted.
-    pub fn accepted(stream: TcpStream, peer: SocketAddr) -> ClientConn {
+    /// A client just accepted over TCP.
+    pub fn accepted(stream: TcpStream, peer: std::net::SocketAddr) -> ClientConn {
+        ClientConn::over(Stream::Plain(stream), peer.into())
+    }
+
+    /// A client just accepted, over either kind of socket.
+    pub fn over(stream: Stream, peer: Address) -> ClientConn {
         ClientConn {
-            stream: Stream::Plain(stream),
+            stream,
             buf: BytesMut::with_capacity(CLIENT_BUFFER),
             peer,
             tls: None,
@@ -94,7 +102,7 @@ pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>) {
     if let Err(e) = result {
         match &e {
             // Logged where the database is known too.
-            ClientError::AuthFailed(_) => {}
+            e if e.is_authentication_failure() => {}
             ClientError::Io(_) => {
                 tracing::debug!(peer = %conn.peer, error = %e, "client connection error")
             }

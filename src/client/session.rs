@@ -100,7 +100,7 @@ pub async fn run(
     shared.registry.remove(session.login.entry.id);
     session.login.pool.clients.fetch_sub(1, Ordering::Relaxed);
     if shared.config().general.log_disconnections {
-        let (login, peer) = (&session.login, session.client.peer);
+        let (login, peer) = (&session.login, &session.client.peer);
         tracing::info!(user = %login.entry.user, database = %login.entry.database, %peer, "client disconnected");
     }
     result
@@ -307,7 +307,7 @@ impl Session<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(server.summary());
         self.login.cancel.link(ServerKey {
-            addr: server.addr,
+            addr: server.addr.clone(),
             pid: server.backend_pid,
             secret: server.backend_secret,
         });
@@ -383,7 +383,7 @@ async fn relay(
             if server.tracker.awaiting_reply() {
                 // Stop the query too, rather than leave it running on a closed connection.
                 tokio::spawn(crate::cancel::deliver(ServerKey {
-                    addr: server.addr,
+                    addr: server.addr.clone(),
                     pid: server.backend_pid,
                     secret: server.backend_secret,
                 }));

@@ -2,16 +2,15 @@
 //! authentication by auth_type, the pool lookup and the welcome (ParameterStatus,
 //! BackendKeyData, ReadyForQuery).
 
+use super::auth;
 use super::{ClientConn, ClientError, TlsSession};
 use crate::admin::{self, Role};
-use crate::auth::md5::{salted_reply, stored_hash};
-use crate::auth::scram::{ChannelBinding, ScramKeys, ServerExchange, DEFAULT_ITERATIONS};
-use crate::auth::{constant_time_eq, random_nonce, Secret};
+use crate::auth::Secret;
 use crate::cancel::CancelSlot;
-use crate::config::{AuthType, Config, PoolMode, SslMode};
+use crate::config::{Config, PoolMode, SslMode};
 use crate::pool::{server_credentials, Checkout, Pool, PoolSettings};
 use crate::protocol::backend;
-use crate::protocol::frame::{self, cstr};
+use crate::protocol::frame;
 use crate::protocol::params::{tracked_index, ParamSet};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
@@ -22,13 +21,9 @@ use crate::stream::Stream;
 use crate::tls::ClientTls;
 use crate::Shared;
 use bytes::{Buf, Bytes, BytesMut};
-use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
-
-const SCRAM: &str = "SCRAM-SHA-256";
-const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// Startup parameters that are neither tracked nor refused.
 const ALWAYS_IGNORED: [&str; 3] = ["user", "database", "extra_float_digits"];
@@ -75,7 +70,7 @@ impl ClientConn {
     }
 
     /// Reads one message during login, expecting `tag`.
-    async fn read_login_message(&mut self, tag: u8) -> Result<Bytes, ClientError> {
+    pub(super) async fn read_login_message(&mut self, tag: u8) -> Result<Bytes, ClientError> {
         loop {
             if let Some(h) = frame::header(&self.buf)? {
                 if h.total > startup::MAX_STARTUP_LEN {
@@ -102,7 +97,7 @@ impl ClientConn {
         }
     }
 
-    async fn send(&mut self, out: &mut BytesMut) -> Result<(), ClientError> {
+    pub(super) async fn send(&mut self, out: &mut BytesMut) -> Result<(), ClientError> {
         self.stream.send(out).await?;
         out.clear();
         Ok(())
@@ -174,7 +169,11 @@ pub async fn login(
     shared: &Arc<Shared>,
     over_limit: bool,
 ) -> Result<Option<Admitted>, ClientError> {
-    let tls = shared.config().tls.client.clone();
+    // PostgreSQL offers no TLS on its Unix socket; neither does pgmux.
+    let tls = match conn.stream {
+        Stream::Unix(_) => None,
+        _ => shared.config().tls.client.clone(),
+    };
     if let Some(tls) = &tls {
         if conn.buf.is_empty() && conn.starts_with_tls().await? {
             conn.accept_tls(tls, true).await?;
@@ -252,26 +251,23 @@ pub async fn login(
     if over_limit {
         return Err(ClientError::TooManyClients);
     }
+    // As PostgreSQL: authenticate first, so that only a logged-in client learns whether the
+    // database exists.
+    let login = authenticate_logged(conn, shared, &config, &user, &database, &mut out).await?;
     let db = config
-        .databases
-        .get(&database)
+        .database(&database)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
     if shared.control.is_disabled(&database) {
         return Err(ClientError::DatabaseDisabled(database));
     }
-
-    let proved_key = authenticate_logged(conn, shared, &user, &database, &mut out).await?;
     backend::authentication_ok(&mut out);
 
     let server_user = db.user.clone().unwrap_or_else(|| user.clone());
     let credentials = server_credentials(&config, db.password.as_deref(), &server_user);
     let pool = pool_for(shared, &config, &database, &server_user);
-    if let (Some(client_key), Some(Secret::Scram(keys))) = (proved_key, config.secret_for(&user)) {
+    if let Some(learned) = login.server_credentials() {
         if server_user == user && !matches!(credentials, ServerCredentials::Password(_)) {
-            pool.set_credentials(ServerCredentials::ScramKeys {
-                client_key,
-                server_key: keys.server_key,
-            });
+            pool.set_credentials(learned);
         }
     }
 
@@ -279,8 +275,16 @@ pub async fn login(
         Some(w) => w,
         None => {
             // Learn the server's parameters from a real connection, which then stays pooled.
-            let server = pool.checkout(Checkout::FailFast).await?;
-            drop(server);
+            match pool.checkout(Checkout::FailFast).await {
+                Ok(server) => drop(server),
+                Err(e) => {
+                    if config.is_auto_database(&database) {
+                        // A name that does not exist on the server must not leave a pool.
+                        shared.pools.remove_if_unused(&pool);
+                    }
+                    return Err(e.into());
+                }
+            }
             pool.welcome().unwrap_or_default()
         }
     };
@@ -311,8 +315,8 @@ pub async fn login(
         &user,
         &database,
         &pool.user,
-        conn.peer,
-        conn.stream.tcp().and_then(|t| t.local_addr().ok()),
+        conn.peer.clone(),
+        conn.stream.local_address(general.listen_port),
         params_out.get("application_name").unwrap_or(""),
     );
     if let Some(tls) = &conn.tls {
@@ -329,21 +333,76 @@ pub async fn login(
     }))))
 }
 
-/// Authenticates, logging a failure with user, database and peer address.
+/// What a client proved, and with which secret.
+struct Proof {
+    secret: Option<Secret>,
+    /// The secret came from auth_query, not from the config.
+    looked_up: bool,
+    /// The ClientKey a SCRAM secret's owner proved.
+    client_key: Option<[u8; 32]>,
+}
+
+impl Proof {
+    /// How pgmux can log in to PostgreSQL as this client, from what the login taught it:
+    /// SCRAM keys the client proved, or a secret auth_query found.
+    fn server_credentials(&self) -> Option<ServerCredentials> {
+        match (&self.secret, self.client_key) {
+            (Some(Secret::Scram(keys)), Some(client_key)) => Some(ServerCredentials::ScramKeys {
+                client_key,
+                server_key: keys.server_key,
+            }),
+            (Some(Secret::Md5(hash)), _) if self.looked_up => {
+                Some(ServerCredentials::Md5(hash.clone()))
+            }
+            (Some(Secret::Plain(p)), _) if self.looked_up => {
+                Some(ServerCredentials::Password(p.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Authenticates by auth_type or auth_hba_file, with the user's secret from the config or
+/// auth_query; logs a failure with user, database and peer address.
 async fn authenticate_logged(
     conn: &mut ClientConn,
     shared: &Shared,
+    config: &Config,
     user: &str,
     database: &str,
     out: &mut BytesMut,
-) -> Result<Option<[u8; 32]>, ClientError> {
-    authenticate(conn, shared, user, out)
-        .await
-        .inspect_err(|e| {
-            if matches!(e, ClientError::AuthFailed(_)) {
-                tracing::info!(%user, %database, peer = %conn.peer, "client authentication failed");
-            }
-        })
+) -> Result<Proof, ClientError> {
+    let peer = conn.peer.clone();
+    let failed = |e: &ClientError| {
+        if e.is_authentication_failure() {
+            tracing::info!(%user, %database, %peer, error = %e, "client authentication failed");
+        }
+    };
+    let method = auth::method_for(config, conn, user, database).inspect_err(failed)?;
+    let (secret, looked_up) = match config.secret_for(user) {
+        Some(secret) => (Some(secret), false),
+        None if method.needs_secret() => {
+            let found = shared.auth_lookups.secret(config, database, user).await;
+            let secret = found.map_err(|e| {
+                tracing::error!(%user, %database, "cannot look up the user's secret: {e}");
+                ClientError::AuthLookupFailed(user.to_owned())
+            })?;
+            (secret, true)
+        }
+        None => (None, false),
+    };
+    let proved = auth::prove(conn, shared, method, user, secret.as_ref(), out).await;
+    let client_key = proved.inspect_err(|e| {
+        failed(e);
+        if looked_up {
+            shared.auth_lookups.forget(user);
+        }
+    })?;
+    Ok(Proof {
+        secret,
+        looked_up,
+        client_key,
+    })
 }
 
 /// Logs a user in to the admin console: authenticated like anyone, then admitted only if
@@ -355,7 +414,8 @@ async fn console_login(
     database: &str,
     mut out: BytesMut,
 ) -> Result<Admitted, ClientError> {
-    authenticate_logged(conn, shared, &user, database, &mut out).await?;
+    let config = shared.config();
+    authenticate_logged(conn, shared, &config, &user, database, &mut out).await?;
     let role =
         admin::role(shared, &user).ok_or_else(|| ClientError::NotConsoleUser(user.clone()))?;
     backend::authentication_ok(&mut out);
@@ -378,147 +438,4 @@ pub(crate) fn pool_for(
         PoolSettings::from_config(config, database, server_user)
             .expect("the database was looked up in the same config")
     })
-}
-
-/// Authenticates by auth_type. Returns the ClientKey a SCRAM client proved, if any.
-async fn authenticate(
-    conn: &mut ClientConn,
-    shared: &Shared,
-    user: &str,
-    out: &mut BytesMut,
-) -> Result<Option<[u8; 32]>, ClientError> {
-    let config = shared.config();
-    let secret = config.secret_for(user);
-    match (config.general.auth_type, secret) {
-        (AuthType::Trust, _) => Ok(None),
-        (AuthType::Cert, _) => {
-            let name = conn
-                .tls
-                .as_ref()
-                .and_then(|t| t.peer_common_name.as_deref());
-            match name {
-                Some(cn) if cn == user => Ok(None),
-                _ => Err(ClientError::CertAuthFailed(user.to_owned())),
-            }
-        }
-        (AuthType::Md5, Some(Secret::Scram(keys)))
-        | (AuthType::ScramSha256, Some(Secret::Scram(keys))) => {
-            scram(conn, keys, user, out).await.map(Some)
-        }
-        (AuthType::ScramSha256, Some(Secret::Plain(p))) => {
-            let keys = derived_keys(shared, user, &p);
-            scram(conn, keys, user, out).await.map(Some)
-        }
-        (AuthType::ScramSha256, other) => {
-            if other.is_some() {
-                tracing::warn!(%user, "an md5 secret cannot serve scram-sha-256 authentication");
-            }
-            // Run the whole exchange anyway, so nobody can tell which users exist.
-            scram(conn, mock_keys(shared, user), user, out).await?;
-            Err(ClientError::AuthFailed(user.to_owned()))
-        }
-        (AuthType::Md5, secret) => {
-            let stored = match &secret {
-                Some(Secret::Plain(p)) => Some(stored_hash(p, user)),
-                Some(Secret::Md5(h)) => Some(h.clone()),
-                _ => None,
-            };
-            md5(conn, stored.as_deref(), user, out).await.map(|()| None)
-        }
-    }
-}
-
-async fn md5(
-    conn: &mut ClientConn,
-    stored: Option<&str>,
-    user: &str,
-    out: &mut BytesMut,
-) -> Result<(), ClientError> {
-    let salt: [u8; 4] = rand::random();
-    backend::authentication_md5(out, salt);
-    conn.send(out).await?;
-    let body = conn.read_login_message(b'p').await?;
-    let (reply, _) = cstr(&body).ok_or(ProtocolError::Malformed {
-        tag: 'p',
-        what: "password is not a string",
-    })?;
-    match stored {
-        Some(stored)
-            if constant_time_eq(salted_reply(stored, salt).as_bytes(), reply.as_bytes()) =>
-        {
-            Ok(())
-        }
-        _ => Err(ClientError::AuthFailed(user.to_owned())),
-    }
-}
-
-async fn scram(
-    conn: &mut ClientConn,
-    keys: ScramKeys,
-    user: &str,
-    out: &mut BytesMut,
-) -> Result<[u8; 32], ClientError> {
-    // Over TLS, SCRAM-SHA-256-PLUS binds the exchange to pgmux's certificate.
-    let end_point = conn.tls.as_ref().and_then(|t| t.end_point.clone());
-    let mechanisms: &[&str] = match end_point {
-        Some(_) => &[SCRAM_PLUS, SCRAM],
-        None => &[SCRAM],
-    };
-    backend::authentication_sasl(out, mechanisms);
-    conn.send(out).await?;
-    let body = conn.read_login_message(b'p').await?;
-    let malformed = |what| ProtocolError::Malformed { tag: 'p', what };
-    let (mechanism, rest) = cstr(&body).ok_or(malformed("missing SASL mechanism"))?;
-    let binding = match (mechanism, &end_point) {
-        (SCRAM_PLUS, Some(data)) => ChannelBinding::TlsServerEndPoint(data),
-        (SCRAM, Some(_)) => ChannelBinding::Declined,
-        (SCRAM, None) => ChannelBinding::NotOffered,
-        _ => return Err(malformed("unsupported SASL mechanism").into()),
-    };
-    let data = rest.get(4..).ok_or(malformed("missing SASL data length"))?;
-    let (exchange, server_first) = ServerExchange::start(keys, data, &random_nonce(), binding)
-        .map_err(|_| malformed("bad SCRAM client-first-message"))?;
-    backend::authentication_sasl_continue(out, server_first.as_bytes());
-    conn.send(out).await?;
-    let client_final = conn.read_login_message(b'p').await?;
-    match exchange.finish(&client_final) {
-        Ok((server_final, client_key)) => {
-            backend::authentication_sasl_final(out, server_final.as_bytes());
-            Ok(client_key)
-        }
-        Err(_) => Err(ClientError::AuthFailed(user.to_owned())),
-    }
-}
-
-/// SCRAM keys for a plaintext password, derived once per user and password.
-fn derived_keys(shared: &Shared, user: &str, password: &str) -> ScramKeys {
-    let mut cache = shared
-        .derived_keys
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some((p, keys)) = cache.get(user) {
-        if p == password {
-            return keys.clone();
-        }
-    }
-    let salt: [u8; 16] = rand::random();
-    let keys = ScramKeys::from_password(password, &salt, DEFAULT_ITERATIONS);
-    cache.insert(user.to_owned(), (password.to_owned(), keys.clone()));
-    keys
-}
-
-/// Keys nobody can prove, with a salt that is stable per user name, as PostgreSQL's mock
-/// authentication does, so that salts do not reveal which users exist.
-fn mock_keys(shared: &Shared, user: &str) -> ScramKeys {
-    let digest: [u8; 32] = Sha256::new()
-        .chain_update(shared.mock_salt_key)
-        .chain_update(user.as_bytes())
-        .finalize()
-        .into();
-    ScramKeys {
-        salt: digest[..16].to_vec(),
-        iterations: DEFAULT_ITERATIONS,
-        stored_key: rand::random(),
-        server_key: rand::random(),
-    }
 }

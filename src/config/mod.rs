@@ -1,11 +1,15 @@
 //! Configuration: the TOML schema with PgBouncer's setting names, validation that collects every
 //! problem (key path and message), and PgBouncer's userlist.txt. Reads files; no sockets, no tokio.
 
+pub mod hba;
 mod schema;
+pub mod suggest;
 mod userlist;
 mod validate;
 
-pub use schema::{AuthType, Database, General, LogFormat, PoolMode, SslMode, User};
+pub use schema::{
+    AuthType, Database, General, LogFormat, PoolMode, SslMode, User, DEFAULT_AUTH_QUERY,
+};
 pub use userlist::parse_userlist;
 pub use validate::tls_versions;
 
@@ -53,7 +57,12 @@ pub struct Config {
     pub userlist: BTreeMap<String, Secret>,
     /// TLS configurations built from the TLS settings' files when the config was validated.
     pub tls: crate::tls::TlsConfigs,
+    /// auth_hba_file, read when the config was validated, under auth_type = "hba".
+    pub hba: Option<std::sync::Arc<hba::HbaRules>>,
 }
+
+/// The `[databases]` name of the fallback for names not listed.
+pub const FALLBACK_DATABASE: &str = "*";
 
 impl Config {
     /// Reads and validates a config file; relative paths inside resolve against its directory.
@@ -91,19 +100,37 @@ impl Config {
         self.userlist.get(user).cloned()
     }
 
+    /// The `[databases]` table that serves `name`: its own, else the `*` fallback's.
+    pub fn database(&self, name: &str) -> Option<&Database> {
+        self.databases
+            .get(name)
+            .or_else(|| self.databases.get(FALLBACK_DATABASE))
+    }
+
+    /// Where `db`'s PostgreSQL is: its host, else the directory of the Unix socket.
+    pub fn server_host(&self, db: &Database) -> String {
+        db.host
+            .clone()
+            .unwrap_or_else(|| self.general.unix_socket_dir.clone())
+    }
+
+    /// Whether `name` is served by the `*` fallback rather than a table of its own.
+    pub fn is_auto_database(&self, name: &str) -> bool {
+        !self.databases.contains_key(name) && self.databases.contains_key(FALLBACK_DATABASE)
+    }
+
     /// Pool mode for a (database, user): user overrides database overrides the global setting.
     pub fn pool_mode(&self, db: &str, user: &str) -> PoolMode {
         self.users
             .get(user)
             .and_then(|u| u.pool_mode)
-            .or_else(|| self.databases.get(db).and_then(|d| d.pool_mode))
+            .or_else(|| self.database(db).and_then(|d| d.pool_mode))
             .unwrap_or(self.general.pool_mode)
     }
 
     /// Cap on a database's server connections across users; 0 = none.
     pub fn max_db_connections(&self, db: &str) -> usize {
-        self.databases
-            .get(db)
+        self.database(db)
             .and_then(|d| d.max_db_connections)
             .unwrap_or(self.general.max_db_connections) as usize
     }
@@ -122,15 +149,18 @@ impl Config {
         self.users
             .get(user)
             .and_then(|u| u.pool_size)
-            .or_else(|| self.databases.get(db).and_then(|d| d.pool_size))
+            .or_else(|| self.database(db).and_then(|d| d.pool_size))
             .unwrap_or(self.general.default_pool_size) as usize
     }
 }
 
 /// General settings a reload cannot change (a restart applies them).
-pub const RESTART_ONLY: [&str; 6] = [
+pub const RESTART_ONLY: [&str; 9] = [
     "listen_addr",
     "listen_port",
+    "unix_socket_dir",
+    "unix_socket_mode",
+    "unix_socket_group",
     "metrics_addr",
     "stats_period",
     "log_format",

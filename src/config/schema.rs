@@ -51,6 +51,12 @@ pub enum AuthType {
     /// verify-ca or verify-full.
     #[serde(rename = "cert")]
     Cert,
+    /// The password in clear text (over TLS only, wisely); checked against any stored secret.
+    #[serde(rename = "plain")]
+    Plain,
+    /// The method of the first auth_hba_file line that matches the connection.
+    #[serde(rename = "hba")]
+    Hba,
 }
 
 /// TLS modes, with libpq's and PgBouncer's names, weakest first.
@@ -84,9 +90,20 @@ pub struct General {
     /// Address to listen on for TCP clients. Default "127.0.0.1".
     #[serde(default = "default_listen_addr")]
     pub listen_addr: String,
-    /// TCP port. Default 6432.
+    /// TCP port, and the number in the Unix socket's name. Default 6432.
     #[serde(default = "default_listen_port")]
     pub listen_port: u16,
+    /// Directory of the Unix socket `.s.PGSQL.<listen_port>` pgmux listens on beside TCP, and
+    /// of PostgreSQL's socket for databases without a host; "" turns it off (needs a restart).
+    /// Default "/tmp".
+    #[serde(default = "default_unix_socket_dir")]
+    pub unix_socket_dir: String,
+    /// Permissions of the Unix socket file, in octal. Default "0777".
+    #[serde(default = "default_unix_socket_mode")]
+    pub unix_socket_mode: String,
+    /// Group that owns the Unix socket file. Default: the group pgmux runs as.
+    #[serde(default)]
+    pub unix_socket_group: Option<String>,
     /// Default pool mode. Default "session".
     #[serde(default = "default_pool_mode")]
     pub pool_mode: PoolMode,
@@ -102,6 +119,25 @@ pub struct General {
     /// PgBouncer userlist.txt with `"user" "secret"` lines. No default.
     #[serde(default)]
     pub auth_file: Option<PathBuf>,
+    /// pg_hba.conf-style file that picks the method per connection under auth_type = "hba".
+    /// No default.
+    #[serde(default)]
+    pub auth_hba_file: Option<PathBuf>,
+    /// Role that looks up users missing from auth_file with auth_query; its own secret comes
+    /// from auth_file. Default: unset (no lookups).
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// Query that returns (user name, secret) for the user given as $1. Default: PgBouncer's.
+    #[serde(default = "default_auth_query")]
+    pub auth_query: String,
+    /// Database (a `[databases]` name) auth_query runs in. Default: the client's database.
+    #[serde(default)]
+    pub auth_dbname: Option<String>,
+    /// Seconds a secret found by auth_query is reused before it is looked up again (a pgmux
+    /// addition, so that a login storm is not a query storm); a failed login forgets it at
+    /// once; 0 looks up every login. Default 10.
+    #[serde(default = "default_auth_query_cache_ttl")]
+    pub auth_query_cache_ttl: f64,
     /// Users allowed every admin console command. Default [].
     #[serde(default)]
     pub admin_users: Vec<String>,
@@ -225,6 +261,10 @@ pub struct General {
     /// Seconds a client may wait for a server; 0 = forever. Default 120.
     #[serde(default = "default_query_wait_timeout")]
     pub query_wait_timeout: f64,
+    /// Seconds a database made from the `*` fallback is kept with no client before it is
+    /// dropped. Default 3600.
+    #[serde(default = "default_autodb_idle_timeout")]
+    pub autodb_idle_timeout: f64,
     /// Seconds over which SHOW STATS averages are taken, and between log_stats lines.
     /// Default 60.
     #[serde(default = "default_stats_period")]
@@ -251,12 +291,15 @@ impl Default for General {
     }
 }
 
-/// A `[databases.NAME]` table: NAME is what clients connect to.
+/// A `[databases.NAME]` table: NAME is what clients connect to; `[databases."*"]` is the
+/// fallback for names not listed, each served with `dbname` = the name asked for.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Database {
-    /// PostgreSQL host name or address. Required.
-    pub host: String,
+    /// PostgreSQL host name or address, or a directory (starting with `/`) holding its Unix
+    /// socket. Default: the Unix socket in unix_socket_dir.
+    #[serde(default)]
+    pub host: Option<String>,
     /// PostgreSQL port. Default 5432.
     #[serde(default = "default_pg_port")]
     pub port: u16,
@@ -278,6 +321,15 @@ pub struct Database {
     /// Cap on this database's server connections. Default: the global max_db_connections.
     #[serde(default)]
     pub max_db_connections: Option<u32>,
+    /// auth_user for clients of this database. Default: the global auth_user.
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// auth_query for clients of this database. Default: the global auth_query.
+    #[serde(default)]
+    pub auth_query: Option<String>,
+    /// auth_dbname for clients of this database. Default: the global auth_dbname.
+    #[serde(default)]
+    pub auth_dbname: Option<String>,
 }
 
 /// A `[users.NAME]` table.
@@ -304,6 +356,24 @@ fn default_listen_addr() -> String {
 }
 fn default_listen_port() -> u16 {
     6432
+}
+fn default_unix_socket_dir() -> String {
+    "/tmp".into()
+}
+fn default_unix_socket_mode() -> String {
+    "0777".into()
+}
+/// PgBouncer's: a role's password unless it has expired or cannot log in.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL \
+     ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
+fn default_auth_query() -> String {
+    DEFAULT_AUTH_QUERY.into()
+}
+fn default_auth_query_cache_ttl() -> f64 {
+    10.0
+}
+fn default_autodb_idle_timeout() -> f64 {
+    3600.0
 }
 fn default_pool_mode() -> PoolMode {
     PoolMode::Session

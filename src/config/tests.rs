@@ -45,12 +45,17 @@ fn every_unknown_or_mistyped_key_is_named() {
 }
 
 #[test]
-fn database_needs_host_and_sane_values() {
-    let err =
-        parse("[databases.app]\nport = 5432\n[databases.pgbouncer]\nhost = \"h\"\n").unwrap_err();
-    let k = keys(&err);
-    assert!(k.contains(&"databases.app.host"));
-    assert!(k.contains(&"databases.pgbouncer"));
+fn database_needs_a_host_or_the_unix_socket_and_sane_values() {
+    let c = parse("[databases.app]\nport = 5433\n").unwrap();
+    assert_eq!(
+        c.server_host(&c.databases["app"]),
+        "/tmp",
+        "PgBouncer's default"
+    );
+    let err = parse("[pgmux]\nunix_socket_dir = \"\"\n[databases.app]\nport = 5432\n").unwrap_err();
+    assert_eq!(keys(&err), ["databases.app.host"]);
+    let err = parse("[databases.pgbouncer]\nhost = \"h\"\n").unwrap_err();
+    assert_eq!(keys(&err), ["databases.pgbouncer"]);
     let err = parse("[pgmux]\ndefault_pool_size = 0\nserver_connect_timeout = -1\n").unwrap_err();
     assert_eq!(
         keys(&err),
@@ -192,4 +197,47 @@ fn unreadable_tls_files_are_named_with_their_setting() {
     .unwrap_err();
     assert_eq!(keys(&err), ["pgmux.client_tls_cert_file"]);
     assert!(err[0].message.contains("/nonexistent/c.pem"), "{err:?}");
+}
+
+#[test]
+fn the_fallback_database_serves_names_not_listed() {
+    let c = parse(
+        "[databases.app]\nhost = \"h\"\npool_size = 3\n\
+         [databases.\"*\"]\nhost = \"/run/postgresql\"\npool_size = 4\n",
+    )
+    .unwrap();
+    assert!(!c.is_auto_database("app"));
+    assert!(c.is_auto_database("other"));
+    assert_eq!(c.pool_size("app", "u"), 3);
+    assert_eq!(c.pool_size("other", "u"), 4);
+    assert_eq!(
+        c.server_host(c.database("other").unwrap()),
+        "/run/postgresql"
+    );
+    let without = parse("[databases.app]\nhost = \"h\"\n").unwrap();
+    assert!(without.database("other").is_none());
+    assert!(!without.is_auto_database("other"));
+}
+
+#[test]
+fn auth_and_socket_settings_are_checked() {
+    let err = parse(
+        "[pgmux]\nunix_socket_mode = \"rw\"\nauth_dbname = \"nowhere\"\nauth_type = \"hba\"\n\
+         autodb_idle_timeout = -1\n[databases.app]\nhost = \"h\"\nauth_dbname = \"*\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&err),
+        [
+            "pgmux.unix_socket_mode",
+            "pgmux.autodb_idle_timeout",
+            "databases.app.auth_dbname",
+            "pgmux.auth_dbname",
+            "pgmux.auth_hba_file",
+        ],
+        "{err:?}"
+    );
+    let c = parse("[pgmux]\nauth_user = \"pgmux_auth\"\n").unwrap();
+    assert_eq!(c.general.auth_query, crate::config::DEFAULT_AUTH_QUERY);
+    assert_eq!(c.general.auth_query_cache_ttl, 10.0);
 }

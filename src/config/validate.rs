@@ -89,18 +89,14 @@ pub(super) fn parse_and_validate(text: &str, base: &Path) -> Result<Config, Vec<
         None => &empty,
     };
     check_keys::<General>("pgmux", general_table, &[], &mut problems);
-    let host = [("host", Value::String("localhost".into()))];
     let dbs = sub_tables(&root, "databases", &mut problems);
     for (name, t) in &dbs {
-        check_keys::<Database>(&format!("databases.{name}"), t, &host, &mut problems);
+        check_keys::<Database>(&format!("databases.{name}"), t, &[], &mut problems);
         if RESERVED_DATABASES.contains(&name.as_str()) {
             problems.push(problem(
                 format!("databases.{name}"),
                 "is reserved for the admin console",
             ));
-        }
-        if !t.contains_key("host") {
-            problems.push(problem(format!("databases.{name}.host"), "is required"));
         }
     }
     let users = sub_tables(&root, "users", &mut problems);
@@ -119,6 +115,7 @@ pub(super) fn parse_and_validate(text: &str, base: &Path) -> Result<Config, Vec<
         users: Default::default(),
         userlist: Default::default(),
         tls: Default::default(),
+        hba: None,
     };
     for (name, t) in dbs {
         let db = Database::deserialize_table(t).map_err(whole)?;
@@ -225,6 +222,12 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
     if g.stats_period < 1.0 {
         problems.push(problem("pgmux.stats_period", "must be at least 1 second"));
     }
+    if !g.unix_socket_mode.is_empty() && u32::from_str_radix(&g.unix_socket_mode, 8).is_err() {
+        problems.push(problem(
+            "pgmux.unix_socket_mode",
+            "must be permissions in octal, e.g. \"0777\" or \"0770\"",
+        ));
+    }
     if g.verbose > 2 {
         problems.push(problem("pgmux.verbose", "must be 0, 1 or 2"));
     }
@@ -241,16 +244,25 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
         ("query_timeout", g.query_timeout),
         ("query_wait_timeout", g.query_wait_timeout),
         ("stats_period", g.stats_period),
+        ("autodb_idle_timeout", g.autodb_idle_timeout),
+        ("auth_query_cache_ttl", g.auth_query_cache_ttl),
     ] {
         check_seconds(&format!("pgmux.{key}"), value, problems);
     }
     for (name, db) in &config.databases {
-        if db.host.trim().is_empty() {
-            problems.push(problem(
+        match db.host.as_deref().map(str::trim) {
+            Some("") => problems.push(problem(
                 format!("databases.{name}.host"),
                 "must not be empty",
-            ));
+            )),
+            None if g.unix_socket_dir.is_empty() => problems.push(problem(
+                format!("databases.{name}.host"),
+                "is required while unix_socket_dir is \"\" (without either, there is nowhere to connect)",
+            )),
+            _ => {}
         }
+        let key = format!("databases.{name}.auth_dbname");
+        check_auth_dbname(config, &key, &db.auth_dbname, problems);
         if db.pool_size == Some(0) {
             problems.push(problem(
                 format!("databases.{name}.pool_size"),
@@ -269,7 +281,14 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
             problems.push(problem(format!("users.{name}.password"), e.to_string()));
         }
     }
+    check_auth_dbname(
+        config,
+        "pgmux.auth_dbname",
+        &config.general.auth_dbname,
+        problems,
+    );
     check_tls(&mut config.general, base, problems);
+    check_hba(config, base, problems);
     if let Some(file) = config.general.auth_file.clone() {
         let path = base.join(&file);
         match std::fs::read_to_string(&path) {
@@ -293,6 +312,49 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
             Ok(tls) => config.tls = tls,
             Err(e) => problems.push(problem(format!("pgmux.{}", e.key()), e.to_string())),
         }
+    }
+}
+
+/// auth_dbname names the `[databases]` table auth_query runs in: it must be listed.
+fn check_auth_dbname(
+    config: &Config,
+    key: &str,
+    auth_dbname: &Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(name) = auth_dbname {
+        if name == super::FALLBACK_DATABASE || !config.databases.contains_key(name) {
+            problems.push(problem(
+                key,
+                format!("names no database listed in [databases]: {name:?}"),
+            ));
+        }
+    }
+}
+
+/// Under auth_type = "hba", reads auth_hba_file; every bad line is a problem of its own.
+fn check_hba(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
+    use super::schema::AuthType;
+    if let Some(file) = config.general.auth_hba_file.as_mut() {
+        *file = base.join(&*file);
+    }
+    if config.general.auth_type != AuthType::Hba {
+        return;
+    }
+    let Some(path) = config.general.auth_hba_file.clone() else {
+        problems.push(problem(
+            "pgmux.auth_hba_file",
+            "is required when auth_type is hba",
+        ));
+        return;
+    };
+    match super::hba::HbaRules::load(&path) {
+        Ok(rules) => config.hba = Some(std::sync::Arc::new(rules)),
+        Err(errors) => problems.extend(
+            errors
+                .into_iter()
+                .map(|e| problem("pgmux.auth_hba_file", e)),
+        ),
     }
 }
 

@@ -180,8 +180,19 @@ async fn readiness(shared: &Shared) -> Result<String, String> {
         return Err("no databases configured".into());
     }
     for (name, db) in &config.databases {
-        let connect = tokio::net::TcpStream::connect((db.host.as_str(), db.port));
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+        let host = config.server_host(db);
+        let connect = async {
+            match host.starts_with('/') {
+                true => {
+                    let path = crate::address::socket_path(host.as_ref(), db.port);
+                    tokio::net::UnixStream::connect(path).await.map(drop)
+                }
+                false => tokio::net::TcpStream::connect((host.as_str(), db.port))
+                    .await
+                    .map(drop),
+            }
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), connect).await {
             return Ok(format!("database {name} reachable"));
         }
     }

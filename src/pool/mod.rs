@@ -11,7 +11,7 @@ mod settings;
 mod waiter;
 
 pub use guard::PooledServer;
-pub use pools::Pools;
+pub use pools::{drop_idle_auto_databases, Pools};
 pub use settings::{server_credentials, Health, PoolSettings};
 pub use waiter::Waiter;
 

@@ -24,11 +24,11 @@ pub struct PoolSettings {
 impl PoolSettings {
     /// The settings of (database, server user) under `config`; None if the database is gone.
     pub fn from_config(config: &Config, database: &str, server_user: &str) -> Option<PoolSettings> {
-        let db = config.databases.get(database)?;
+        let db = config.database(database)?;
         let general = &config.general;
         Some(PoolSettings {
             target: ServerTarget {
-                host: db.host.clone(),
+                host: config.server_host(db),
                 port: db.port,
                 dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
                 user: server_user.to_owned(),

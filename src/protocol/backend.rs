@@ -23,6 +23,10 @@ pub fn authentication_ok(buf: &mut BytesMut) {
     put_message(buf, b'R', |b| b.put_u32(0));
 }
 
+pub fn authentication_cleartext(buf: &mut BytesMut) {
+    put_message(buf, b'R', |b| b.put_u32(3));
+}
+
 pub fn authentication_md5(buf: &mut BytesMut, salt: [u8; 4]) {
     put_message(buf, b'R', |b| {
         b.put_u32(5);

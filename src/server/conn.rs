@@ -1,5 +1,6 @@
 use super::tracker::Tracker;
 use super::ServerError;
+use crate::address::Address;
 use crate::auth::md5::salted_reply;
 use crate::auth::scram::{ClientCredentials, ClientExchange};
 use crate::auth::AuthError;
@@ -11,23 +12,32 @@ use crate::protocol::startup;
 use crate::stream::Stream;
 use crate::tls::ServerTls;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// Where a pool's servers live and who they log in as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTarget {
+    /// Host name or address, or (starting with `/`) the directory of PostgreSQL's Unix socket.
     pub host: String,
     pub port: u16,
     pub dbname: String,
     pub user: String,
     /// server_tls_sslmode and its connector; None for disable.
     pub tls: Option<Arc<ServerTls>>,
+}
+
+impl ServerTarget {
+    /// The directory of PostgreSQL's Unix socket, when `host` names one as libpq reads it.
+    pub fn socket_dir(&self) -> Option<&std::path::Path> {
+        self.host
+            .starts_with('/')
+            .then(|| std::path::Path::new(&self.host))
+    }
 }
 
 /// How pgmux logs in to PostgreSQL for one pool.
@@ -70,14 +80,14 @@ pub struct ServerConn {
     pub startup_params: Vec<(String, String)>,
     pub backend_pid: u32,
     pub backend_secret: u32,
-    pub addr: SocketAddr,
+    pub addr: Address,
     pub tracker: StatementTracker,
     /// Named statements prepared on this connection for clients (an LRU).
     pub statements: ServerStatements,
     pub created: Instant,
     /// Wall-clock time of the connect, for SHOW SERVERS.
     pub connect_time: std::time::SystemTime,
-    pub local_addr: Option<SocketAddr>,
+    pub local_addr: Option<Address>,
     /// When it last went back to the pool idle.
     pub last_used: Instant,
     /// When server_lifetime (spread out) ends it; None = never.
@@ -107,19 +117,38 @@ impl ServerConn {
         credentials: &ServerCredentials,
         id: u64,
     ) -> Result<ServerConn, ServerError> {
-        let addr_text = format!("{}:{}", target.host, target.port);
-        let stream = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|source| ServerError::Connect {
-                addr: addr_text.clone(),
-                source,
-            })?;
-        stream.set_nodelay(true)?;
-        let addr = stream.peer_addr()?;
-        let local_addr = stream.local_addr().ok();
-        let stream = match &target.tls {
-            Some(tls) => negotiate_tls(stream, tls, &target.host).await?,
-            None => Stream::Plain(stream),
+        let (stream, addr, local_addr) = match target.socket_dir() {
+            Some(dir) => {
+                // PostgreSQL offers no TLS on its Unix socket, and libpq does not ask for it.
+                let addr = Address::unix_socket(dir, target.port);
+                let Address::Unix { path, .. } = &addr else {
+                    unreachable!("unix_socket makes a Unix address")
+                };
+                let stream =
+                    UnixStream::connect(path)
+                        .await
+                        .map_err(|source| ServerError::Connect {
+                            addr: addr.to_string(),
+                            source,
+                        })?;
+                (Stream::Unix(stream), addr, None)
+            }
+            None => {
+                let stream = TcpStream::connect((target.host.as_str(), target.port))
+                    .await
+                    .map_err(|source| ServerError::Connect {
+                        addr: format!("{}:{}", target.host, target.port),
+                        source,
+                    })?;
+                stream.set_nodelay(true)?;
+                let addr = stream.peer_addr()?.into();
+                let local_addr = stream.local_addr().ok().map(Address::from);
+                let stream = match &target.tls {
+                    Some(tls) => negotiate_tls(stream, tls, &target.host).await?,
+                    None => Stream::Plain(stream),
+                };
+                (stream, addr, local_addr)
+            }
         };
         let mut conn = ServerConn::fresh(stream, addr, local_addr, id);
         let mut out = BytesMut::new();
@@ -130,12 +159,7 @@ impl ServerConn {
     }
 
     /// A connection over `stream`, not logged in yet.
-    fn fresh(
-        stream: Stream,
-        addr: SocketAddr,
-        local_addr: Option<SocketAddr>,
-        id: u64,
-    ) -> ServerConn {
+    fn fresh(stream: Stream, addr: Address, local_addr: Option<Address>, id: u64) -> ServerConn {
         ServerConn {
             stream,
             buf: BytesMut::with_capacity(READ_BUFFER),
@@ -159,7 +183,12 @@ impl ServerConn {
     /// A connection over `stream`, taken as logged in, for tests of what runs over one.
     #[cfg(test)]
     pub fn over(stream: Stream) -> ServerConn {
-        ServerConn::fresh(stream, SocketAddr::from(([127, 0, 0, 1], 5432)), None, 0)
+        ServerConn::fresh(
+            stream,
+            std::net::SocketAddr::from(([127, 0, 0, 1], 5432)).into(),
+            None,
+            0,
+        )
     }
 
     /// Reads one whole message, returning its tag and body.
@@ -390,8 +419,8 @@ impl ServerConn {
     pub fn summary(&self) -> crate::registry::ServerSummary {
         crate::registry::ServerSummary {
             id: self.id,
-            addr: self.addr,
-            local_addr: self.local_addr,
+            addr: self.addr.clone(),
+            local_addr: self.local_addr.clone(),
             connect_time: self.connect_time,
             backend_pid: self.backend_pid,
             prepared_statements: self.statements.len(),

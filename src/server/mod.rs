@@ -2,6 +2,7 @@
 //! own statements (reset). Never decides pooling; the tracker and the pool guard do.
 
 mod conn;
+mod lookup;
 pub mod tracker;
 
 pub use conn::{ServerConn, ServerCredentials, ServerTarget, READ_BUFFER};

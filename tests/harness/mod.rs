@@ -97,10 +97,15 @@ impl<'a> PgmuxConfig<'a> {
     pub fn render(&self, dir: &Path) -> String {
         let userlist = dir.join("userlist.txt");
         std::fs::write(&userlist, &self.userlist).expect("write userlist");
+        // Each pgmux's Unix socket in its own directory, unless the test chooses.
+        let socket_dir = match self.general.contains("unix_socket_dir") {
+            true => String::new(),
+            false => format!("unix_socket_dir = \"{}\"\n", dir.display()),
+        };
         format!(
             "[pgmux]\nlisten_addr = \"127.0.0.1\"\nlisten_port = 0\npool_mode = \"{}\"\n\
              default_pool_size = {}\nmax_client_conn = 2000\nauth_type = \"{}\"\n\
-             auth_file = \"{}\"\n{}\n\
+             auth_file = \"{}\"\n{socket_dir}{}\n\
              [databases.app]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"app\"\n{}\n{}\n",
             self.pool_mode,
             self.pool_size,
@@ -158,6 +163,11 @@ impl Pgmux {
             let _ = conn.await;
         });
         Ok(client)
+    }
+
+    /// The directory of pgmux's Unix socket (when the test left unix_socket_dir to the harness).
+    pub fn socket_dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// The config file RELOAD reads.

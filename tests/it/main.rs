@@ -9,6 +9,8 @@ mod cancel;
 mod cli;
 mod clients;
 mod copy;
+mod deploy;
+mod deploy_auth;
 mod faults;
 mod health;
 mod import;

@@ -57,14 +57,18 @@ async fn debian_package_installs_and_serves() {
         .unwrap()
         .port();
     let packaged = std::fs::read_to_string("/etc/pgmux/pgmux.toml").unwrap();
+    let dir = TempDir::new("package");
     let config = packaged
         .replace("listen_port = 6432", &format!("listen_port = {port}"))
         .replace("port = 5432", &format!("port = {}", pg.port))
         .replace(
+            "unix_socket_dir = \"/run/pgmux\"",
+            &format!("unix_socket_dir = \"{}\"", dir.path().display()),
+        )
+        .replace(
             "auth_file = \"userlist.txt\"",
             "auth_file = \"/etc/pgmux/userlist.txt\"",
         );
-    let dir = TempDir::new("package");
     let path = dir.path().join("pgmux.toml");
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new("/usr/bin/pgmux")

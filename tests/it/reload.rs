@@ -107,14 +107,14 @@ async fn reload_adds_users_databases_and_secrets_and_refuses_a_broken_file() {
     let good = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        format!("{good}\n[databases.app2]\nport = \"nope\"\n"),
+        format!("{good}\n[databases.app2]\nport = \"nope\"\nhots = \"h\"\n"),
     )
     .unwrap();
     let err = admin.simple_query("RELOAD").await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("F0000"), "{err:?}");
     let message = err.as_db_error().unwrap().message().to_owned();
     assert!(
-        message.contains("databases.app2.port") && message.contains("databases.app2.host"),
+        message.contains("databases.app2.port") && message.contains("databases.app2.hots"),
         "{message}"
     );
     assert!(pgmux.try_connect("app", "app", "app2").await.is_err());

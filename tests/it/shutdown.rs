@@ -233,8 +233,8 @@ async fn sighup_reloads_the_config_file() {
     .await;
 }
 
-/// systemd socket activation: pgmux serves on the listening socket it is handed as fd 3 with
-/// LISTEN_PID and LISTEN_FDS, not on its configured port.
+/// systemd socket activation: pgmux serves on the listening sockets it is handed from fd 3 on
+/// with LISTEN_PID and LISTEN_FDS (here TCP and Unix), not on its configured port and socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_a_socket_passed_by_systemd() {
     use std::os::fd::AsRawFd;
@@ -248,12 +248,17 @@ async fn serves_on_a_socket_passed_by_systemd() {
     let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = passed.local_addr().unwrap().port();
     let fd = passed.as_raw_fd();
+    let socket_dir = TempDir::new("activation-socket");
+    let passed_unix =
+        std::os::unix::net::UnixListener::bind(socket_dir.path().join(format!(".s.PGSQL.{port}")))
+            .unwrap();
+    let unix_fd = passed_unix.as_raw_fd();
     // The shell's pid is pgmux's after exec, as systemd's LISTEN_PID names the service's.
     let mut command = Command::new("sh");
     command
         .args([
             "-c",
-            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" --config \"$1\"",
+            "LISTEN_PID=$$ LISTEN_FDS=2 exec \"$0\" --config \"$1\"",
         ])
         .arg(env!("CARGO_BIN_EXE_pgmux"))
         .arg(&path)
@@ -261,13 +266,17 @@ async fn serves_on_a_socket_passed_by_systemd() {
         .stderr(std::fs::File::create(dir.path().join("pgmux.log")).unwrap());
     // SAFETY: dup2 is async-signal-safe, the only call between fork and exec.
     unsafe {
-        command.pre_exec(move || match libc::dup2(fd, 3) {
-            -1 => Err(std::io::Error::last_os_error()),
-            _ => Ok(()),
+        command.pre_exec(move || {
+            // The Unix socket goes to 4 first, in case it sits at 3 now.
+            let unix_copy = libc::dup(unix_fd);
+            if unix_copy == -1 || libc::dup2(fd, 3) == -1 || libc::dup2(unix_copy, 4) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
     let mut child = command.spawn().unwrap();
-    drop(passed);
+    drop((passed, passed_unix));
     let client = eventually(
         Duration::from_secs(10),
         "served on the passed socket",
@@ -286,6 +295,18 @@ async fn serves_on_a_socket_passed_by_systemd() {
     .await;
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
+    let (over_unix, conn) = tokio_postgres::Config::new()
+        .host_path(socket_dir.path())
+        .port(port)
+        .user("activated")
+        .password("activated")
+        .dbname("app")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("served on the passed Unix socket");
+    tokio::spawn(conn);
+    let two: i32 = over_unix.query_one("SELECT 2", &[]).await.unwrap().get(0);
+    assert_eq!(two, 2);
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -1,0 +1,176 @@
+//! auth_query: the secrets of users missing from auth_file, looked up on PostgreSQL as
+//! auth_user. Lookups run on connections of their own, never handed to a client, so no client's
+//! settings (a `search_path` above all) can reach them; a few stay open between lookups, and
+//! answers are kept auth_query_cache_ttl seconds, so a login storm is not a query storm.
+
+use crate::auth::Secret;
+use crate::config::{Config, DEFAULT_AUTH_QUERY};
+use crate::pool::server_credentials;
+use crate::server::{ServerConn, ServerError, ServerTarget};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Lookup connections kept open per target between lookups.
+const IDLE_LOOKUP_CONNECTIONS: usize = 2;
+/// Lookups running at once, all targets together; more wait their turn.
+const LOOKUPS_AT_ONCE: usize = 8;
+/// Answers kept at most, so that a flood of made-up user names cannot grow the cache.
+const CACHE_LIMIT: usize = 10_000;
+
+/// Where and how one database's users are looked up.
+struct Source {
+    target: ServerTarget,
+    query: String,
+    /// Names target and query, as the key of the cache and of the idle connections.
+    label: String,
+}
+
+/// An answer of auth_query (None: no such user, or no password) and when it came.
+type Answer = (Option<Secret>, Instant);
+
+pub struct AuthLookups {
+    /// By (source label, user name).
+    cache: Mutex<HashMap<(String, String), Answer>>,
+    idle: Mutex<HashMap<String, Vec<ServerConn>>>,
+    running: Semaphore,
+}
+
+impl Default for AuthLookups {
+    fn default() -> AuthLookups {
+        AuthLookups {
+            cache: Default::default(),
+            idle: Default::default(),
+            running: Semaphore::new(LOOKUPS_AT_ONCE),
+        }
+    }
+}
+
+/// Why a lookup found nothing to check the password against, told apart from "no such user".
+#[derive(Debug, thiserror::Error)]
+#[error("auth_query as {auth_user} failed: {source}")]
+pub struct LookupError {
+    pub auth_user: String,
+    pub source: ServerError,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AuthLookups {
+    /// The secret of `user` for a client of `database`, when auth_user is set for it: None
+    /// when the query finds no such user, or a NULL secret (which no password matches).
+    /// Ok(None) too when no lookup applies.
+    pub async fn secret(
+        &self,
+        config: &Config,
+        database: &str,
+        user: &str,
+    ) -> Result<Option<Secret>, LookupError> {
+        let Some((source, auth_user)) = source(config, database) else {
+            return Ok(None);
+        };
+        let ttl = Duration::from_secs_f64(config.general.auth_query_cache_ttl);
+        let key = (source.label.clone(), user.to_owned());
+        if let Some((secret, at)) = lock(&self.cache).get(&key) {
+            if at.elapsed() < ttl {
+                return Ok(secret.clone());
+            }
+        }
+        let fail = |source| LookupError {
+            auth_user: auth_user.clone(),
+            source,
+        };
+        let _turn = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| fail(ServerError::Closed))?;
+        let credentials = server_credentials(config, None, &auth_user);
+        let timeout = Duration::from_secs_f64(config.general.server_connect_timeout);
+        let idle = lock(&self.idle).get_mut(&key.0).and_then(Vec::pop);
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => ServerConn::connect(&source.target, &credentials, timeout, 0)
+                .await
+                .map_err(fail)?,
+        };
+        let answer = tokio::time::timeout(timeout, conn.query_pair(&source.query, user))
+            .await
+            .unwrap_or(Err(ServerError::Timeout(source.target.host.clone())))
+            .map_err(fail)?;
+        let secret = match answer {
+            Some((Some(name), Some(secret))) if name == user => Secret::parse(&secret).ok(),
+            _ => None,
+        };
+        {
+            let mut idle = lock(&self.idle);
+            let kept = idle.entry(key.0.clone()).or_default();
+            if kept.len() < IDLE_LOOKUP_CONNECTIONS {
+                kept.push(conn);
+            }
+        }
+        if !ttl.is_zero() {
+            let mut cache = lock(&self.cache);
+            if cache.len() >= CACHE_LIMIT {
+                cache.retain(|_, (_, at)| at.elapsed() < ttl);
+            }
+            if cache.len() < CACHE_LIMIT {
+                cache.insert(key, (secret.clone(), Instant::now()));
+            }
+        }
+        Ok(secret)
+    }
+
+    /// Forgets what was found for `user`, after a failed login: the password may have changed.
+    pub fn forget(&self, user: &str) {
+        lock(&self.cache).retain(|(_, u), _| u != user);
+    }
+}
+
+/// Whether users of `database` are looked up: the auth_user, query and database that apply
+/// (the database's own, else the global ones), and where that database's servers are.
+fn source(config: &Config, database: &str) -> Option<(Source, String)> {
+    let client_db = config.database(database);
+    let g = &config.general;
+    let auth_user = client_db
+        .and_then(|d| d.auth_user.clone())
+        .or_else(|| g.auth_user.clone())?;
+    let query = client_db
+        .and_then(|d| d.auth_query.clone())
+        .unwrap_or_else(|| match g.auth_query.as_str() {
+            "" => DEFAULT_AUTH_QUERY.to_owned(),
+            q => q.to_owned(),
+        });
+    let auth_dbname = client_db
+        .and_then(|d| d.auth_dbname.clone())
+        .or_else(|| g.auth_dbname.clone());
+    let (name, db) = match auth_dbname {
+        Some(name) => {
+            let db = config.databases.get(&name)?;
+            (name, db)
+        }
+        None => (database.to_owned(), client_db?),
+    };
+    let target = ServerTarget {
+        host: config.server_host(db),
+        port: db.port,
+        dbname: db.dbname.clone().unwrap_or(name),
+        user: auth_user.clone(),
+        tls: config.tls.server.clone(),
+    };
+    let label = format!(
+        "{}:{}/{} as {}\n{query}",
+        target.host, target.port, target.dbname, target.user
+    );
+    Some((
+        Source {
+            target,
+            query,
+            label,
+        },
+        auth_user,
+    ))
+}

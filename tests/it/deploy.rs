@@ -1,0 +1,307 @@
+//! Deploying where PgBouncer is deployed: Unix sockets on both sides, the `*` fallback
+//! database, and PostgreSQL's order of telling (authentication before "no such database").
+
+use crate::harness::{eventually, pg, run_tool, shared_cluster, sqlstate, PgmuxConfig, TempDir};
+use pgmux::config::Config;
+use std::time::Duration;
+
+async fn first_value(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = client.simple_query(sql).await.unwrap();
+    crate::transaction_mode::first_value(&rows)
+}
+
+/// A tokio-postgres client over pgmux's Unix socket.
+async fn connect_unix(
+    dir: &std::path::Path,
+    port: u16,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host_path(dir)
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname("app")
+        .connect_timeout(Duration::from_secs(10))
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_and_a_driver_over_the_unix_socket_to_a_postgresql_on_its_socket() {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.general = "admin_users = [\"postgres\"]".into();
+    // pgmux reaches PostgreSQL through its socket directory only.
+    cfg.extra = format!(
+        "[databases.viasocket]\nhost = \"{}\"\nport = {}\ndbname = \"app\"\n",
+        pg.dir.display(),
+        pg.port
+    );
+    let pgmux = cfg.start().await;
+    let dir = pgmux.socket_dir().to_owned();
+    let socket = dir.join(format!(".s.PGSQL.{}", pgmux.port));
+    assert!(socket.exists(), "{} missing", socket.display());
+
+    let (ok, out) = run_tool(
+        &pg::tool("psql"),
+        &[
+            "-X",
+            "-At",
+            "-h",
+            dir.to_str().unwrap(),
+            "-p",
+            &pgmux.port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "viasocket",
+            "-c",
+            "SELECT current_user || ' ' || (client_addr IS NULL) FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        ],
+        "app",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(ok, "psql over the socket: {out}");
+    // PostgreSQL sees pgmux's server connection arrive on its Unix socket: no client address.
+    assert_eq!(out.trim(), "app true");
+
+    let client = connect_unix(&dir, pgmux.port, "app", "app").await.unwrap();
+    assert_eq!(first_value(&client, "SELECT 40 + 2").await, "42");
+    // SHOW CLIENTS shows a Unix-socket client as PgBouncer does.
+    let console = connect_console(&pgmux).await;
+    let rows = console.simple_query("SHOW CLIENTS").await.unwrap();
+    let addrs: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get("addr").map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert!(addrs.iter().any(|a| a == "unix"), "{addrs:?}");
+
+    // A cancel reaches a query on a server connection that goes through the socket.
+    let sock_client = {
+        let (client, conn) =
+            tokio_postgres::connect(&pgmux.url("app", "app", "viasocket"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    };
+    let token = sock_client.cancel_token();
+    let sleeper =
+        tokio::spawn(async move { sock_client.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the cancel landed")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+
+    // RELOAD keeps the socket; shutdown removes its file.
+    pgmux.shared().reload_from_file().unwrap();
+    let again = connect_unix(&dir, pgmux.port, "app", "app").await.unwrap();
+    assert_eq!(first_value(&again, "SELECT 1").await, "1");
+    drop((client, again, console));
+    pgmux.stop().await;
+    assert!(!socket.exists(), "shutdown left {}", socket.display());
+}
+
+async fn connect_console(pgmux: &crate::harness::Pgmux) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        &pgmux.url("postgres", "postgres", "pgmux"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("console login");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A TCP port nobody listens on right now.
+fn free_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_socket_file_is_replaced_and_a_live_one_is_refused_by_name() {
+    let pg = shared_cluster();
+    let dir = TempDir::new("sockets");
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.general = format!("unix_socket_dir = \"{}\"", dir.path().display());
+    cfg.general
+        .push_str("\nunix_socket_mode = \"0700\"\nadmin_users = [\"postgres\"]");
+    let port = free_port();
+    let config = || {
+        let mut c = Config::parse(&cfg.render(dir.path()), dir.path()).unwrap();
+        c.general.listen_port = port;
+        c
+    };
+    let path = dir.path().join(format!(".s.PGSQL.{port}"));
+
+    // Left behind by a process that died: nobody answers on it.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let running = pgmux::Server::bind(config())
+        .await
+        .expect("stale file replaced");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "unix_socket_mode applied");
+    let client = connect_unix(dir.path(), port, "app", "app").await.unwrap();
+    assert_eq!(
+        first_value(&client, "SELECT 'over the socket'").await,
+        "over the socket"
+    );
+
+    // A second pgmux on the same socket is refused, naming the file, and the first serves on.
+    let mut second = config();
+    second.general.listen_port = free_port();
+    second.general.unix_socket_dir = dir.path().display().to_string();
+    let same_name = format!(".s.PGSQL.{}", second.general.listen_port);
+    let live = std::os::unix::net::UnixListener::bind(dir.path().join(&same_name)).unwrap();
+    let err = pgmux::Server::bind(second)
+        .await
+        .err()
+        .expect("a live socket file is refused");
+    assert!(err.to_string().contains(&same_name), "{err}");
+    drop(live);
+    assert_eq!(first_value(&client, "SELECT 2").await, "2");
+    drop(client);
+    running.shutdown().await;
+    assert!(!path.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_database_serves_names_not_listed_and_drops_them_when_idle() {
+    let pg = shared_cluster();
+    let admin = pg.admin().await;
+    for db in ["fallback_one", "fallback_two", "fallback_three"] {
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+            .await
+            .unwrap()
+            .is_some();
+        if !exists {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {db} OWNER app"))
+                .await
+                .unwrap();
+        }
+    }
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.general = "autodb_idle_timeout = 1\nadmin_users = [\"postgres\"]".into();
+    cfg.extra = format!(
+        "[databases.\"*\"]\nhost = \"127.0.0.1\"\nport = {}\npool_size = 2\n",
+        pg.port
+    );
+    let pgmux = cfg.start().await;
+
+    let mut clients = Vec::new();
+    for db in ["fallback_one", "fallback_two", "fallback_three"] {
+        let client = pgmux
+            .try_connect("app", "app", db)
+            .await
+            .unwrap_or_else(|e| panic!("{db} through the fallback: {e}"));
+        assert_eq!(first_value(&client, "SELECT current_database()").await, db);
+        clients.push(client);
+    }
+    // The listed database is still served by its own table.
+    let listed = pgmux.connect("app", "app").await;
+    assert_eq!(
+        first_value(&listed, "SELECT current_database()").await,
+        "app"
+    );
+
+    let console = connect_console(&pgmux).await;
+    let rows = console.simple_query("SHOW DATABASES").await.unwrap();
+    let names: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get("name").map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    for db in ["app", "fallback_one", "fallback_two", "fallback_three"] {
+        assert!(names.iter().any(|n| n == db), "{db} not in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "*"), "{names:?}");
+
+    // A name PostgreSQL does not have: its own 3D000, after login, and no pool left over.
+    let err = pgmux
+        .try_connect("app", "app", "fallback_missing")
+        .await
+        .expect_err("no such database on the server");
+    assert_eq!(sqlstate(&err).as_deref(), Some("3D000"), "{err}");
+    assert!(!pgmux
+        .pools()
+        .iter()
+        .any(|p| p.database == "fallback_missing"));
+    let err = pgmux
+        .try_connect("app", "wrong", "fallback_missing")
+        .await
+        .expect_err("wrong password");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
+
+    // Idle for autodb_idle_timeout: dropped; the listed database's pool stays.
+    drop(clients);
+    eventually(
+        Duration::from_secs(15),
+        "fallback pools dropped",
+        || async {
+            let pools = pgmux.pools();
+            (!pools.iter().any(|p| p.database.starts_with("fallback_"))).then_some(())
+        },
+    )
+    .await;
+    assert!(pgmux.pools().iter().any(|p| p.database == "app"));
+    // And made again on the next use.
+    let back = pgmux
+        .try_connect("app", "app", "fallback_two")
+        .await
+        .unwrap();
+    assert_eq!(
+        first_value(&back, "SELECT current_database()").await,
+        "fallback_two"
+    );
+    drop((back, listed, console));
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_logged_in_client_learns_whether_a_database_exists() {
+    let pg = shared_cluster();
+    let pgmux = PgmuxConfig::new(pg).start().await;
+    for (user, password, db, code) in [
+        ("app", "wrong", "no_such_db", "28P01"),
+        ("nobody", "x", "no_such_db", "28P01"),
+        ("app", "wrong", "app", "28P01"),
+        ("app", "app", "no_such_db", "3D000"),
+    ] {
+        let err = pgmux
+            .try_connect(user, password, db)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{user}/{db} should fail"));
+        assert_eq!(
+            sqlstate(&err).as_deref(),
+            Some(code),
+            "{user}/{password}/{db}: {err}"
+        );
+    }
+    pgmux.stop().await;
+}
