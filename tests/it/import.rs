@@ -1,5 +1,5 @@
-//! `pgmux import`: a PgBouncer ini (with %include, connection strings, [users], settings pgmux
-//! lacks) becomes a TOML that validates and serves traffic.
+//! `pgmux import`: a PgBouncer ini (with %include, connection strings, the `*` fallback, [users],
+//! settings pgmux lacks, typos) becomes a TOML that validates and serves traffic.
 
 use crate::harness::{shared_cluster, TempDir};
 use std::process::Command;
@@ -19,17 +19,26 @@ async fn a_pgbouncer_ini_imports_validates_and_serves() {
     )
     .unwrap();
     std::fs::write(
+        dir.path().join("pg_hba.conf"),
+        "host all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    let lookup = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
+    std::fs::write(
         dir.path().join("databases.ini"),
         format!(
             "[databases]\n\
              app = host=127.0.0.1 port={pg} dbname=app pool_size=4\n\
-             reporting = host=127.0.0.1 port={pg} dbname=app pool_mode=session connect_query='SELECT 1'\n\
+             reporting = host=127.0.0.1 port={pg} dbname=app pool_mode=session \
+             connect_query='SELECT 1' auth_user=app auth_dbname=app auth_query='{lookup}'\n\
+             local = dbname=app\n\
              * = host=127.0.0.1 port={pg}\n",
             pg = pg.port
         ),
     )
     .unwrap();
     let ini = dir.path().join("pgbouncer.ini");
+    // unix_socket_dir is left unset, as most inis leave it.
     std::fs::write(
         &ini,
         format!(
@@ -37,8 +46,12 @@ async fn a_pgbouncer_ini_imports_validates_and_serves() {
              [pgbouncer]\n\
              listen_addr = 127.0.0.1\n\
              listen_port = {port}\n\
-             auth_type = scram-sha-256\n\
-             auth_file = {userlist}\n\
+             auth_type = hba\n\
+             auth_file = userlist.txt\n\
+             auth_hba_file = pg_hba.conf\n\
+             auth_user = app\n\
+             auth_query = {lookup}\n\
+             auth_dbname = app\n\
              admin_users = admin, postgres\n\
              stats_users = monitor\n\
              pool_mode = transaction\n\
@@ -46,16 +59,16 @@ async fn a_pgbouncer_ini_imports_validates_and_serves() {
              default_pool_size = 10\n\
              server_reset_query = DISCARD ALL\n\
              server_lifetime = 1800\n\
+             autodb_idle_timeout = 600\n\
              ignore_startup_parameters = extra_float_digits, search_path\n\
+             query_wait_timout = 30\n\
              logfile = /var/log/pgbouncer/pgbouncer.log\n\
              pidfile = /var/run/pgbouncer/pgbouncer.pid\n\
-             unix_socket_dir = /var/run/postgresql\n\
              \n\
              %include {included}\n\
              \n\
              [users]\n\
              admin = pool_mode=session max_user_client_connections=5\n",
-            userlist = dir.path().join("userlist.txt").display(),
             included = dir.path().join("databases.ini").display(),
         ),
     )
@@ -70,20 +83,65 @@ async fn a_pgbouncer_ini_imports_validates_and_serves() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
-    // Every setting left out is named with its file and line.
-    for (what, line) in [
-        ("logfile", "pgbouncer.ini:15"),
-        ("pidfile", "pgbouncer.ini:16"),
-        ("unix_socket_dir", "pgbouncer.ini:17"),
-        ("connect_query", "databases.ini:3"),
-        ("*", "databases.ini:4"),
-        ("max_user_client_connections", "pgbouncer.ini:22"),
-    ] {
+    // Every setting left out is named with its file and line, and why: a typo with the name
+    // it was most likely meant to be, or what PgBouncer has and pgmux lacks.
+    let reports = [
+        (
+            "pgbouncer.ini:20",
+            "query_wait_timout: unknown setting (did you mean query_wait_timeout?)",
+        ),
+        ("pgbouncer.ini:21", "logfile: not supported by pgmux"),
+        ("pgbouncer.ini:22", "pidfile: not supported by pgmux"),
+        (
+            "databases.ini:3",
+            "reporting: connection parameter connect_query is not supported by pgmux",
+        ),
+        (
+            "pgbouncer.ini:27",
+            "admin: user setting max_user_client_connections is not supported by pgmux",
+        ),
+    ];
+    for (line, what) in reports {
         assert!(
-            stderr.lines().any(|l| l.contains(what) && l.contains(line)),
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("{line}: {what}"))),
             "{what} at {line} not reported:\n{stderr}"
         );
     }
+    // ... and nothing else: the fallback, the socket and the auth settings all convert.
+    let left_out = stderr.lines().filter(|l| l.contains("left out")).count();
+    assert_eq!(left_out, reports.len(), "{stderr}");
+
+    let text = std::fs::read_to_string(&out).unwrap();
+    let toml: toml::Table = text.parse().unwrap();
+    let general = toml["pgmux"].as_table().unwrap();
+    for (key, value) in [
+        ("unix_socket_dir", "/tmp"),
+        ("auth_type", "hba"),
+        // Relative paths stay as the ini has them: beside the converted file they still work.
+        ("auth_file", "userlist.txt"),
+        ("auth_hba_file", "pg_hba.conf"),
+        ("auth_user", "app"),
+        ("auth_query", lookup),
+        ("auth_dbname", "app"),
+    ] {
+        assert_eq!(general[key].as_str(), Some(value), "{key}:\n{text}");
+    }
+    assert_eq!(general["autodb_idle_timeout"].as_float(), Some(600.0));
+    assert!(!general.contains_key("query_wait_timout"));
+    let databases = toml["databases"].as_table().unwrap();
+    assert_eq!(databases["*"]["host"].as_str(), Some("127.0.0.1"));
+    assert_eq!(databases["*"]["port"].as_integer(), Some(pg.port.into()));
+    assert!(
+        !databases["local"].as_table().unwrap().contains_key("host"),
+        "no host means the Unix socket:\n{text}"
+    );
+    let reporting = databases["reporting"].as_table().unwrap();
+    assert_eq!(reporting["auth_user"].as_str(), Some("app"));
+    assert_eq!(reporting["auth_dbname"].as_str(), Some("app"));
+    assert_eq!(reporting["auth_query"].as_str(), Some(lookup));
+
     let check = Command::new(env!("CARGO_BIN_EXE_pgmux"))
         .arg("check")
         .arg(&out)
@@ -94,13 +152,20 @@ async fn a_pgbouncer_ini_imports_validates_and_serves() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let config = pgmux::config::Config::load(&out).unwrap();
+    let config = pgmux::config::Config::parse(&text, dir.path()).unwrap();
+    assert!(config.hba.is_some(), "auth_hba_file read");
     assert_eq!(config.general.admin_users, ["admin", "postgres"]);
     assert_eq!(
         config.general.ignore_startup_parameters,
         ["extra_float_digits", "search_path"]
     );
     assert_eq!(config.general.server_lifetime, 1800.0);
+    assert_eq!(
+        config.general.query_wait_timeout, 120.0,
+        "the typo left it at its default"
+    );
+    assert_eq!(config.server_host(&config.databases["local"]), "/tmp");
+    assert!(config.is_auto_database("postgres"));
     assert_eq!(config.pool_size("app", "app"), 4);
     assert_eq!(
         config.pool_mode("reporting", "app"),
@@ -111,15 +176,21 @@ async fn a_pgbouncer_ini_imports_validates_and_serves() {
         pgmux::config::PoolMode::Session
     );
 
-    // Traffic through the converted config.
+    // Traffic through the converted config: a listed database, and one only the fallback serves.
     let running = pgmux::Server::bind(config).await.unwrap();
-    let url = format!("host=127.0.0.1 port={port} user=app password=app dbname=reporting");
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let rows = client.simple_query("SELECT 'imported'").await.unwrap();
-    assert_eq!(crate::transaction_mode::first_value(&rows), "imported");
+    for dbname in ["reporting", "postgres"] {
+        let url = format!("host=127.0.0.1 port={port} user=app password=app dbname={dbname}");
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{dbname}: {e}"));
+        tokio::spawn(conn);
+        let rows = client
+            .simple_query("SELECT current_database()")
+            .await
+            .unwrap();
+        let expected = if dbname == "reporting" { "app" } else { dbname };
+        assert_eq!(crate::transaction_mode::first_value(&rows), expected);
+    }
     running.shutdown().await;
 }
 
@@ -129,7 +200,7 @@ fn values_pgmux_would_refuse_are_reported_not_written() {
     let ini = dir.path().join("pgbouncer.ini");
     std::fs::write(
         &ini,
-        "[pgbouncer]\nauth_type = hba\ndefault_pool_size = 0\nquery_timeout = soon\n\
+        "[pgbouncer]\nauth_type = pam\ndefault_pool_size = 0\nquery_timeout = soon\n\
          [databases]\napp = host=127.0.0.1 dbname=app pool_size=0\n[peers]\n1 = host=x\n",
     )
     .unwrap();
