@@ -305,3 +305,31 @@ async fn only_a_logged_in_client_learns_whether_a_database_exists() {
     }
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sasl_initial_response_whose_inner_length_lies_is_a_protocol_violation() {
+    use crate::harness::raw;
+    let pg = shared_cluster();
+    let pgmux = PgmuxConfig::new(pg).start().await;
+    for (declared, data) in [(100i32, &b"n,,n=,r=abc"[..]), (2, b"n,,n=,r=abc")] {
+        let mut conn = raw::Raw::connect(pgmux.port).await;
+        conn.send(&raw::startup_packet(
+            196_608,
+            &[("user", "app"), ("database", "app")],
+        ))
+        .await;
+        let (tag, body) = conn.read().await.expect("SASL request");
+        assert_eq!((tag, &body[..4]), (b'R', &10u32.to_be_bytes()[..]));
+        let mut response = b"SCRAM-SHA-256\0".to_vec();
+        response.extend_from_slice(&declared.to_be_bytes());
+        response.extend_from_slice(data);
+        conn.send(&raw::msg(b'p', &response)).await;
+        let (tag, body) = conn.read().await.expect("an error");
+        assert_eq!(tag, b'E');
+        assert_eq!(raw::error_code(&body), "08P01", "declared {declared}");
+    }
+    // Every other client carries on.
+    let client = pgmux.connect("app", "app").await;
+    assert_eq!(first_value(&client, "SELECT 'fine'").await, "fine");
+    pgmux.stop().await;
+}
