@@ -53,7 +53,7 @@ async fn within<T>(
     }
 }
 
-/// Reads client bytes into `buf`. Between transactions `buf` is empty: then, on plain TCP, the
+/// Reads client bytes into `buf`. Between transactions `buf` is empty: then, on plain TCP or a Unix socket, the
 /// buffer is given back and the wait for the next message holds none, so an idle client costs
 /// no read buffer. Cancel-safe: waiting reads nothing, and read_buf either appends bytes or
 /// reads none.
@@ -61,13 +61,19 @@ pub(super) async fn read_holding_no_buffer(
     stream: &mut crate::stream::Stream,
     buf: &mut BytesMut,
 ) -> std::io::Result<usize> {
-    if let (true, crate::stream::Stream::Plain(tcp)) = (buf.is_empty(), &mut *stream) {
+    use crate::stream::Stream;
+    if buf.is_empty() && matches!(stream, Stream::Plain(_) | Stream::Unix(_)) {
         if buf.capacity() > 0 {
             super::spare::give_back(std::mem::take(buf));
         }
         // poll_read_ready parks on the socket's one reader slot; `readable()` would enqueue a
         // waiter under the socket's lock, on every wait of every idle client.
-        std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await?;
+        std::future::poll_fn(|cx| match &*stream {
+            Stream::Plain(tcp) => tcp.poll_read_ready(cx),
+            Stream::Unix(unix) => unix.poll_read_ready(cx),
+            _ => std::task::Poll::Ready(Ok(())),
+        })
+        .await?;
         *buf = super::spare::take();
     }
     // A read through poll_read, not try_read: a short read tells tokio the socket is drained,

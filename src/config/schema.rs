@@ -165,6 +165,20 @@ pub struct General {
     /// "text" (one line per event) or "json" (one JSON object per line). Default "text".
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Most client connections to one database, all users together; 0 = no cap. Default 0.
+    #[serde(default)]
+    pub max_db_client_connections: u32,
+    /// Most client connections of one user, all databases together; 0 = no cap. Default 0.
+    #[serde(default)]
+    pub max_user_client_connections: u32,
+    /// Parameters the server reports (ParameterStatus) that follow each client from server to
+    /// server, beyond those pgmux always tracks. Default [].
+    #[serde(default)]
+    pub track_extra_parameters: Vec<String>,
+    /// Seconds a (database, user) pool with no client and no server is kept; 0 = forever.
+    /// Default 0.
+    #[serde(default)]
+    pub pool_idle_timeout: f64,
     /// Most server connections to one database, all users together; 0 = no cap. Default 0.
     #[serde(default)]
     pub max_db_connections: u32,
@@ -258,6 +272,14 @@ pub struct General {
     /// Seconds a query may run; then server and client are disconnected; 0 = off. Default 0.
     #[serde(default)]
     pub query_timeout: f64,
+    /// Seconds a transaction may stay open; then server and client are disconnected; 0 = off.
+    /// Default 0.
+    #[serde(default)]
+    pub transaction_timeout: f64,
+    /// Seconds a client waits for a server before it is sent a NOTICE saying so; 0 = never.
+    /// Default 5.
+    #[serde(default = "default_query_wait_notify")]
+    pub query_wait_notify: f64,
     /// Seconds a client may wait for a server; 0 = forever. Default 120.
     #[serde(default = "default_query_wait_timeout")]
     pub query_wait_timeout: f64,
@@ -321,6 +343,19 @@ pub struct Database {
     /// Cap on this database's server connections. Default: the global max_db_connections.
     #[serde(default)]
     pub max_db_connections: Option<u32>,
+    /// Cap on this database's client connections. Default: the global
+    /// max_db_client_connections.
+    #[serde(default)]
+    pub max_db_client_connections: Option<u32>,
+    /// query_wait_timeout for this database's clients. Default: the global one.
+    #[serde(default)]
+    pub query_wait_timeout: Option<f64>,
+    /// idle_transaction_timeout for this database's clients. Default: the global one.
+    #[serde(default)]
+    pub idle_transaction_timeout: Option<f64>,
+    /// transaction_timeout for this database's clients. Default: the global one.
+    #[serde(default)]
+    pub transaction_timeout: Option<f64>,
     /// auth_user for clients of this database. Default: the global auth_user.
     #[serde(default)]
     pub auth_user: Option<String>,
@@ -349,6 +384,21 @@ pub struct User {
     /// Cap on this user's server connections. Default: the global max_user_connections.
     #[serde(default)]
     pub max_user_connections: Option<u32>,
+    /// Cap on this user's client connections. Default: the global
+    /// max_user_client_connections.
+    #[serde(default)]
+    pub max_user_client_connections: Option<u32>,
+    /// The client timeouts for this user, overriding the database's and the global ones.
+    #[serde(default)]
+    pub query_timeout: Option<f64>,
+    #[serde(default)]
+    pub query_wait_timeout: Option<f64>,
+    #[serde(default)]
+    pub idle_transaction_timeout: Option<f64>,
+    #[serde(default)]
+    pub transaction_timeout: Option<f64>,
+    #[serde(default)]
+    pub client_idle_timeout: Option<f64>,
 }
 
 fn default_listen_addr() -> String {
@@ -432,6 +482,9 @@ fn default_server_idle_timeout() -> f64 {
 }
 fn default_server_login_retry() -> f64 {
     15.0
+}
+fn default_query_wait_notify() -> f64 {
+    5.0
 }
 fn default_query_wait_timeout() -> f64 {
     120.0

@@ -245,6 +245,9 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
         ("query_wait_timeout", g.query_wait_timeout),
         ("stats_period", g.stats_period),
         ("autodb_idle_timeout", g.autodb_idle_timeout),
+        ("transaction_timeout", g.transaction_timeout),
+        ("query_wait_notify", g.query_wait_notify),
+        ("pool_idle_timeout", g.pool_idle_timeout),
         ("auth_query_cache_ttl", g.auth_query_cache_ttl),
     ] {
         check_seconds(&format!("pgmux.{key}"), value, problems);
@@ -261,6 +264,15 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
             )),
             _ => {}
         }
+        for (key, value) in [
+            ("query_wait_timeout", db.query_wait_timeout),
+            ("idle_transaction_timeout", db.idle_transaction_timeout),
+            ("transaction_timeout", db.transaction_timeout),
+        ] {
+            if let Some(v) = value {
+                check_seconds(&format!("databases.{name}.{key}"), v, problems);
+            }
+        }
         let key = format!("databases.{name}.auth_dbname");
         check_auth_dbname(config, &key, &db.auth_dbname, problems);
         if db.pool_size == Some(0) {
@@ -276,6 +288,17 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
                 format!("users.{name}.pool_size"),
                 "must be at least 1",
             ));
+        }
+        for (key, value) in [
+            ("query_timeout", user.query_timeout),
+            ("query_wait_timeout", user.query_wait_timeout),
+            ("idle_transaction_timeout", user.idle_transaction_timeout),
+            ("transaction_timeout", user.transaction_timeout),
+            ("client_idle_timeout", user.client_idle_timeout),
+        ] {
+            if let Some(v) = value {
+                check_seconds(&format!("users.{name}.{key}"), v, problems);
+            }
         }
         if let Some(Err(e)) = user.password.as_deref().map(crate::auth::Secret::parse) {
             problems.push(problem(format!("users.{name}.password"), e.to_string()));
