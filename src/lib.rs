@@ -132,6 +132,9 @@ impl Shared {
         let (g, o) = (&mut new.general, &old.general);
         g.listen_addr = o.listen_addr.clone();
         g.listen_port = o.listen_port;
+        g.unix_socket_dir = o.unix_socket_dir.clone();
+        g.unix_socket_mode = o.unix_socket_mode.clone();
+        g.unix_socket_group = o.unix_socket_group.clone();
         g.metrics_addr = o.metrics_addr.clone();
         g.stats_period = o.stats_period;
         g.log_format = o.log_format;
@@ -292,7 +295,7 @@ impl Server {
         let stop = stop_rx.clone();
         tokio::spawn(async move {
             let config = || sweeper.config();
-            pool::drop_idle_auto_databases(&sweeper.pools, config, stop).await
+            pool::drop_unused_pools(&sweeper.pools, config, stop).await
         });
         let metrics_addr = match &config.general.metrics_addr {
             Some(addr) => {

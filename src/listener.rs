@@ -71,39 +71,60 @@ pub async fn accept_loop(socket: Listener, shared: Arc<Shared>, mut stop: watch:
     tasks.shutdown().await;
 }
 
-/// The Unix socket file pgmux made; removed when this is dropped (at shutdown).
+/// The Unix socket file pgmux made; removed when this is dropped (at shutdown), unless
+/// another process has put its own in its place meanwhile.
 #[derive(Debug)]
 pub struct SocketFile {
     pub path: PathBuf,
+    /// Device and inode of the file made, to know it is still ours.
+    identity: Option<(u64, u64)>,
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.identity.is_some() && identity(&self.path) == self.identity {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
-/// Listens on `dir/.s.PGSQL.<port>` with unix_socket_mode and unix_socket_group. A file left
-/// by a process that is gone is replaced; one a live process answers on is an error naming it.
+/// Listens on `dir/.s.PGSQL.<port>` with unix_socket_mode and unix_socket_group. A socket
+/// file nobody listens on any more (left by a crash) is replaced; anything else there (a live
+/// socket, one we may not connect to, a file that is not a socket) is an error naming it.
 pub fn bind_unix(general: &General, port: u16) -> std::io::Result<(Listener, SocketFile)> {
+    use std::os::unix::fs::FileTypeExt;
     let dir = Path::new(&general.unix_socket_dir);
     let address = Address::unix_socket(dir, port);
     let path = crate::address::socket_path(dir, port);
-    if path.exists() {
+    let in_use = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{} {why}", path.display()),
+        )
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_socket() {
+            return Err(in_use(
+                "exists and is not a socket; remove it or change unix_socket_dir",
+            ));
+        }
         match std::os::unix::net::UnixStream::connect(&path) {
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!(
-                        "{} is in use by a running process (another pgmux or PgBouncer?)",
-                        path.display()
-                    ),
-                ))
-            }
-            Err(_) => {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 tracing::info!(path = %path.display(), "removing a stale Unix socket file");
                 std::fs::remove_file(&path)?;
             }
+            Ok(_) => {
+                return Err(in_use(
+                    "is in use by a running process (another pgmux or PgBouncer?)",
+                ))
+            }
+            Err(e) => return Err(in_use(&format!("exists and cannot be checked: {e}"))),
         }
     }
     let listener = UnixListener::bind(&path).map_err(|e| {
@@ -112,7 +133,10 @@ pub fn bind_unix(general: &General, port: u16) -> std::io::Result<(Listener, Soc
             format!("cannot listen on {}: {e}", path.display()),
         )
     })?;
-    let file = SocketFile { path: path.clone() };
+    let file = SocketFile {
+        identity: identity(&path),
+        path: path.clone(),
+    };
     if let Ok(mode) = u32::from_str_radix(&general.unix_socket_mode, 8) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;

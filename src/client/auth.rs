@@ -7,7 +7,7 @@ use super::{ClientConn, ClientError};
 use crate::auth::md5::{salted_reply, stored_hash};
 use crate::auth::scram::{ChannelBinding, ScramKeys, ServerExchange, DEFAULT_ITERATIONS};
 use crate::auth::{constant_time_eq, random_nonce, Secret};
-use crate::config::hba::{HbaMethod, HbaRequest};
+use crate::config::hba::{ClientCert, HbaMethod, HbaRequest};
 use crate::config::{AuthType, Config};
 use crate::protocol::backend;
 use crate::protocol::frame::cstr;
@@ -69,8 +69,14 @@ pub fn method_for(
                 database: database.to_owned(),
                 tls: conn.stream.is_tls(),
             };
-            let found = config.hba.as_ref().and_then(|rules| rules.find(&request));
-            match found.map(|(method, _line)| method) {
+            let found = config
+                .hba
+                .as_ref()
+                .and_then(|rules| rules.find_rule(&request));
+            if let Some(rule) = &found {
+                check_client_cert(conn, rule.client_cert, user)?;
+            }
+            match found.map(|rule| rule.method) {
                 None => return Err(refusal(false)),
                 Some(HbaMethod::Reject) => return Err(refusal(true)),
                 Some(HbaMethod::Trust) => Method::Trust,
@@ -82,6 +88,22 @@ pub fn method_for(
             }
         }
     })
+}
+
+/// A hostssl line's `clientcert`: a verified client certificate, and for verify-full one
+/// whose common name is the user.
+fn check_client_cert(conn: &ClientConn, asked: ClientCert, user: &str) -> Result<(), ClientError> {
+    // Only a certificate that chained to client_tls_ca_file leaves a common name here.
+    let name = conn
+        .tls
+        .as_ref()
+        .and_then(|t| t.peer_common_name.as_deref());
+    match (asked, name) {
+        (ClientCert::NotAsked, _) => Ok(()),
+        (ClientCert::VerifyCa, Some(_)) => Ok(()),
+        (ClientCert::VerifyFull, Some(cn)) if cn == user => Ok(()),
+        _ => Err(ClientError::CertAuthFailed(user.to_owned())),
+    }
 }
 
 /// Runs `method`'s exchange against `secret`. Returns the ClientKey the client proved, when
@@ -114,10 +136,13 @@ pub async fn prove(
         (Method::Password, secret) => {
             let password = cleartext(conn, out).await?;
             match secret {
-                Some(s) if s.matches_password(user, &password) => Ok(match s {
-                    Secret::Scram(keys) => keys.client_key_of(&password),
-                    _ => None,
-                }),
+                // As PostgreSQL: an empty password never logs anyone in.
+                Some(s) if !password.is_empty() && s.matches_password(user, &password) => {
+                    Ok(match s {
+                        Secret::Scram(keys) => keys.client_key_of(&password),
+                        _ => None,
+                    })
+                }
                 _ => Err(ClientError::AuthFailed(user.to_owned())),
             }
         }

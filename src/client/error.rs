@@ -16,6 +16,8 @@ pub enum ClientError {
     Protocol(#[from] ProtocolError),
     #[error("unsupported startup parameter: {0}")]
     UnsupportedParameter(String),
+    #[error("{0}")]
+    Options(#[from] crate::protocol::options::OptionsError),
     #[error("no user name in startup packet")]
     NoUser,
     #[error("no such database: {0}")]
@@ -105,6 +107,7 @@ impl ClientError {
         match self {
             ClientError::Protocol(_) => fatal(code::PROTOCOL_VIOLATION),
             ClientError::UnsupportedParameter(_) => fatal(code::PROTOCOL_VIOLATION),
+            ClientError::Options(e) => fatal(e.sqlstate()),
             ClientError::NoUser => fatal(code::INVALID_AUTHORIZATION),
             ClientError::UnknownDatabase(_) => fatal(code::INVALID_CATALOG_NAME),
             ClientError::AuthFailed(_) => fatal(code::INVALID_PASSWORD),
@@ -176,6 +179,10 @@ mod tests {
         let cases: Vec<(ClientError, Option<&str>)> = vec![
             (ProtocolError::BadStartupLength(3).into(), Some("08P01")),
             (ClientError::UnsupportedParameter("x".into()), Some("08P01")),
+            (
+                crate::protocol::options::OptionsError::EmptyName.into(),
+                Some("42704"),
+            ),
             (ClientError::NoUser, Some("28000")),
             (ClientError::UnknownDatabase("d".into()), Some("3D000")),
             (ClientError::AuthFailed("u".into()), Some("28P01")),

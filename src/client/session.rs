@@ -98,7 +98,6 @@ pub async fn run(
     session.finish().await;
     shared.cancels.unregister(cancel_key);
     shared.registry.remove(session.login.entry.id);
-    session.login.pool.clients.fetch_sub(1, Ordering::Relaxed);
     if shared.config().general.log_disconnections {
         let (login, peer) = (&session.login, &session.client.peer);
         tracing::info!(user = %login.entry.user, database = %login.entry.database, %peer, "client disconnected");

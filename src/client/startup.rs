@@ -8,10 +8,10 @@ use crate::admin::{self, Role};
 use crate::auth::Secret;
 use crate::cancel::CancelSlot;
 use crate::config::{Config, PoolMode, SslMode};
-use crate::pool::{server_credentials, Checkout, Pool, PoolSettings};
+use crate::pool::{server_credentials, Checkout, Pool, PoolClient, PoolSettings};
 use crate::protocol::backend;
 use crate::protocol::frame;
-use crate::protocol::params::{tracked_index, ParamSet};
+use crate::protocol::params::{trackable_extra, tracked_index, ParamSet};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
 use crate::registry::ClientEntry;
@@ -21,7 +21,6 @@ use crate::stream::Stream;
 use crate::tls::ClientTls;
 use crate::Shared;
 use bytes::{Buf, Bytes, BytesMut};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
@@ -40,7 +39,8 @@ pub enum Admitted {
 /// A logged-in client, ready for its session. Its user and database are its entry's (the
 /// client's names, as SHOW CLIENTS shows them): one copy per client.
 pub struct Login {
-    pub pool: Arc<Pool>,
+    /// Counts this client in its pool until the session ends.
+    pub pool: PoolClient,
     pub mode: PoolMode,
     pub params: ParamSet,
     pub cancel_key: (u32, u32),
@@ -228,17 +228,7 @@ pub async fn login(
         .to_owned();
     let config = shared.config();
     let general = &config.general;
-    let mut client_params = ParamSet::default();
-    for (key, value) in &params {
-        if key.starts_with("_pq_.") || ALWAYS_IGNORED.contains(&key.as_str()) {
-            continue;
-        }
-        if tracked_index(key).is_some() {
-            client_params.set(key, value);
-        } else if !general.ignore_startup_parameters.iter().any(|i| i == key) {
-            return Err(ClientError::UnsupportedParameter(key.clone()));
-        }
-    }
+    let client_params = client_parameters(general, &params)?;
     if admin::DATABASES.contains(&database.as_str()) {
         // The console is exempt from max_client_conn, so an operator can always get in.
         return console_login(conn, shared, user, &database, out)
@@ -264,7 +254,10 @@ pub async fn login(
 
     let server_user = db.user.clone().unwrap_or_else(|| user.clone());
     let credentials = server_credentials(&config, db.password.as_deref(), &server_user);
-    let pool = pool_for(shared, &config, &database, &server_user);
+    let pool = shared.pools.join(&database, &server_user, || {
+        PoolSettings::from_config(&config, &database, &server_user)
+            .expect("the database was looked up in the same config")
+    });
     if let Some(learned) = login.server_credentials() {
         if server_user == user && !matches!(credentials, ServerCredentials::Password(_)) {
             pool.set_credentials(learned);
@@ -280,7 +273,9 @@ pub async fn login(
                 Err(e) => {
                     if config.is_auto_database(&database) {
                         // A name that does not exist on the server must not leave a pool.
-                        shared.pools.remove_if_unused(&pool);
+                        let unused = Arc::clone(&pool);
+                        drop(pool);
+                        shared.pools.remove_if_unused(&unused);
                     }
                     return Err(e.into());
                 }
@@ -297,10 +292,8 @@ pub async fn login(
         backend::parameter_status(&mut out, name, shown);
     }
     // The client's startup values win; the server's defaults fill in the rest.
-    for name in crate::protocol::params::TRACKED {
-        if let Some(v) = client_params.get(name) {
-            params_out.set(name, v);
-        }
+    for (name, value) in client_params.iter() {
+        params_out.set(name, value);
     }
     let (cancel_key, cancel) = shared.cancels.register();
     backend::backend_key_data(&mut out, cancel_key.0, cancel_key.1);
@@ -309,7 +302,6 @@ pub async fn login(
         shared.cancels.unregister(cancel_key);
         return Err(e);
     }
-    pool.clients.fetch_add(1, Ordering::Relaxed);
     PoolStats::add(&pool.stats.client_login_count, 1);
     let entry = shared.registry.add(
         &user,
@@ -331,6 +323,47 @@ pub async fn login(
         cancel,
         entry,
     }))))
+}
+
+/// The parameters a client's startup packet sets that follow it from server to server: the
+/// tracked ones, those named in track_extra_parameters, and both kinds inside `options`
+/// (`-c name=value`), applied as if SET at startup. Anything else is refused unless
+/// ignore_startup_parameters names it.
+fn client_parameters(
+    general: &crate::config::General,
+    params: &[(String, String)],
+) -> Result<ParamSet, ClientError> {
+    let ignored = |name: &str| general.ignore_startup_parameters.iter().any(|i| i == name);
+    let carried = |name: &str| {
+        tracked_index(name).is_some()
+            || (trackable_extra(name)
+                && general
+                    .track_extra_parameters
+                    .iter()
+                    .any(|e| e.eq_ignore_ascii_case(name)))
+    };
+    let mut set = ParamSet::default();
+    for (key, value) in params {
+        if key.starts_with("_pq_.") || ALWAYS_IGNORED.contains(&key.as_str()) || ignored(key) {
+            continue;
+        }
+        if key == "options" {
+            for (name, value) in crate::protocol::options::parse(value)? {
+                if carried(&name) {
+                    set.set(&name, &value);
+                } else if !ignored(&name) {
+                    return Err(ClientError::UnsupportedParameter(format!(
+                        "{name} (in options)"
+                    )));
+                }
+            }
+        } else if carried(key) {
+            set.set(key, value);
+        } else {
+            return Err(ClientError::UnsupportedParameter(key.clone()));
+        }
+    }
+    Ok(set)
 }
 
 /// What a client proved, and with which secret.

@@ -67,11 +67,40 @@ impl HbaRules {
 
     /// The method of the first line that matches, with its line number; None if none does.
     pub fn find(&self, request: &HbaRequest<'_>) -> Option<(HbaMethod, usize)> {
+        self.find_rule(request).map(|m| (m.method, m.line))
+    }
+
+    /// What the first line that matches asks for; None if none does.
+    pub fn find_rule(&self, request: &HbaRequest<'_>) -> Option<HbaMatch> {
         self.rules
             .iter()
             .find(|rule| rule.matches(request))
-            .map(|rule| (rule.method, rule.line))
+            .map(|rule| HbaMatch {
+                method: rule.method,
+                line: rule.line,
+                client_cert: rule.client_cert,
+            })
     }
+}
+
+/// The line a connection matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HbaMatch {
+    pub method: HbaMethod,
+    pub line: usize,
+    pub client_cert: ClientCert,
+}
+
+/// A hostssl line's `clientcert` option: what the client's certificate must prove beside the
+/// method (PostgreSQL's meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientCert {
+    #[default]
+    NotAsked,
+    /// A certificate that chains to client_tls_ca_file.
+    VerifyCa,
+    /// That, and its common name is the user name.
+    VerifyFull,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +111,7 @@ struct Rule {
     users: Vec<UserName>,
     address: Address,
     method: HbaMethod,
+    client_cert: ClientCert,
 }
 
 impl Rule {
@@ -420,7 +450,7 @@ fn parse_rule(line: usize, content: &str, base: &Path) -> Result<Option<Rule>, S
     };
     let method_token = single(required(fields.next(), "authentication method")?, "method")?;
     let method = parse_method(&method_token.text, connection)?;
-    check_options(fields.flatten(), connection, method)?;
+    let client_cert = check_options(fields.flatten(), connection, method)?;
     Ok(Some(Rule {
         line,
         connection,
@@ -428,6 +458,7 @@ fn parse_rule(line: usize, content: &str, base: &Path) -> Result<Option<Rule>, S
         users,
         address,
         method,
+        client_cert,
     }))
 }
 
@@ -505,7 +536,8 @@ fn check_options(
     options: impl Iterator<Item = Token>,
     connection: Connection,
     method: HbaMethod,
-) -> Result<(), String> {
+) -> Result<ClientCert, String> {
+    let mut client_cert = ClientCert::NotAsked;
     for option in options {
         let Some((name, value)) = option.text.split_once('=') else {
             return Err(format!(
@@ -517,15 +549,19 @@ fn check_options(
             "map" => {
                 return Err("option \"map\" is not supported: pgmux has no auth_ident_file".into())
             }
-            "clientcert" => check_clientcert(value, connection, method)?,
+            "clientcert" => client_cert = check_clientcert(value, connection, method)?,
             _ => return Err(format!("authentication option \"{name}\" is not supported")),
         }
     }
-    Ok(())
+    Ok(client_cert)
 }
 
-/// Accepted so PostgreSQL files load unchanged; the TLS settings decide what is verified.
-fn check_clientcert(value: &str, connection: Connection, method: HbaMethod) -> Result<(), String> {
+/// PostgreSQL's rules for where `clientcert` may appear; the session enforces it.
+fn check_clientcert(
+    value: &str,
+    connection: Connection,
+    method: HbaMethod,
+) -> Result<ClientCert, String> {
     if connection != Connection::HostSsl {
         return Err("clientcert can only be configured on hostssl lines".into());
     }
@@ -533,7 +569,8 @@ fn check_clientcert(value: &str, connection: Connection, method: HbaMethod) -> R
         "verify-ca" if method == HbaMethod::Cert => {
             Err("clientcert only accepts verify-full when using cert authentication".into())
         }
-        "verify-ca" | "verify-full" => Ok(()),
+        "verify-ca" => Ok(ClientCert::VerifyCa),
+        "verify-full" => Ok(ClientCert::VerifyFull),
         _ => Err(format!("invalid value for clientcert: \"{value}\"")),
     }
 }

@@ -58,7 +58,10 @@ impl Cap {
     }
 
     pub fn register(&self, pool: &Arc<Pool>) {
-        lock(&self.pools).push(Arc::downgrade(pool));
+        let mut pools = lock(&self.pools);
+        // Pools that were dropped (names that came and went) leave nothing behind.
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
     }
 
     fn try_take(&self) -> bool {

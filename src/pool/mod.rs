@@ -11,7 +11,7 @@ mod settings;
 mod waiter;
 
 pub use guard::PooledServer;
-pub use pools::{drop_idle_auto_databases, Pools};
+pub use pools::{drop_unused_pools, PoolClient, Pools};
 pub use settings::{server_credentials, Health, PoolSettings};
 pub use waiter::Waiter;
 
@@ -98,8 +98,11 @@ pub struct Pool {
     credentials: Mutex<ServerCredentials>,
     /// ParameterStatus values a fresh server reported, for clients' welcome.
     welcome: Mutex<Option<Welcome>>,
-    /// Clients logged in to this pool.
+    /// Clients of this pool, counted from pool lookup at login until they leave (see
+    /// [`PoolClient`]).
     pub clients: AtomicUsize,
+    /// When the last client left (or the pool was made): pools unused long enough are dropped.
+    last_client_left: Mutex<Instant>,
     /// Clients waiting for a server right now.
     pub waiting: AtomicUsize,
     /// Servers being connected and logged in right now.
@@ -135,6 +138,7 @@ impl Pool {
             histograms: Default::default(),
             welcome: Mutex::new(None),
             clients: AtomicUsize::new(0),
+            last_client_left: Mutex::new(Instant::now()),
             waiting: AtomicUsize::new(0),
             connecting: AtomicUsize::new(0),
             stats: Default::default(),
@@ -519,6 +523,14 @@ impl Pool {
     }
 
     /// Closes every idle server (used on shutdown).
+    /// How long the pool has had no client; zero while it has one.
+    pub fn unused_for(&self) -> Duration {
+        match self.clients.load(Ordering::Relaxed) {
+            0 => lock(&self.last_client_left).elapsed(),
+            _ => Duration::ZERO,
+        }
+    }
+
     pub fn close_idle(&self) {
         let idle = lock(&self.queue).drain_idle();
         self.return_caps(idle.len());

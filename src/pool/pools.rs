@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How often pools of databases made from the `*` fallback are checked for idleness.
-const AUTO_DATABASE_SWEEP: Duration = Duration::from_secs(1);
+/// How often pools are checked for being unused (autodb_idle_timeout, pool_idle_timeout).
+const UNUSED_POOL_SWEEP: Duration = Duration::from_secs(1);
 
 /// The registry of pools, keyed by (client database, server user).
 #[derive(Default)]
@@ -31,6 +31,30 @@ impl Pools {
         settings: impl FnOnce() -> PoolSettings,
     ) -> Arc<Pool> {
         let mut map = lock(&self.map);
+        self.get_or_create_locked(&mut map, database, server_user, settings)
+    }
+
+    /// As [`Pools::get_or_create`], counting a client in the pool at once, under the lock that
+    /// dropping an unused pool takes: a client logging in can never be left on a dropped pool.
+    pub fn join(
+        &self,
+        database: &str,
+        server_user: &str,
+        settings: impl FnOnce() -> PoolSettings,
+    ) -> PoolClient {
+        let mut map = lock(&self.map);
+        let pool = self.get_or_create_locked(&mut map, database, server_user, settings);
+        pool.clients.fetch_add(1, Ordering::Relaxed);
+        PoolClient { pool }
+    }
+
+    fn get_or_create_locked(
+        &self,
+        map: &mut HashMap<(String, String), Arc<Pool>>,
+        database: &str,
+        server_user: &str,
+        settings: impl FnOnce() -> PoolSettings,
+    ) -> Arc<Pool> {
         let key = (database.to_owned(), server_user.to_owned());
         if let Some(pool) = map.get(&key) {
             return pool.clone();
@@ -72,7 +96,8 @@ impl Pools {
     }
 
     /// Drops `pool` from the registry if no client uses it and it holds no server; true if
-    /// it was dropped. For databases made from the `*` fallback, which come and go.
+    /// it was dropped. For pools that come and go: databases made from the `*` fallback, and
+    /// pool_idle_timeout.
     pub fn remove_if_unused(&self, pool: &Arc<Pool>) -> bool {
         let mut map = lock(&self.map);
         let key = (pool.database.clone(), pool.user.clone());
@@ -85,6 +110,12 @@ impl Pools {
         unused
     }
 
+    /// Forgets the caps no pool holds any more (those of dropped pools), so that names that
+    /// come and go leave nothing behind.
+    fn prune_caps(&self) {
+        lock(&self.caps).retain(|_, cap| Arc::strong_count(cap) > 1);
+    }
+
     pub fn all(&self) -> Vec<Arc<Pool>> {
         let mut pools: Vec<_> = lock(&self.map).values().cloned().collect();
         pools.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
@@ -92,43 +123,60 @@ impl Pools {
     }
 }
 
-/// Drops the pools of databases made from the `*` fallback once they have had no client for
-/// autodb_idle_timeout, closing their idle servers, as PgBouncer frees such databases.
-pub async fn drop_idle_auto_databases(
+/// A client counted in its pool from its login's pool lookup until it leaves (see
+/// [`Pools::join`]); dropping it uncounts the client.
+pub struct PoolClient {
+    pool: Arc<Pool>,
+}
+
+impl std::ops::Deref for PoolClient {
+    type Target = Arc<Pool>;
+
+    fn deref(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Drop for PoolClient {
+    fn drop(&mut self) {
+        *lock(&self.pool.last_client_left) = Instant::now();
+        self.pool.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Drops pools that have had no client for long enough: those of databases made from the `*`
+/// fallback after autodb_idle_timeout (closing their idle servers, as PgBouncer frees such
+/// databases), and any pool with no server left after pool_idle_timeout.
+pub async fn drop_unused_pools(
     pools: &Pools,
     config: impl Fn() -> Arc<Config>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut unused_since: HashMap<(String, String), Instant> = HashMap::new();
-    let mut tick = tokio::time::interval(AUTO_DATABASE_SWEEP);
+    let mut tick = tokio::time::interval(UNUSED_POOL_SWEEP);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
         let config = config();
-        let timeout = Duration::from_secs_f64(config.general.autodb_idle_timeout);
-        let now = Instant::now();
-        let auto: Vec<_> = pools
-            .all()
-            .into_iter()
-            .filter(|p| config.is_auto_database(&p.database))
-            .collect();
-        unused_since
-            .retain(|(db, user), _| auto.iter().any(|p| &p.database == db && &p.user == user));
-        for pool in auto {
-            let key = (pool.database.clone(), pool.user.clone());
-            if pool.clients.load(Ordering::Relaxed) > 0 {
-                unused_since.remove(&key);
+        let g = &config.general;
+        for pool in pools.all() {
+            let auto = config.is_auto_database(&pool.database);
+            let limit = match (auto, g.pool_idle_timeout) {
+                (true, _) => g.autodb_idle_timeout,
+                (false, t) if t > 0.0 => t,
+                _ => continue,
+            };
+            if pool.unused_for().as_secs_f64() < limit {
                 continue;
             }
-            let since = *unused_since.entry(key).or_insert(now);
-            if now.duration_since(since) >= timeout {
+            if auto {
                 pool.close_idle();
-                if pools.remove_if_unused(&pool) {
-                    tracing::info!(database = %pool.database, user = %pool.user, "dropped a database made from \"*\" after autodb_idle_timeout");
-                }
+            }
+            if pools.remove_if_unused(&pool) {
+                tracing::info!(database = %pool.database, user = %pool.user, auto, "dropped an unused pool");
             }
         }
+        pools.prune_caps();
     }
 }

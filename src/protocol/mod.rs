@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod frame;
+pub mod options;
 pub mod params;
 pub mod sqlstate;
 pub mod startup;

@@ -24,3 +24,4 @@ pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
 pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
 pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+pub const UNDEFINED_OBJECT: &str = "42704";

@@ -109,8 +109,21 @@ async fn psql_and_a_driver_over_the_unix_socket_to_a_postgresql_on_its_socket() 
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
 
-    // RELOAD keeps the socket; shutdown removes its file.
+    // RELOAD keeps the socket, even when the file names another directory (that needs a
+    // restart); shutdown removes its file.
+    let path = pgmux.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let moved = text.replace(
+        &format!("unix_socket_dir = \"{}\"", dir.display()),
+        "unix_socket_dir = \"/nonexistent\"",
+    );
+    assert_ne!(text, moved);
+    std::fs::write(&path, moved).unwrap();
     pgmux.shared().reload_from_file().unwrap();
+    assert_eq!(
+        pgmux.shared().config().general.unix_socket_dir,
+        dir.display().to_string()
+    );
     let again = connect_unix(&dir, pgmux.port, "app", "app").await.unwrap();
     assert_eq!(first_value(&again, "SELECT 1").await, "1");
     drop((client, again, console));
@@ -180,6 +193,16 @@ async fn a_stale_socket_file_is_replaced_and_a_live_one_is_refused_by_name() {
         .expect("a live socket file is refused");
     assert!(err.to_string().contains(&same_name), "{err}");
     drop(live);
+    // A file that is not a socket is never removed.
+    let mut third = config();
+    third.general.listen_port = free_port();
+    let not_socket = dir
+        .path()
+        .join(format!(".s.PGSQL.{}", third.general.listen_port));
+    std::fs::write(&not_socket, "keep me").unwrap();
+    let err = pgmux::Server::bind(third).await.err().expect("refused");
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&not_socket).unwrap(), "keep me");
     assert_eq!(first_value(&client, "SELECT 2").await, "2");
     drop(client);
     running.shutdown().await;

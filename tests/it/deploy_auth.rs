@@ -39,12 +39,13 @@ async fn lookup_roles(pg: &crate::harness::ClusterInfo) {
         let admin = pg.admin().await;
         admin
             .batch_execute(
-                "DROP ROLE IF EXISTS aq_scram; DROP ROLE IF EXISTS aq_md5;
+                "DROP ROLE IF EXISTS aq_scram; DROP ROLE IF EXISTS aq_md5; DROP ROLE IF EXISTS aq_fallback;
                  SET password_encryption = 'scram-sha-256';
                  CREATE ROLE aq_scram LOGIN PASSWORD 'scram-secret';
+                 CREATE ROLE aq_fallback LOGIN PASSWORD 'fallback-secret';
                  SET password_encryption = 'md5';
                  CREATE ROLE aq_md5 LOGIN PASSWORD 'md5-secret';
-                 GRANT ALL ON DATABASE app TO aq_scram, aq_md5;",
+                 GRANT ALL ON DATABASE app TO aq_scram, aq_md5, aq_fallback;",
             )
             .await
             .unwrap();
@@ -59,7 +60,7 @@ async fn auth_query_logs_in_users_missing_from_auth_file_and_follows_password_ch
     let mut cfg = PgmuxConfig::new(pg);
     // md5 asks a user whose secret is SCRAM for SCRAM, as PostgreSQL does.
     cfg.auth_type = "md5";
-    cfg.general = "auth_user = \"postgres\"\nauth_query_cache_ttl = 1".into();
+    cfg.general = "auth_user = \"postgres\"\nauth_query_cache_ttl = 600".into();
     let pgmux = cfg.start().await;
 
     // The SCRAM user logs in to PostgreSQL with the keys its client proved; the md5 user with
@@ -71,25 +72,23 @@ async fn auth_query_logs_in_users_missing_from_auth_file_and_follows_password_ch
     drop((scram, md5));
     assert_eq!(login_code(&pgmux, "aq_scram", "wrong").await, "28P01");
     assert_eq!(login_code(&pgmux, "aq_nobody", "x").await, "28P01");
-    // The user name travels as a bind parameter: quoting does nothing.
+    // A name with quotes is looked up as it is, and finds nobody.
     assert_eq!(login_code(&pgmux, "x' OR 'a'='a", "x").await, "28P01");
 
+    // A login caches the secret found again (the failed ones above forgot it).
+    drop(pgmux.connect("aq_scram", "scram-secret").await);
     let admin = pg.admin().await;
     admin
         .batch_execute("ALTER ROLE aq_scram PASSWORD 'changed-secret'")
         .await
         .unwrap();
-    crate::harness::eventually(
-        Duration::from_secs(10),
-        "the new password works",
-        || async {
-            pgmux
-                .try_connect("aq_scram", "changed-secret", "app")
-                .await
-                .ok()
-        },
-    )
-    .await;
+    // The cached secret is the old one: the first try fails and forgets it, the next works.
+    assert_eq!(
+        login_code(&pgmux, "aq_scram", "changed-secret").await,
+        "28P01"
+    );
+    let changed = pgmux.connect("aq_scram", "changed-secret").await;
+    assert_eq!(current_user(&changed).await, "aq_scram");
     assert_eq!(
         login_code(&pgmux, "aq_scram", "scram-secret").await,
         "28P01"
@@ -147,10 +146,10 @@ async fn auth_dbname_and_a_custom_query_through_a_security_definer_function() {
     );
     let pgmux = cfg.start().await;
     let client = pgmux
-        .try_connect("aq_scram", "scram-secret", "other")
+        .try_connect("aq_fallback", "fallback-secret", "other")
         .await
         .unwrap();
-    assert_eq!(current_user(&client).await, "aq_scram");
+    assert_eq!(current_user(&client).await, "aq_fallback");
     pgmux.stop().await;
 }
 
@@ -266,11 +265,15 @@ async fn an_hba_file_rejects_one_user_allows_another_by_address_and_asks_a_third
     let expected = format!("Peer authentication failed for user \"{other}\"");
     assert!(!ok && out.contains(&expected), "{out}");
 
-    // RELOAD re-reads the file: app is now refused with "no pg_hba.conf entry"-style lines.
+    // RELOAD re-reads the file: app's line now says reject.
     write_hba("reject");
     pgmux.shared().reload_from_file().unwrap();
     let err = pgmux.try_connect("app", "app", "app").await.err().unwrap();
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+    assert!(
+        message(&err).starts_with("pg_hba.conf rejects connection"),
+        "{err}"
+    );
     // A bad line is refused with its line number, and the file in force stays.
     std::fs::write(
         &hba,
@@ -304,5 +307,60 @@ async fn no_matching_hba_line_is_postgresqls_28000() {
         ),
         "{err}"
     );
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_fallback_users_are_looked_up_only_in_a_fixed_database() {
+    let pg = shared_cluster();
+    lookup_roles(pg).await;
+    let admin = pg.admin().await;
+    let exists = admin
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = 'lookup_fallback'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute("CREATE DATABASE lookup_fallback")
+            .await
+            .unwrap();
+    }
+    let star = format!(
+        "[databases.\"*\"]\nhost = \"127.0.0.1\"\nport = {}\n",
+        pg.port
+    );
+    let code = |pgmux: &crate::harness::Pgmux, db: &'static str| {
+        let url = pgmux.url("aq_fallback", "fallback-secret", db);
+        async move {
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => sqlstate(&e).unwrap_or_default(),
+            }
+        }
+    };
+
+    // Without auth_dbname, a name a client chose is never where a lookup runs: a database
+    // that exists and one that does not answer alike, before login.
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.auth_type = "md5";
+    cfg.general = "auth_user = \"postgres\"".into();
+    cfg.extra = star.clone();
+    let pgmux = cfg.start().await;
+    assert_eq!(code(&pgmux, "lookup_fallback").await, "28P01");
+    assert_eq!(code(&pgmux, "no_such_lookup_db").await, "28P01");
+    pgmux.stop().await;
+
+    // With auth_dbname, users of every fallback database are found there.
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.auth_type = "md5";
+    cfg.general = "auth_user = \"postgres\"\nauth_dbname = \"app\"".into();
+    cfg.extra = star;
+    let pgmux = cfg.start().await;
+    assert_eq!(code(&pgmux, "lookup_fallback").await, "ok");
+    assert_eq!(code(&pgmux, "no_such_lookup_db").await, "3D000");
     pgmux.stop().await;
 }

@@ -17,6 +17,7 @@ mod import;
 mod limits;
 mod metrics;
 mod package;
+mod parameters;
 mod pgbench;
 mod pipelines;
 mod prepared;
