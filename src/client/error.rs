@@ -77,6 +77,8 @@ pub enum ClientError {
     QueryTimeout,
     #[error("terminating connection due to idle_transaction_timeout")]
     IdleTransactionTimeout,
+    #[error("terminating connection due to transaction_timeout")]
+    TransactionTimeout,
     #[error("terminating connection due to client_idle_timeout")]
     ClientIdleTimeout,
     /// The client's own socket failed; there is nobody to tell.
@@ -140,6 +142,7 @@ impl ClientError {
             ClientError::QueryWaitTimeout => fatal(code::QUERY_CANCELED),
             ClientError::QueryTimeout => fatal(code::QUERY_CANCELED),
             ClientError::IdleTransactionTimeout => fatal(code::IDLE_IN_TRANSACTION_TIMEOUT),
+            ClientError::TransactionTimeout => fatal(code::TRANSACTION_TIMEOUT),
             ClientError::ClientIdleTimeout => fatal(code::IDLE_SESSION_TIMEOUT),
             ClientError::Io(_) => None,
         }
@@ -218,6 +221,7 @@ mod tests {
             (ClientError::QueryWaitTimeout, Some("57014")),
             (ClientError::QueryTimeout, Some("57014")),
             (ClientError::IdleTransactionTimeout, Some("25P03")),
+            (ClientError::TransactionTimeout, Some("25P04")),
             (ClientError::ClientIdleTimeout, Some("57P05")),
             (
                 ServerError::Refused(ErrorFields {

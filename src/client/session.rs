@@ -4,7 +4,7 @@
 //! server back. Client timeouts and stop signals are enforced here, around each relay step.
 
 use super::startup::Login;
-use super::timeouts::{Phase, Timeouts};
+use super::timeouts::{Expiry, Phase, Timeouts};
 use super::waits::{read_holding_no_buffer, wait_turn};
 use super::{ClientConn, ClientError};
 use crate::cancel::ServerKey;
@@ -51,6 +51,8 @@ struct Session<'a> {
     timeouts: Timeouts,
     phase: Phase,
     phase_since: Instant,
+    /// When the open transaction began, while transaction_timeout is set.
+    transaction_since: Option<Instant>,
     /// server_reset_query, where it runs on release in this session's mode.
     reset_query: Option<String>,
     shared_control: &'a crate::control::Control,
@@ -76,7 +78,7 @@ pub async fn run(
     let reset_query = (login.mode == PoolMode::Session || general.server_reset_query_always)
         .then(|| general.server_reset_query.clone())
         .filter(|q| !q.is_empty());
-    let timeouts = Timeouts::from_config(general);
+    let timeouts = Timeouts::for_client(&config, &login.entry.database, &login.entry.user);
     let mut session = Session {
         client,
         login,
@@ -91,6 +93,7 @@ pub async fn run(
         timeouts,
         phase: Phase::Idle,
         phase_since: Instant::now(),
+        transaction_since: None,
         reset_query,
         shared_control: &shared.control,
     };
@@ -138,8 +141,8 @@ impl Session<'_> {
         }
     }
 
-    /// The timeout in force now, if any: when it expires, and the phase it belongs to.
-    fn deadline(&mut self) -> Option<(Instant, Phase)> {
+    /// The timeout in force now, if any: when it expires, and what it enforces.
+    fn deadline(&mut self) -> Option<(Instant, Expiry)> {
         let phase = match self.linked.as_ref().map(Linked::tracker) {
             None => Phase::Idle,
             Some(t) if t.awaiting_reply() => Phase::AwaitingServer,
@@ -154,7 +157,20 @@ impl Session<'_> {
                 self.phase_since = Instant::now();
             }
         }
-        Some((self.phase_since + limit?, phase))
+        let of_phase = limit.map(|l| (self.phase_since + l, Expiry::Phase(phase)));
+        let Some(whole) = self.timeouts.transaction else {
+            return of_phase;
+        };
+        if !phase.in_transaction() {
+            self.transaction_since = None;
+            return of_phase;
+        }
+        let since = *self.transaction_since.get_or_insert_with(Instant::now);
+        let of_transaction = (since + whole, Expiry::Transaction);
+        Some(match of_phase {
+            Some(p) if p.0 <= of_transaction.0 => p,
+            _ => of_transaction,
+        })
     }
 
     /// Whether buffered client bytes hold a message worth borrowing a server for: a whole one,
@@ -171,15 +187,15 @@ impl Session<'_> {
 
     async fn read_client_idle(
         &mut self,
-        deadline: Option<(Instant, Phase)>,
+        deadline: Option<(Instant, Expiry)>,
     ) -> Result<(), ClientError> {
         let read = read_holding_no_buffer(&mut self.client.stream, &mut self.client.buf);
         let read = async {
             match deadline {
                 None => Ok(read.await?),
-                Some((at, phase)) => match tokio::time::timeout_at(at, read).await {
+                Some((at, expiry)) => match tokio::time::timeout_at(at, read).await {
                     Ok(n) => Ok(n?),
-                    Err(_) => Err(phase.timeout_error()),
+                    Err(_) => Err(expiry.timeout_error()),
                 },
             }
         };
@@ -353,7 +369,7 @@ async fn relay(
     linked: &mut Linked,
     side: &mut ClientSide<'_, '_>,
     entry: &ClientEntry,
-    deadline: Option<(Instant, Phase)>,
+    deadline: Option<(Instant, Expiry)>,
     watch_phase: bool,
 ) -> Result<Step, ClientError> {
     // Made only if polled, and then only with a timeout in force: no timer entry, handle

@@ -127,3 +127,59 @@ async fn client_login_timeout_drops_a_silent_client() {
     assert!(String::from_utf8_lossy(&body).contains("client_login_timeout"));
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_timeout_bounds_a_whole_transaction_busy_or_idle() {
+    // Each statement is short and the client never idles long: only the whole is too long.
+    let pgmux = pgmux_with("transaction_timeout = 1.5", "wholetx", 2).await;
+    let mut busy = Raw::login(pgmux.port, "wholetx", "app").await;
+    busy.send(&raw::query("BEGIN")).await;
+    assert_eq!(tags(&busy.read_until(b'Z').await), "CZ");
+    let started = std::time::Instant::now();
+    let ended = loop {
+        busy.send(&raw::query("SELECT pg_sleep(0.2)")).await;
+        let (tag, body) = busy.read().await.expect("a reply");
+        if tag == b'E' {
+            break error_code(&body);
+        }
+        busy.read_until(b'Z').await;
+        assert!(started.elapsed() < Duration::from_secs(10), "never ended");
+    };
+    assert_eq!(ended, "25P04");
+    // Autocommit statements, each a transaction of its own, are not cut.
+    let mut autocommit = Raw::login(pgmux.port, "wholetx", "app").await;
+    for _ in 0..12 {
+        autocommit.send(&raw::query("SELECT pg_sleep(0.2)")).await;
+        assert_eq!(tags(&autocommit.read_until(b'Z').await), "TDCZ");
+    }
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_and_per_database_timeouts_override_the_global_ones() {
+    let pg = shared_cluster();
+    own_role(pg, "strictuser").await;
+    own_role(pg, "laxuser").await;
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.auth_type = "trust";
+    cfg.userlist = "\"strictuser\" \"strictuser\"\n\"laxuser\" \"laxuser\"\n".into();
+    // The database's 3 s applies to laxuser; strictuser's own 0.3 s wins over it.
+    cfg.database_extra = "idle_transaction_timeout = 3".into();
+    cfg.extra = "[users.strictuser]\nidle_transaction_timeout = 0.3\n\
+                 [users.laxuser]\nquery_wait_timeout = 30\n"
+        .into();
+    let pgmux = cfg.start().await;
+    for (role, after_ms, ended) in [("strictuser", 800, true), ("laxuser", 800, false)] {
+        let mut c = Raw::login(pgmux.port, role, "app").await;
+        c.send(&raw::query("BEGIN")).await;
+        assert_eq!(tags(&c.read_until(b'Z').await), "CZ");
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        if ended {
+            expect_fatal(&mut c, "25P03").await;
+        } else {
+            c.send(&raw::query("COMMIT")).await;
+            assert_eq!(tags(&c.read_until(b'Z').await), "CZ", "{role}");
+        }
+    }
+    pgmux.stop().await;
+}
