@@ -1,6 +1,10 @@
 //! Who is connected: one entry per logged-in client, with what SHOW CLIENTS, SHOW SERVERS,
 //! KILL and KILL_CLIENT need. A session updates its own entry with relaxed stores; nothing here
 //! is shared between sessions on the hot path.
+//!
+//! Admin console sessions have entries too, kept apart from the pool clients': SHOW CLIENTS,
+//! SHOW LISTS and KILL_CLIENT see them, while KILL, a draining shutdown, SHOW SERVERS and every
+//! per-pool or per-database count pass them by, as PgBouncer's do its admin pool.
 
 use crate::address::Address;
 use crate::signal::{Signal, Stop};
@@ -84,11 +88,14 @@ pub struct Registry {
 #[derive(Default)]
 struct Clients {
     by_id: BTreeMap<u64, Arc<ClientEntry>>,
+    /// Admin console sessions, by id from the same sequence as the pool clients'.
+    consoles: BTreeMap<u64, Arc<ClientEntry>>,
     /// A draining shutdown has begun: clients added from now on start with it raised.
     draining: bool,
 }
 
 impl Registry {
+    /// A pool client that has just logged in.
     pub fn add(
         &self,
         user: &str,
@@ -98,7 +105,49 @@ impl Registry {
         local_addr: Option<Address>,
         application_name: &str,
     ) -> Arc<ClientEntry> {
-        let entry = Arc::new(ClientEntry {
+        let entry = self.entry(
+            user,
+            database,
+            server_user,
+            addr,
+            local_addr,
+            application_name,
+        );
+        let mut clients = lock(&self.clients);
+        if clients.draining {
+            entry.signal.raise(Stop::Draining);
+        }
+        clients.by_id.insert(entry.id, entry.clone());
+        drop(clients);
+        entry
+    }
+
+    /// An admin console session that has just logged in. It is `active` for as long as it
+    /// stays, as PgBouncer shows its console clients, and holds no server.
+    pub fn add_console(
+        &self,
+        user: &str,
+        database: &str,
+        addr: Address,
+        local_addr: Option<Address>,
+        application_name: &str,
+    ) -> Arc<ClientEntry> {
+        let entry = self.entry(user, database, "", addr, local_addr, application_name);
+        entry.set_state(ClientState::Active);
+        lock(&self.clients).consoles.insert(entry.id, entry.clone());
+        entry
+    }
+
+    fn entry(
+        &self,
+        user: &str,
+        database: &str,
+        server_user: &str,
+        addr: Address,
+        local_addr: Option<Address>,
+        application_name: &str,
+    ) -> Arc<ClientEntry> {
+        Arc::new(ClientEntry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             user: user.to_owned(),
             database: database.to_owned(),
@@ -112,27 +161,38 @@ impl Registry {
             signal: Signal::default(),
             prepared_statements: Default::default(),
             tls: Default::default(),
-        });
-        let mut clients = lock(&self.clients);
-        if clients.draining {
-            entry.signal.raise(Stop::Draining);
-        }
-        clients.by_id.insert(entry.id, entry.clone());
-        drop(clients);
-        entry
+        })
     }
 
+    /// Forgets a pool client or a console session.
     pub fn remove(&self, id: u64) {
-        lock(&self.clients).by_id.remove(&id);
+        let mut clients = lock(&self.clients);
+        if clients.by_id.remove(&id).is_none() {
+            clients.consoles.remove(&id);
+        }
     }
 
+    /// The pool clients, by id.
     pub fn all(&self) -> Vec<Arc<ClientEntry>> {
         lock(&self.clients).by_id.values().cloned().collect()
     }
 
-    /// Ends one client (KILL_CLIENT); false if there is no such client.
+    /// The admin console sessions, by id.
+    pub fn consoles(&self) -> Vec<Arc<ClientEntry>> {
+        lock(&self.clients).consoles.values().cloned().collect()
+    }
+
+    /// Whether a pool client or console session with this id is still connected.
+    pub fn contains(&self, id: u64) -> bool {
+        let clients = lock(&self.clients);
+        clients.by_id.contains_key(&id) || clients.consoles.contains_key(&id)
+    }
+
+    /// Ends one client (KILL_CLIENT), a pool client or a console session as in PgBouncer;
+    /// false if there is no such client.
     pub fn kill(&self, id: u64) -> bool {
-        match lock(&self.clients).by_id.get(&id) {
+        let clients = lock(&self.clients);
+        match clients.by_id.get(&id).or_else(|| clients.consoles.get(&id)) {
             Some(entry) => {
                 entry.signal.raise(Stop::Killed);
                 true
@@ -141,8 +201,8 @@ impl Registry {
         }
     }
 
-    /// A draining shutdown: every client, present and to come, stops when between
-    /// transactions.
+    /// A draining shutdown: every pool client, present and to come, stops when between
+    /// transactions. Console sessions stay, so that an operator can watch the drain.
     pub fn drain_all(&self) {
         let mut clients = lock(&self.clients);
         clients.draining = true;
@@ -213,5 +273,29 @@ mod tests {
         r.remove(late.id);
         r.remove(a.id);
         assert!(r.all().is_empty());
+    }
+
+    #[test]
+    fn consoles_are_listed_apart_and_can_be_killed() {
+        let r = Registry::default();
+        let addr: Address = "127.0.0.1:5".parse().unwrap();
+        let pool_client = r.add("u", "d", "u", addr.clone(), None, "app");
+        let console = r.add_console("admin", "pgbouncer", addr, None, "psql");
+        assert_ne!(console.id, pool_client.id, "one id sequence for both");
+        assert_eq!(console.state(), ClientState::Active);
+        assert_eq!(
+            r.all().len(),
+            1,
+            "KILL and SHOW SERVERS see pool clients only"
+        );
+        assert_eq!(r.consoles()[0].id, console.id);
+        r.drain_all();
+        assert!(!console.signal.is_raised(Stop::Draining));
+        assert!(r.contains(console.id));
+        assert!(r.kill(console.id));
+        assert!(console.signal.is_raised(Stop::Killed));
+        r.remove(console.id);
+        assert!(!r.contains(console.id) && r.contains(pool_client.id));
+        assert!(r.consoles().is_empty());
     }
 }

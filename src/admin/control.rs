@@ -1,4 +1,5 @@
-//! The console's pool control commands: PAUSE, RESUME, DISABLE, ENABLE, RECONNECT, WAIT_CLOSE.
+//! The console's pool control commands: PAUSE, RESUME, DISABLE, ENABLE, RECONNECT, WAIT_CLOSE,
+//! KILL and KILL_CLIENT.
 
 use crate::pool::Pool;
 use crate::Shared;
@@ -56,8 +57,10 @@ pub async fn run(shared: &Shared, name: &str, db: Option<&str>) -> Result<(), St
         if !shared.registry.kill(id) {
             return Err(format!("no client with id {id}"));
         }
-        // Like PgBouncer's, the command returns once the client is gone.
-        wait_until(|| shared.registry.all().iter().all(|c| c.id != id)).await;
+        // Like PgBouncer's, the command returns once the client is gone. The id may be a
+        // console session's, as in PgBouncer; the asking session's own ends this one (the
+        // console's loop stops on the signal) with FATAL 57P01, as pg_terminate_backend does.
+        wait_until(|| !shared.registry.contains(id)).await;
         return Ok(());
     }
     known(shared, db)?;

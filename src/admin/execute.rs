@@ -2,13 +2,41 @@
 //! query protocol can each write it their way.
 
 use super::show::{self, Table};
-use super::{control, help_text, parse, Role};
+use super::{control, help_notice, help_text, parse, Role};
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::sqlstate as code;
 use crate::shutdown::ShutdownMode;
 use crate::Shared;
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use parse::Command;
+
+/// A NOTICE sent before a command's CommandComplete.
+pub struct Notice {
+    pub message: String,
+    /// psql prints it on its own `DETAIL:` line.
+    pub detail: Option<String>,
+}
+
+impl Notice {
+    /// NoticeResponse: severity, SQLSTATE 00000, message, and the detail if any.
+    fn write(&self, out: &mut BytesMut) {
+        backend::put_message(out, b'N', |b| {
+            let mut field = |tag: u8, text: &str| {
+                b.put_u8(tag);
+                b.put_slice(text.as_bytes());
+                b.put_u8(0);
+            };
+            field(b'S', "NOTICE");
+            field(b'V', "NOTICE");
+            field(b'C', "00000");
+            field(b'M', &self.message);
+            if let Some(detail) = &self.detail {
+                field(b'D', detail);
+            }
+            b.put_u8(0);
+        });
+    }
+}
 
 /// What a statement produced.
 pub enum Outcome {
@@ -17,7 +45,7 @@ pub enum Outcome {
     /// A command done, with its tag and maybe a notice (SHOW HELP).
     Done {
         tag: String,
-        notice: Option<String>,
+        notice: Option<Notice>,
     },
     Error {
         code: &'static str,
@@ -121,7 +149,7 @@ impl Outcome {
             }
             Outcome::Done { tag, notice } => {
                 if let Some(n) = notice {
-                    backend::error_response(out, Severity::Notice, "00000", n);
+                    n.write(out);
                 }
                 backend::command_complete(out, tag);
             }
@@ -138,12 +166,19 @@ impl Outcome {
 pub async fn execute(shared: &Shared, role: Role, sql: &str) -> Outcome {
     let command = match parse::parse(sql) {
         Ok(c) => c,
-        Err(message) => return error(code::SYNTAX_ERROR, format!("{message}. {}", help_text())),
+        Err(message) => {
+            // PgBouncer's "invalid command '…', use SHOW HELP;" already ends a sentence.
+            let end = if message.ends_with(';') { "" } else { "." };
+            return error(
+                code::SYNTAX_ERROR,
+                format!("{message}{end} {}", help_text()),
+            );
+        }
     };
     match command {
         Command::Show(what) if what == "HELP" => Outcome::Done {
             tag: "SHOW".into(),
-            notice: Some(help_text()),
+            notice: Some(help_notice()),
         },
         Command::Show(what) => match show::show(shared, &what) {
             Some(table) => Outcome::Rows(table),

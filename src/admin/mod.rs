@@ -6,6 +6,7 @@ mod control;
 mod execute;
 mod extended;
 mod parse;
+mod settings;
 mod show;
 mod sockets;
 
@@ -19,6 +20,11 @@ use tokio::io::AsyncReadExt;
 
 /// Names of the console database.
 pub const DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
+
+/// The database SHOW CLIENTS gives a console session, whichever of [`DATABASES`] it asked for:
+/// PgBouncer's name for its console, so that tools which tell console rows apart by
+/// `database = 'pgbouncer'` (as exporters and dashboards written for PgBouncer do) find them.
+pub const SHOWN_DATABASE: &str = "pgbouncer";
 
 /// Longest console statement accepted.
 const MAX_STATEMENT: usize = 64 * 1024;
@@ -59,14 +65,67 @@ pub fn welcome(out: &mut BytesMut) {
     }
 }
 
-/// Serves a logged-in console user until Terminate or disconnect: the simple query protocol as
-/// PgBouncer's console, and the extended one (Parse/Bind/Describe/Execute/Sync) that drivers such
-/// as psycopg 3, JDBC and Npgsql use by default.
-pub async fn run(
+/// Serves a logged-in console user from its login to its end: listed in SHOW CLIENTS and
+/// KILL_CLIENT-able meanwhile, but in no pool and no database's or user's client count. It
+/// stays among the connections open (`max_client_conn`, SHOW LISTS, SHOW MEM), as PgBouncer
+/// counts its console clients there too.
+pub async fn serve(
     conn: &mut ClientConn,
+    user: &str,
     role: Role,
     shared: &Arc<Shared>,
 ) -> Result<(), ClientError> {
+    let (log_connections, listen_port) = {
+        let config = shared.config();
+        (config.general.log_connections, config.general.listen_port)
+    };
+    // The startup's application_name does not reach this far; the column stays empty.
+    let entry = shared.registry.add_console(
+        user,
+        SHOWN_DATABASE,
+        conn.peer.clone(),
+        conn.stream.local_address(listen_port),
+        "",
+    );
+    if let Some(tls) = &conn.tls {
+        let _ = entry.tls.set(tls.description.clone());
+    }
+    // Forgets the session however it ends, a panic included.
+    let _listed = Listed {
+        shared,
+        id: entry.id,
+    };
+    if log_connections {
+        tracing::info!(%user, ?role, peer = %conn.peer, id = entry.id, "admin console connected");
+    }
+    let result = tokio::select! {
+        result = run(conn, role, shared) => result,
+        // KILL_CLIENT of this session, even from itself: stop at once, in the middle of a
+        // command if need be (a PAUSE waiting, say).
+        _ = entry.signal.stopped(false) => Err(ClientError::Killed),
+    };
+    if shared.config().general.log_disconnections {
+        tracing::info!(%user, peer = %conn.peer, "admin console disconnected");
+    }
+    result
+}
+
+/// A console session's registry entry, removed on drop.
+struct Listed<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.shared.registry.remove(self.id);
+    }
+}
+
+/// Serves a logged-in console user until Terminate or disconnect: the simple query protocol as
+/// PgBouncer's console, and the extended one (Parse/Bind/Describe/Execute/Sync) that drivers such
+/// as psycopg 3, JDBC and Npgsql use by default.
+async fn run(conn: &mut ClientConn, role: Role, shared: &Arc<Shared>) -> Result<(), ClientError> {
     let mut out = BytesMut::new();
     let mut extended = extended::Extended::default();
     loop {
@@ -112,11 +171,71 @@ pub async fn run(
     }
 }
 
+/// SHOW HELP, one line per form, laid out as PgBouncer's: every command the console runs.
+/// SUSPEND and SHOW FDS|SOCKETS|ACTIVE_SOCKETS are known by name but answered "not supported",
+/// so they are not offered here.
+const USAGE: [&str; 16] = [
+    "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION",
+    "SHOW LISTS|MEM|STATE",
+    "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS",
+    "SELECT <x> (the same as SHOW <x>)",
+    "SET key = arg",
+    "RELOAD",
+    "PAUSE [<db>]",
+    "RESUME [<db>]",
+    "DISABLE <db>",
+    "ENABLE <db>",
+    "RECONNECT [<db>]",
+    "KILL [<db>]",
+    "KILL_CLIENT <client_id>",
+    "SHUTDOWN",
+    "SHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS",
+    "WAIT_CLOSE [<db>]",
+];
+
+/// SHOW HELP's NOTICE: PgBouncer's message, and the commands in its detail, one a line.
+fn help_notice() -> execute::Notice {
+    execute::Notice {
+        message: "Console usage".into(),
+        detail: Some(USAGE.iter().map(|l| format!("\n\t{l}")).collect()),
+    }
+}
+
+/// The commands on one line, for error messages.
 fn help_text() -> String {
-    format!(
-        "Commands: SHOW {}; SHOW HELP; SELECT x is SHOW x; PAUSE [db]; RESUME [db]; \
-         DISABLE db; ENABLE db; RECONNECT [db]; WAIT_CLOSE [db]; KILL [db]; KILL_CLIENT id; \
-         RELOAD; SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]",
-        show::SHOWS.join("|")
-    )
+    format!("Commands: {}", USAGE.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every SHOW the console answers and every command it runs is in SHOW HELP, and nothing
+    /// else is.
+    #[test]
+    fn help_lists_what_the_console_runs() {
+        let mut shows: Vec<&str> = USAGE
+            .iter()
+            .filter_map(|l| l.strip_prefix("SHOW "))
+            .flat_map(|l| l.split('|'))
+            .filter(|s| *s != "HELP")
+            .collect();
+        shows.sort();
+        let mut answered = show::SHOWS.to_vec();
+        answered.sort();
+        assert_eq!(shows, answered);
+        let config = crate::config::Config::parse("[pgmux]\n", std::path::Path::new("."));
+        let shared = Shared::new(config.unwrap());
+        for what in show::SHOWS {
+            assert!(show::show(&shared, what).is_some(), "SHOW {what}");
+        }
+        for command in parse::CONTROL_COMMANDS {
+            let listed = USAGE.iter().any(|l| l.split(' ').next() == Some(command));
+            assert_eq!(listed, command != "SUSPEND", "{command}");
+        }
+        let notice = help_notice();
+        let detail = notice.detail.unwrap();
+        assert!(detail.contains("\n\tSET key = arg\n"), "{detail}");
+        assert!(help_text().contains("SET key = arg"));
+    }
 }

@@ -33,7 +33,8 @@ impl Table {
 /// PgBouncer SHOWs the console knows but does not answer (yet).
 pub const NOT_YET: [&str; 3] = ["SOCKETS", "ACTIVE_SOCKETS", "FDS"];
 
-/// Every SHOW the console answers, for HELP and for the unknown-command error.
+/// Every SHOW the console answers: what the test of SHOW HELP checks it against.
+#[cfg(test)]
 pub const SHOWS: [&str; 14] = [
     "POOLS",
     "STATS",
@@ -412,49 +413,42 @@ fn config(shared: &Shared) -> Table {
         ("default", TEXT),
         ("changeable", TEXT),
     ]);
-    let current = crate::config::general_settings(&shared.config().general);
-    let defaults = crate::config::general_settings(&crate::config::General::default());
-    for (key, value) in current {
-        let default = defaults.get(&key).cloned().unwrap_or_default();
-        let changeable = if crate::config::RESTART_ONLY.contains(&key.as_str()) {
-            "no"
-        } else {
-            "yes"
-        };
-        t.row(vec![key, value, default, changeable.into()]);
+    for s in super::settings::rows(&shared.config().general) {
+        let changeable = if s.changeable { "yes" } else { "no" };
+        t.row(vec![s.key, s.value, s.default, changeable.into()]);
     }
     t
 }
 
+/// PgBouncer's lists, counted as it counts them, from what pgmux has:
+/// - databases, users, pools: the rows of SHOW DATABASES, SHOW USERS and SHOW POOLS. PgBouncer
+///   also counts its console database and pools; pgmux shows those in none of the three.
+/// - peers, peer_pools, dns_*: pgmux has no peering and no DNS cache of its own: 0.
+/// - free_clients, free_servers: PgBouncer's slab objects freed and kept for reuse. pgmux
+///   keeps none (idle servers are in use, as in PgBouncer's count): 0.
+/// - used_clients: every client connection open: logging in, in a pool, or on the console
+///   (the asking session included), as PgBouncer's live client objects.
+/// - login_clients: those still logging in (neither in a pool nor on the console yet).
+/// - used_servers: every server connection open: active, idle and still connecting.
 fn lists(shared: &Shared) -> Table {
     let mut t = Table::new(&[("list", TEXT), ("items", INT4)]);
     let pools = shared.pools.all();
-    let snaps: Vec<_> = pools.iter().map(|p| p.snapshot()).collect();
-    let clients: usize = snaps.iter().map(|s| s.clients).sum();
-    let servers: usize = snaps.iter().map(|s| s.servers).sum();
-    let idle: usize = snaps.iter().map(|s| s.idle).sum();
-    let logins = shared
-        .clients
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .saturating_sub(clients);
-    let users = {
-        let c = shared.config();
-        let mut names: Vec<&String> = c.users.keys().chain(c.userlist.keys()).collect();
-        names.sort();
-        names.dedup();
-        names.len()
-    };
+    let servers: usize = pools.iter().map(|p| p.snapshot().servers).sum();
+    let open = shared.clients.load(std::sync::atomic::Ordering::Relaxed);
+    let in_pools = shared.registry.all().len();
+    let consoles = shared.registry.consoles().len();
     for (name, n) in [
-        ("databases", shared.config().databases.len()),
-        ("users", users),
+        ("databases", databases(shared).rows.len()),
+        ("users", users(shared).rows.len()),
         ("peers", 0),
         ("pools", pools.len()),
         ("peer_pools", 0),
         ("free_clients", 0),
-        ("used_clients", clients),
-        ("login_clients", logins),
-        ("free_servers", idle),
-        ("used_servers", servers - idle),
+        // At least those listed: a client is counted open a moment before it is listed.
+        ("used_clients", open.max(in_pools + consoles)),
+        ("login_clients", open.saturating_sub(in_pools + consoles)),
+        ("free_servers", 0),
+        ("used_servers", servers),
         ("dns_names", 0),
         ("dns_zones", 0),
         ("dns_queries", 0),
@@ -479,10 +473,24 @@ fn state(shared: &Shared) -> Table {
     t
 }
 
+/// The PgBouncer version whose console pgmux's answers: its SHOW columns and commands.
+pub const COMPATIBLE_PGBOUNCER: &str = "1.26.0";
+
+/// `PgBouncer 1.26.0 compatible, pgmux 0.1.0`. PgBouncer prints `PgBouncer 1.25.2`, and
+/// exporters and dashboards take the first `x.y.z` (or the word after `PgBouncer`) as the
+/// version to gate on, e.g. which SHOW columns to expect. pgmux answers with PgBouncer 1.26's
+/// columns, so that version comes first; pgmux's own follows for people.
 fn version() -> Table {
     let mut t = Table::new(&[("version", TEXT)]);
-    t.row(vec![format!("pgmux {}", env!("CARGO_PKG_VERSION"))]);
+    t.row(vec![version_string()]);
     t
+}
+
+fn version_string() -> String {
+    format!(
+        "PgBouncer {COMPATIBLE_PGBOUNCER} compatible, pgmux {}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// PgBouncer lists its slab caches; pgmux has none, so it lists what it holds per client, server
@@ -518,4 +526,24 @@ fn mem(shared: &Shared) -> Table {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    /// The first `x.y.z` in SHOW VERSION, as exporters read it, is the PgBouncer version whose
+    /// columns pgmux returns; pgmux's own comes after.
+    #[test]
+    fn version_reads_as_the_compatible_pgbouncer() {
+        let v = super::version_string();
+        let first = v
+            .split(|c: char| !c.is_ascii_digit() && c != '.')
+            .find(|w| w.split('.').count() == 3 && w.split('.').all(|n| !n.is_empty()));
+        assert_eq!(first, Some(super::COMPATIBLE_PGBOUNCER), "{v}");
+        assert_eq!(v.split(' ').nth(1), Some(super::COMPATIBLE_PGBOUNCER));
+        assert!(v.starts_with("PgBouncer "), "{v}");
+        assert!(
+            v.ends_with(&format!("pgmux {}", env!("CARGO_PKG_VERSION"))),
+            "{v}"
+        );
+    }
 }

@@ -77,9 +77,14 @@ impl SocketRow<'_> {
     }
 }
 
+/// Pool clients and console sessions (the asking one too, as PgBouncer shows it), by id: the
+/// order they logged in.
 pub(super) fn clients(shared: &Shared) -> Table {
     let mut t = Table::new(&SOCKET_COLUMNS);
-    for c in shared.registry.all() {
+    let mut clients = shared.registry.all();
+    clients.extend(shared.registry.consoles());
+    clients.sort_by_key(|c| c.id);
+    for c in clients {
         let server = c.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let app = c
             .application_name

@@ -89,14 +89,7 @@ pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>) {
         Ok(Ok(None)) => Ok(()),
         Ok(Ok(Some(Admitted::Pool(login)))) => session::run(&mut conn, login, &shared).await,
         Ok(Ok(Some(Admitted::Console { user, role }))) => {
-            if shared.config().general.log_connections {
-                tracing::info!(%user, ?role, peer = %conn.peer, "admin console connected");
-            }
-            let result = Box::pin(crate::admin::run(&mut conn, role, &shared)).await;
-            if shared.config().general.log_disconnections {
-                tracing::info!(%user, peer = %conn.peer, "admin console disconnected");
-            }
-            result
+            Box::pin(crate::admin::serve(&mut conn, &user, role, &shared)).await
         }
     };
     if let Err(e) = result {

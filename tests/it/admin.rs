@@ -311,8 +311,9 @@ async fn roles_errors_and_psql() {
         .unwrap();
     let err = admin.simple_query("FROBNICATE").await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("42601"));
+    let message = err.as_db_error().unwrap().message();
     assert!(
-        err.as_db_error().unwrap().message().contains("SHOW POOLS"),
+        message.contains("SHOW HELP") && message.contains("POOLS"),
         "{err:?}"
     );
     // Not in admin_users or stats_users: refused after authenticating.
@@ -448,7 +449,7 @@ async fn console_answers_the_extended_protocol() {
     assert_eq!(active, 1);
     let rows = admin.query("SHOW VERSION", &[]).await.unwrap();
     let version: &str = rows[0].get(0);
-    assert!(version.starts_with("pgmux "), "{version}");
+    assert!(version.starts_with("PgBouncer "), "{version}");
     let stmt = admin.prepare("SHOW STATE").await.unwrap();
     assert_eq!(stmt.columns().len(), 2);
     let rows = admin.query(&stmt, &[]).await.unwrap();
@@ -479,6 +480,11 @@ async fn show_clients_and_servers_and_kill_them() {
     );
     let (cols, rows) = columns_and_rows(&admin, "SHOW CLIENTS").await;
     assert_eq!(cols.len(), 21);
+    // The asking console session is listed too, apart from the pool's clients.
+    let (consoles, rows): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|r| value(&cols, r, "database") == "pgbouncer");
+    assert_eq!(consoles.len(), 1, "{consoles:?}");
     let states: Vec<&str> = rows.iter().map(|r| value(&cols, r, "state")).collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(
@@ -566,5 +572,320 @@ async fn set_changes_settings_at_run_time() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    pgmux.stop().await;
+}
+
+/// The `items` of each SHOW LISTS row, by list name.
+async fn lists(c: &tokio_postgres::Client) -> std::collections::HashMap<String, u64> {
+    let (_, rows) = columns_and_rows(c, "SHOW LISTS").await;
+    rows.into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+        .collect()
+}
+
+fn is_killed(err: &tokio_postgres::Error) -> bool {
+    err.is_closed() || sqlstate(err).as_deref() == Some("57P01")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_are_clients_that_pools_do_not_count() {
+    let pgmux = console_pgmux("").await;
+    // One console session through each name of the console database.
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgbouncer")
+        .await
+        .unwrap();
+    let monitor = pgmux
+        .try_connect("monitor", "monitorpw", "pgmux")
+        .await
+        .unwrap();
+    let app = pgmux.connect("app", "app").await;
+    app.simple_query("SELECT 1").await.unwrap();
+    let (cols, rows) = columns_and_rows(&admin, "SHOW CLIENTS").await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let of = |user: &str| {
+        rows.iter()
+            .find(|r| value(&cols, r, "user") == user)
+            .unwrap_or_else(|| panic!("no client {user}: {rows:?}"))
+    };
+    // Both console sessions are shown in PgBouncer's console database, whichever name they
+    // used, and `active` as PgBouncer shows its console clients.
+    for user in ["admin", "monitor"] {
+        let row = of(user);
+        assert_eq!(value(&cols, row, "type"), "C");
+        assert_eq!(value(&cols, row, "database"), "pgbouncer", "{user}");
+        assert_eq!(value(&cols, row, "state"), "active", "{user}");
+        assert_eq!(value(&cols, row, "addr"), "127.0.0.1");
+        assert!(value(&cols, row, "port").parse::<u16>().unwrap() > 0);
+        assert_eq!(value(&cols, row, "local_port"), pgmux.port.to_string());
+        assert!(value(&cols, row, "connect_time").ends_with(" UTC"));
+        assert_eq!(value(&cols, row, "link"), "");
+        assert_eq!(value(&cols, row, "tls"), "");
+    }
+    assert_eq!(value(&cols, of("app"), "database"), "app");
+    let ids: Vec<u64> = rows
+        .iter()
+        .map(|r| value(&cols, r, "id").parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "by id: {ids:?}");
+    // No console pool, and the app pool counts its one client.
+    let (pcols, pools) = columns_and_rows(&admin, "SHOW POOLS").await;
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!(value(&pcols, &pools[0], "cl_active"), "1");
+    let (_, servers) = columns_and_rows(&admin, "SHOW SERVERS").await;
+    assert!(servers.iter().all(|r| r[2] == "app"), "{servers:?}");
+
+    // KILL drops the pools' clients, not the console's.
+    admin.simple_query("KILL").await.unwrap();
+    assert!(is_killed(&app.simple_query("SELECT 1").await.unwrap_err()));
+    monitor.simple_query("SHOW STATE").await.unwrap();
+    admin.simple_query("RESUME").await.unwrap();
+
+    // KILL_CLIENT ends another console session, as in PgBouncer, and returns once it is gone.
+    let monitor_id = value(&cols, of("monitor"), "id").to_owned();
+    let err = monitor
+        .simple_query(&format!("KILL_CLIENT {monitor_id}"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err).as_deref(),
+        Some("42501"),
+        "stats users may not"
+    );
+    admin
+        .simple_query(&format!("KILL_CLIENT {monitor_id}"))
+        .await
+        .unwrap();
+    assert!(is_killed(
+        &monitor.simple_query("SHOW STATE").await.unwrap_err()
+    ));
+    let (cols, rows) = columns_and_rows(&admin, "SHOW CLIENTS").await;
+    assert_eq!(rows.len(), 1, "only the asking session is left: {rows:?}");
+    assert_eq!(value(&cols, &rows[0], "user"), "admin");
+
+    // A session that leaves is forgotten.
+    let brief = pgmux
+        .try_connect("monitor", "monitorpw", "pgbouncer")
+        .await
+        .unwrap();
+    brief.simple_query("SHOW STATE").await.unwrap();
+    assert_eq!(columns_and_rows(&admin, "SHOW CLIENTS").await.1.len(), 2);
+    drop(brief);
+    eventually(Duration::from_secs(5), "the session unlisted", || async {
+        (columns_and_rows(&admin, "SHOW CLIENTS").await.1.len() == 1).then_some(())
+    })
+    .await;
+
+    // KILL_CLIENT of one's own session ends it, as pg_terminate_backend of one's own pid.
+    let own_id = value(&cols, &rows[0], "id").to_owned();
+    let err = admin
+        .simple_query(&format!("KILL_CLIENT {own_id}"))
+        .await
+        .unwrap_err();
+    assert!(is_killed(&err), "{err:?}");
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgmux")
+        .await
+        .unwrap();
+    let (cols, rows) = columns_and_rows(&admin, "SHOW CLIENTS").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_ne!(value(&cols, &rows[0], "id"), own_id, "ids are not reused");
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_lists_counts_as_pgbouncer_does() {
+    let pgmux = console_pgmux("").await;
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgbouncer")
+        .await
+        .unwrap();
+    let first = pgmux.connect("app", "app").await;
+    let second = pgmux.connect("app", "app").await;
+    first.batch_execute("BEGIN").await.unwrap();
+    second.simple_query("SELECT 1").await.unwrap();
+    let l = lists(&admin).await;
+    let (_, rows) = columns_and_rows(&admin, "SHOW LISTS").await;
+    let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "databases",
+            "users",
+            "peers",
+            "pools",
+            "peer_pools",
+            "free_clients",
+            "used_clients",
+            "login_clients",
+            "free_servers",
+            "used_servers",
+            "dns_names",
+            "dns_zones",
+            "dns_queries",
+            "dns_pending"
+        ]
+    );
+    // Two pool clients and the console session asking.
+    assert_eq!(l["used_clients"], 3, "{l:?}");
+    assert_eq!(l["login_clients"], 0, "{l:?}");
+    assert_eq!(l["free_clients"], 0);
+    assert_eq!(l["free_servers"], 0);
+    // Every server open, the one in a transaction and the idle ones alike.
+    let (_, servers) = columns_and_rows(&admin, "SHOW SERVERS").await;
+    assert!(!servers.is_empty());
+    assert_eq!(l["used_servers"], servers.len() as u64, "{l:?} {servers:?}");
+    // As many as SHOW DATABASES, SHOW USERS and SHOW POOLS list.
+    assert_eq!(l["databases"], 1);
+    let (_, users) = columns_and_rows(&admin, "SHOW USERS").await;
+    assert_eq!(l["users"], users.len() as u64);
+    assert_eq!(l["pools"], 1);
+    assert_eq!(
+        l["peers"] + l["peer_pools"] + l["dns_names"] + l["dns_pending"],
+        0
+    );
+    // A connection that has not logged in yet is a login client, and a used one.
+    let half_open = tokio::net::TcpStream::connect(("127.0.0.1", pgmux.port))
+        .await
+        .unwrap();
+    let l = eventually(Duration::from_secs(5), "a login client", || async {
+        let l = lists(&admin).await;
+        (l["login_clients"] == 1).then_some(l)
+    })
+    .await;
+    assert_eq!(l["used_clients"], 4, "{l:?}");
+    drop(half_open);
+    drop(second);
+    eventually(Duration::from_secs(5), "both gone", || async {
+        let l = lists(&admin).await;
+        (l["login_clients"] == 0 && l["used_clients"] == 2).then_some(())
+    })
+    .await;
+    first.batch_execute("COMMIT").await.unwrap();
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_config_prints_values_as_pgbouncer() {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.pool_size = 20;
+    cfg.userlist.push_str("\"admin\" \"adminpw\"\n");
+    cfg.general = "admin_users = [\"admin\", \"ops\"]\nreserve_pool_timeout = 2.5\n".into();
+    let pgmux = cfg.start().await;
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgbouncer")
+        .await
+        .unwrap();
+    let (cols, rows) = columns_and_rows(&admin, "SHOW CONFIG").await;
+    assert_eq!(cols, ["key", "value", "default", "changeable"]);
+    let keys: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "sorted by key");
+    let setting = |name: &str| {
+        let row = rows
+            .iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        (
+            value(&cols, row, "value").to_owned(),
+            value(&cols, row, "default").to_owned(),
+            value(&cols, row, "changeable").to_owned(),
+        )
+    };
+    let v = |value: &str, default: &str, changeable: &str| {
+        (value.to_owned(), default.to_owned(), changeable.to_owned())
+    };
+    // What PgBouncer shows for the same settings.
+    assert_eq!(setting("default_pool_size"), v("20", "20", "yes"));
+    assert_eq!(setting("query_wait_timeout"), v("120", "120", "yes"));
+    assert_eq!(setting("server_check_delay"), v("30", "30", "yes"));
+    assert_eq!(setting("server_lifetime"), v("3600", "3600", "yes"));
+    assert_eq!(setting("reserve_pool_timeout"), v("2.5", "5", "yes"));
+    assert_eq!(setting("log_stats"), v("1", "1", "yes"));
+    assert_eq!(setting("server_reset_query_always"), v("0", "0", "yes"));
+    assert_eq!(setting("admin_users"), v("admin, ops", "", "yes"));
+    assert_eq!(setting("max_client_conn"), v("2000", "100", "yes"));
+    assert_eq!(setting("listen_port").2, "no");
+    // Unset settings are listed, empty.
+    assert_eq!(setting("auth_user"), v("", "", "yes"));
+    // SET shows what it set, in the same format.
+    admin
+        .simple_query("SET server_check_delay = 0.5")
+        .await
+        .unwrap();
+    admin.simple_query("SET log_stats = false").await.unwrap();
+    let (cols, rows) = columns_and_rows(&admin, "SHOW CONFIG").await;
+    let shown = |name: &str| {
+        let row = rows.iter().find(|r| r[0] == name).unwrap();
+        value(&cols, row, "value").to_owned()
+    };
+    assert_eq!(shown("server_check_delay"), "0.5");
+    assert_eq!(shown("log_stats"), "0");
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_and_help_read_as_pgbouncers() {
+    let pgmux = console_pgmux("").await;
+    let admin = pgmux
+        .try_connect("admin", "adminpw", "pgbouncer")
+        .await
+        .unwrap();
+    let (cols, rows) = columns_and_rows(&admin, "SHOW VERSION").await;
+    assert_eq!(cols, ["version"]);
+    assert_eq!(rows.len(), 1);
+    let version = &rows[0][0];
+    // What exporters read: the first x.y.z is the PgBouncer version whose console pgmux's
+    // matches; pgmux's own version follows.
+    let first = version
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .find(|w| {
+            let parts: Vec<&str> = w.split('.').collect();
+            parts.len() == 3 && parts.iter().all(|p| !p.is_empty())
+        });
+    assert_eq!(first, Some("1.26.0"), "{version}");
+    assert!(version.starts_with("PgBouncer 1.26.0"), "{version}");
+    assert!(
+        version.ends_with(&format!("pgmux {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    // HELP as psql shows it: a NOTICE with every command, SET among them.
+    let port = pgmux.port.to_string();
+    let (ok, out) = run_tool(
+        &tool("psql"),
+        &[
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "admin",
+            "pgbouncer",
+            "-c",
+            "SHOW HELP",
+        ],
+        "adminpw",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("NOTICE:  Console usage"), "{out}");
+    for command in [
+        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION",
+        "SHOW LISTS|MEM|STATE",
+        "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS",
+        "SET key = arg",
+        "RELOAD",
+        "PAUSE [<db>]",
+        "RESUME [<db>]",
+        "KILL_CLIENT <client_id>",
+        "SHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS",
+        "WAIT_CLOSE [<db>]",
+    ] {
+        assert!(out.contains(&format!("\t{command}\n")), "{command}: {out}");
+    }
     pgmux.stop().await;
 }
