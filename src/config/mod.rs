@@ -1,7 +1,9 @@
 //! Configuration: the TOML schema with PgBouncer's setting names, validation that collects every
-//! problem (key path and message), and PgBouncer's userlist.txt. Reads files; no sockets, no tokio.
+//! problem (key path, line and message), and PgBouncer's userlist.txt. Reads files; no sockets, no
+//! tokio.
 
 pub mod hba;
+mod messages;
 mod schema;
 pub mod suggest;
 mod userlist;
@@ -21,8 +23,26 @@ use std::path::{Path, PathBuf};
 /// One problem in a config file: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Dotted path of the key (`databases.app.port`), or `(syntax)` / `(file)`.
     pub key: String,
     pub message: String,
+    /// Line in the file (1-based) of the key, when the key is written there: a rule across
+    /// keys or a missing key has none, nor has text that did not come from a file.
+    pub line: Option<usize>,
+    /// Column (1-based, in characters) where a syntax error was found.
+    pub column: Option<usize>,
+}
+
+impl Problem {
+    /// A problem not yet placed in the file.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+            line: None,
+            column: None,
+        }
+    }
 }
 
 /// Every problem found in a config file; never empty.
@@ -32,16 +52,23 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+/// A summary line, then one line per problem as compilers write them (`FILE:LINE: key: message`,
+/// which editors jump to), in the order of the file; problems with no line come last.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {} problem(s)",
-            self.file.display(),
-            self.problems.len()
-        )?;
-        for p in &self.problems {
-            write!(f, "\n  {}: {}", p.key, p.message)?;
+        let file = self.file.display();
+        write!(f, "{file}: {} problem(s)", self.problems.len())?;
+        let mut in_file_order: Vec<&Problem> = self.problems.iter().collect();
+        in_file_order.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
+        for p in in_file_order {
+            write!(f, "\n{file}:")?;
+            if let Some(line) = p.line {
+                write!(f, "{line}:")?;
+            }
+            if let Some(column) = p.column {
+                write!(f, "{column}:")?;
+            }
+            write!(f, " {}: {}", p.key, p.message)?;
         }
         Ok(())
     }
@@ -69,10 +96,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let fail = |message: String| ConfigError {
             file: path.to_owned(),
-            problems: vec![Problem {
-                key: "(file)".into(),
-                message,
-            }],
+            problems: vec![Problem::new("(file)", message)],
         };
         let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let base = path.parent().unwrap_or(Path::new("."));

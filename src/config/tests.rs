@@ -241,3 +241,218 @@ fn auth_and_socket_settings_are_checked() {
     assert_eq!(c.general.auth_query, crate::config::DEFAULT_AUTH_QUERY);
     assert_eq!(c.general.auth_query_cache_ttl, 10.0);
 }
+
+/// (key, line, message) of each problem, for comparing whole reports.
+fn placed(problems: &[Problem]) -> Vec<(&str, Option<usize>, &str)> {
+    problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.line, p.message.as_str()))
+        .collect()
+}
+
+#[test]
+fn problems_carry_the_line_of_their_key_in_operators_words() {
+    let err = parse(
+        "# pgmux\n[pgmux]\ndefault_pool_sise = 10\nlisten_addr = \"*\"\nlisten_port = \"6432\"\n\
+         pool_mode = \"sometimes\"\nserver_lifetime = \"1h\"\nlog_connections = \"yes\"\n\
+         admin_users = \"admin\"\nunix_socket_group = 7\n",
+    )
+    .unwrap_err();
+    let mut problems = placed(&err);
+    problems.sort_by_key(|&(_, line, _)| line);
+    assert_eq!(
+        problems,
+        [
+            (
+                "pgmux.default_pool_sise",
+                Some(3),
+                "unknown setting (did you mean default_pool_size?)"
+            ),
+            (
+                "pgmux.listen_port",
+                Some(5),
+                "must be a whole number between 0 and 65535"
+            ),
+            (
+                "pgmux.pool_mode",
+                Some(6),
+                "must be one of: session, transaction, statement"
+            ),
+            (
+                "pgmux.server_lifetime",
+                Some(7),
+                "must be a number of seconds, 0 or more"
+            ),
+            ("pgmux.log_connections", Some(8), "must be true or false"),
+            (
+                "pgmux.admin_users",
+                Some(9),
+                "must be a list of names in brackets, e.g. [\"a\", \"b\"]"
+            ),
+            (
+                "pgmux.unix_socket_group",
+                Some(10),
+                "must be text in double quotes"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn databases_users_and_tables_are_placed_and_suggested_too() {
+    let err = parse(
+        "[databases.app]\nhost = \"h\"\nhots = \"x\"\npool_mode = 1\n\
+         [databases.pgbouncer]\nhost = \"h\"\n[users.u]\npool_size = \"many\"\nmax_user_conections = 2\n\
+         [databse]\n",
+    )
+    .unwrap_err();
+    let problems = placed(&err);
+    for expected in [
+        (
+            "databases.app.hots",
+            Some(3),
+            "unknown setting (did you mean host?)",
+        ),
+        (
+            "databases.app.pool_mode",
+            Some(4),
+            "must be one of: session, transaction, statement",
+        ),
+        (
+            "databases.pgbouncer",
+            Some(5),
+            "is reserved for the admin console",
+        ),
+        (
+            "users.u.pool_size",
+            Some(8),
+            "must be a whole number between 1 and 4294967295",
+        ),
+        (
+            "users.u.max_user_conections",
+            Some(9),
+            "unknown setting (did you mean max_user_connections?)",
+        ),
+        (
+            "databse",
+            Some(10),
+            "unknown table (did you mean databases?)",
+        ),
+    ] {
+        assert!(
+            problems.contains(&expected),
+            "{expected:?} not in {problems:?}"
+        );
+    }
+    assert_eq!(problems.len(), 6, "{problems:?}");
+}
+
+#[test]
+fn rules_are_placed_on_their_key_and_missing_keys_on_none() {
+    let err = parse("[pgmux]\nauth_type = \"hba\"\n\ndefault_pool_size = 0\n").unwrap_err();
+    assert_eq!(
+        placed(&err),
+        [
+            ("pgmux.default_pool_size", Some(4), "must be at least 1"),
+            (
+                "pgmux.auth_hba_file",
+                None,
+                "is required when auth_type is hba"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors_name_their_line_and_column() {
+    let err = parse("[pgmux]\nlisten_port = 6432\n[databases.app\nhost = \"h\"\n").unwrap_err();
+    assert_eq!(keys(&err), ["(syntax)"]);
+    assert_eq!((err[0].line, err[0].column), (Some(3), Some(15)));
+    assert!(!err[0].message.contains('\n'), "{:?}", err[0].message);
+    assert!(
+        err[0].message.starts_with("invalid table header"),
+        "{err:?}"
+    );
+    let err = parse("[pgmux]\nverbose = 1\nverbose = 2\n").unwrap_err();
+    assert_eq!((err[0].line, err[0].column), (Some(3), Some(1)));
+    assert!(err[0].message.contains("duplicate key"), "{err:?}");
+}
+
+#[test]
+fn console_settings_get_the_same_words_without_a_line() {
+    let c = parse("[pgmux]\n").unwrap();
+    let err = c.with_setting("listen_port", "\"x\"").unwrap_err();
+    assert_eq!(
+        placed(&err),
+        [(
+            "pgmux.listen_port",
+            None,
+            "must be a whole number between 0 and 65535"
+        )]
+    );
+    let err = c.with_setting("defalt_pool_size", "3").unwrap_err();
+    assert_eq!(
+        err[0].message,
+        "unknown setting (did you mean default_pool_size?)"
+    );
+}
+
+#[test]
+fn the_ranges_messages_state_are_the_ones_the_rules_enforce() {
+    let refused = |setting: &str, value: u64| {
+        let text = format!("[pgmux]\n{setting} = {value}\n");
+        let text = match parse(&text) {
+            Err(e) if e[0].message.starts_with("unknown setting") => {
+                format!("[databases.app]\nhost = \"h\"\n{setting} = {value}\n")
+            }
+            _ => text,
+        };
+        let err = parse(&text).err().unwrap_or_default();
+        err.iter().any(|p| p.key.ends_with(&format!(".{setting}")))
+    };
+    for (setting, lowest) in crate::config::messages::LOWEST {
+        assert!(refused(setting, lowest - 1), "{setting} = {}", lowest - 1);
+        assert!(!refused(setting, lowest), "{setting} = {lowest}");
+    }
+    for (setting, highest) in crate::config::messages::HIGHEST {
+        assert!(refused(setting, highest + 1), "{setting} = {}", highest + 1);
+        assert!(!refused(setting, highest), "{setting} = {highest}");
+    }
+}
+
+#[test]
+fn the_report_lists_file_line_key_and_message_in_file_order() {
+    let error = ConfigError {
+        file: "pgmux.toml".into(),
+        problems: parse(
+            "[pgmux]\ndefault_pool_size = 0\nauth_type = \"hba\"\nlisten_addr = \"everywhere\"\n",
+        )
+        .unwrap_err(),
+    };
+    assert_eq!(
+        error.to_string(),
+        "pgmux.toml: 3 problem(s)\n\
+         pgmux.toml:2: pgmux.default_pool_size: must be at least 1\n\
+         pgmux.toml:4: pgmux.listen_addr: must be an IP address, \"*\" or \"localhost\"\n\
+         pgmux.toml: pgmux.auth_hba_file: is required when auth_type is hba"
+    );
+    let error = ConfigError {
+        file: "pgmux.toml".into(),
+        problems: parse("[pgmux]\n\nlisten_prot = 1\ndefault_pool_size = \"x\"\n").unwrap_err(),
+    };
+    assert_eq!(
+        error.to_string(),
+        "pgmux.toml: 2 problem(s)\n\
+         pgmux.toml:3: pgmux.listen_prot: unknown setting (did you mean listen_port?)\n\
+         pgmux.toml:4: pgmux.default_pool_size: must be a whole number between 1 and 4294967295"
+    );
+    let error = ConfigError {
+        file: "pgmux.toml".into(),
+        problems: parse("[pgmux\n").unwrap_err(),
+    };
+    assert_eq!(
+        error.to_string(),
+        "pgmux.toml: 1 problem(s)\n\
+         pgmux.toml:1:7: (syntax): invalid table header; expected `.`, `]`"
+    );
+}

@@ -1,20 +1,30 @@
 //! Turns config text into a [`Config`], collecting every problem instead of stopping at the first:
 //! each key is first checked on its own (so every unknown or mistyped key is named), then the
-//! whole file, then the rules that span keys.
+//! whole file, then the rules that span keys. Problems are placed on the lines of their keys
+//! last, so that every check names keys alike and none needs to know where they are.
 
+use super::messages;
 use super::schema::{Database, General, User};
 use super::{userlist, Config, Problem};
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::path::Path;
 use toml::{Table, Value};
 
 const RESERVED_DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
 
 fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
-    Problem {
-        key: key.into(),
-        message: message.into(),
+    Problem::new(key, message)
+}
+
+/// A table holding `key` alone, with `required` filled in for the others.
+fn single_key(required: &[(&str, Value)], key: &str, value: Value) -> Table {
+    let mut single = Table::new();
+    for (name, filler) in required {
+        single.insert((*name).into(), filler.clone());
     }
+    single.insert(key.to_owned(), value);
+    single
 }
 
 /// Checks each key of `table` alone against `T`, with `required` filled in for the others.
@@ -25,21 +35,27 @@ fn check_keys<T: DeserializeOwned>(
     problems: &mut Vec<Problem>,
 ) {
     for (key, value) in table {
-        let mut single = Table::new();
-        for (name, filler) in required {
-            single.insert((*name).into(), filler.clone());
-        }
-        single.insert(key.clone(), value.clone());
+        let single = single_key(required, key, value.clone());
         if let Err(e) = T::deserialize(Value::Table(single)) {
-            let message = e.message().trim().to_owned();
-            let message = if message.starts_with("unknown field") {
-                "unknown setting".to_owned()
+            let serde_message = e.message().trim();
+            let message = if messages::is_unknown_field(serde_message) {
+                messages::unknown_setting(key, serde_message)
             } else {
-                message
+                messages::value_message(key, serde_message, value, || {
+                    variants_of::<T>(required, key)
+                })
             };
             problems.push(problem(format!("{path}.{key}"), message));
         }
     }
+}
+
+/// The names enum setting `key` of `T` accepts: serde lists them when given a name that is
+/// none of them, and no variant is named "".
+fn variants_of<T: DeserializeOwned>(required: &[(&str, Value)], key: &str) -> Option<Vec<String>> {
+    let probe = single_key(required, key, Value::String(String::new()));
+    let e = T::deserialize(Value::Table(probe)).err()?;
+    messages::variants(e.message().trim())
 }
 
 fn sub_tables<'a>(
@@ -69,14 +85,79 @@ fn sub_tables<'a>(
 pub(super) fn parse_and_validate(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
     let root: Table = text
         .parse()
-        .map_err(|e: toml::de::Error| vec![problem("(syntax)", e.to_string().trim().to_owned())])?;
+        .map_err(|e: toml::de::Error| vec![syntax_problem(text, &e)])?;
+    validate(root, base).map_err(|mut problems| {
+        place_on_lines(text, &mut problems);
+        problems
+    })
+}
+
+fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let mut p = problem("(syntax)", messages::one_line(e.message()));
+    if let Some(span) = e.span() {
+        let (line, column) = line_and_column(text, span.start);
+        p.line = Some(line);
+        p.column = Some(column);
+    }
+    p
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Gives each problem whose key is written in `text` the line it is written on.
+fn place_on_lines(text: &str, problems: &mut [Problem]) {
+    let lines = key_lines(text);
+    for p in problems {
+        if p.line.is_none() {
+            p.line = lines.get(&p.key).copied();
+        }
+    }
+}
+
+/// The line of every key in `text`, by its dotted path as problems name it
+/// (`databases.app.port`); a table's is the line of its header.
+fn key_lines(text: &str) -> BTreeMap<String, usize> {
+    fn walk(
+        text: &str,
+        prefix: &str,
+        table: &dyn toml_edit::TableLike,
+        lines: &mut BTreeMap<String, usize>,
+    ) {
+        for (name, _) in table.iter() {
+            let Some((key, item)) = table.get_key_value(name) else {
+                continue;
+            };
+            let path = match prefix {
+                "" => name.to_owned(),
+                _ => format!("{prefix}.{name}"),
+            };
+            if let Some(span) = key.span().or_else(|| item.span()) {
+                lines.insert(path.clone(), line_and_column(text, span.start).0);
+            }
+            if let Some(inner) = item.as_table_like() {
+                walk(text, &path, inner, lines);
+            }
+        }
+    }
+    let mut lines = BTreeMap::new();
+    // The text parsed as TOML already; were this parser to disagree, problems keep no line.
+    if let Ok(document) = toml_edit::ImDocument::parse(text) {
+        walk(text, "", document.as_table(), &mut lines);
+    }
+    lines
+}
+
+fn validate(root: Table, base: &Path) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     for key in root.keys() {
         if !["pgmux", "databases", "users"].contains(&key.as_str()) {
-            problems.push(problem(
-                key,
-                "unknown table (expected pgmux, databases, users)",
-            ));
+            problems.push(problem(key, messages::unknown_table(key)));
         }
     }
     let empty = Table::new();
