@@ -7,7 +7,7 @@ mod histogram;
 
 use crate::Shared;
 use histogram::{escape_label, TimeHistogram};
-use metrics::{Key, Label, Level, Metadata, Recorder};
+use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +20,141 @@ use tokio::sync::watch;
 const MAX_REQUEST: usize = 8 * 1024;
 
 const METADATA: Metadata<'static> = Metadata::new("pgmux", Level::INFO, None);
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// Every metric the recorder renders, with the `# HELP` text Prometheus shows for it: what it
+/// counts and in what unit. Names carry their unit already, so the recorder adds no suffix.
+const DESCRIBED: [(&str, Kind, Unit, &str); 18] = [
+    (
+        "pgmux_client_connections",
+        Kind::Gauge,
+        Unit::Count,
+        "Client connections open now: logging in, in a pool or on the admin console (connections).",
+    ),
+    (
+        "pgmux_pool_clients_active",
+        Kind::Gauge,
+        Unit::Count,
+        "Clients of the pool not waiting for a server: linked to one or idle (clients; SHOW POOLS cl_active).",
+    ),
+    (
+        "pgmux_pool_clients_waiting",
+        Kind::Gauge,
+        Unit::Count,
+        "Clients of the pool waiting for a server (clients; SHOW POOLS cl_waiting).",
+    ),
+    (
+        "pgmux_pool_servers_active",
+        Kind::Gauge,
+        Unit::Count,
+        "Server connections of the pool linked to a client (connections; SHOW POOLS sv_active).",
+    ),
+    (
+        "pgmux_pool_servers_idle",
+        Kind::Gauge,
+        Unit::Count,
+        "Server connections of the pool idle and ready for a client (connections; SHOW POOLS sv_idle).",
+    ),
+    (
+        "pgmux_pool_servers_login",
+        Kind::Gauge,
+        Unit::Count,
+        "Server connections of the pool being opened and logged in (connections; SHOW POOLS sv_login).",
+    ),
+    (
+        "pgmux_pool_maxwait_seconds",
+        Kind::Gauge,
+        Unit::Seconds,
+        "How long the pool's longest-waiting client has waited for a server, in seconds (SHOW POOLS maxwait).",
+    ),
+    (
+        "pgmux_server_assignments_total",
+        Kind::Counter,
+        Unit::Count,
+        "Times a server connection was assigned to a client, since start (assignments).",
+    ),
+    (
+        "pgmux_transactions_total",
+        Kind::Counter,
+        Unit::Count,
+        "Transactions pooled, since start (transactions; SHOW STATS total_xact_count).",
+    ),
+    (
+        "pgmux_queries_total",
+        Kind::Counter,
+        Unit::Count,
+        "Queries pooled, since start (queries; SHOW STATS total_query_count).",
+    ),
+    (
+        "pgmux_received_bytes_total",
+        Kind::Counter,
+        Unit::Bytes,
+        "Bytes received from clients and forwarded to servers, since start (bytes; SHOW STATS total_received).",
+    ),
+    (
+        "pgmux_sent_bytes_total",
+        Kind::Counter,
+        Unit::Bytes,
+        "Bytes sent to clients from servers, since start (bytes; SHOW STATS total_sent).",
+    ),
+    (
+        "pgmux_client_logins_total",
+        Kind::Counter,
+        Unit::Count,
+        "Successful client logins to the pool, since start (logins).",
+    ),
+    (
+        "pgmux_client_parses_total",
+        Kind::Counter,
+        Unit::Count,
+        "Named Parse messages received from clients, since start (messages; SHOW STATS total_client_parse_count).",
+    ),
+    (
+        "pgmux_binds_total",
+        Kind::Counter,
+        Unit::Count,
+        "Bind messages of named prepared statements from clients, since start (messages; SHOW STATS total_bind_count).",
+    ),
+    (
+        "pgmux_prepared_cache_hits_total",
+        Kind::Counter,
+        Unit::Count,
+        "Client Parse, Bind and Describe messages of named statements found already prepared on their server, since start (messages).",
+    ),
+    (
+        "pgmux_prepared_cache_misses_total",
+        Kind::Counter,
+        Unit::Count,
+        "Parse messages pgmux sent to servers to prepare a statement they lacked, since start (messages; SHOW STATS total_server_parse_count).",
+    ),
+    (
+        "pgmux_prepared_cache_evictions_total",
+        Kind::Counter,
+        Unit::Count,
+        "Prepared statements closed on a server to stay within max_prepared_statements, since start (statements).",
+    ),
+];
+
+/// pgmux's own time histograms (rendered by `render_histograms`) and their `# HELP` text.
+const HISTOGRAMS: [(&str, &str); 3] = [
+    (
+        "pgmux_transaction_duration_seconds",
+        "Time from a transaction's first message to the ReadyForQuery that ends it, in seconds.",
+    ),
+    (
+        "pgmux_query_duration_seconds",
+        "Time from a query's first client message to the last reply its server owed, in seconds.",
+    ),
+    (
+        "pgmux_wait_duration_seconds",
+        "Time a client waited to be assigned a server connection, one sample per assignment, in seconds.",
+    ),
+];
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -44,6 +179,13 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
 impl Default for Metrics {
     fn default() -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
+        for (name, kind, unit, help) in DESCRIBED {
+            let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
+            match kind {
+                Kind::Counter => recorder.describe_counter(name, Some(unit), help),
+                Kind::Gauge => recorder.describe_gauge(name, Some(unit), help),
+            }
+        }
         Metrics { recorder }
     }
 }
@@ -135,13 +277,9 @@ fn render_histograms(out: &mut String, pools: &[Arc<crate::pool::Pool>]) {
         })
         .collect();
     type Pick = fn(&PoolHistograms) -> &TimeHistogram;
-    let families: [(&str, Pick); 3] = [
-        ("pgmux_transaction_duration_seconds", |h| &h.transaction),
-        ("pgmux_query_duration_seconds", |h| &h.query),
-        ("pgmux_wait_duration_seconds", |h| &h.wait),
-    ];
-    for (name, pick) in families {
-        out.push_str(&format!("# TYPE {name} histogram\n"));
+    let picks: [Pick; 3] = [|h| &h.transaction, |h| &h.query, |h| &h.wait];
+    for ((name, help), pick) in HISTOGRAMS.into_iter().zip(picks) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
         for (labels, histograms) in &labelled {
             pick(histograms).render(out, name, labels);
         }

@@ -1,8 +1,9 @@
 //! Real client libraries that use named server-side prepared statements, each with 50
 //! concurrent clients on a pool of 4 in transaction mode, each client checking its own answers:
-//! psycopg 3, asyncpg, node-postgres and PostgreSQL JDBC. `tests/clients/setup` installs them
-//! (`.ci/run` does, and sets PGMUX_REQUIRE_CLIENTS=1 so that a missing one fails there); elsewhere
-//! a missing toolchain skips its client with the reason printed.
+//! psycopg 3, asyncpg, node-postgres and PostgreSQL JDBC. `tests/clients/setup` installs them;
+//! the README's test command (`tests/clients/setup && cargo test`, which `.ci/run` runs) runs it
+//! first. A library or toolchain that is missing fails its test, saying how to install it: a test
+//! that ran nothing never passes.
 
 use crate::harness::{shared_cluster, Pgmux, PgmuxConfig};
 use std::path::{Path, PathBuf};
@@ -11,37 +12,70 @@ use std::time::Duration;
 const CLIENTS: usize = 50;
 const ROUNDS: usize = 10;
 
+/// What installs everything these tests need.
+const SETUP: &str = "tests/clients/setup";
+/// The Python libraries, as tests/clients/setup asks pip for them.
+const PYTHON_LIBS: &str = "'psycopg[binary]>=3.1,<4' 'asyncpg>=0.29,<1'";
+const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Where tests/clients/setup installs the libraries.
+/// Where tests/clients/setup installs the libraries: target/clients, or $PGMUX_CLIENTS_DIR.
 fn installed() -> PathBuf {
-    repo().join("target/clients")
+    match std::env::var_os("PGMUX_CLIENTS_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => repo().join("target/clients"),
+    }
 }
 
-/// Returns the path if it exists; otherwise skips the test (None) or, in CI, fails it.
-fn require(path: PathBuf, what: &str) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
+/// Returns the path if it exists; otherwise fails the test with the command that installs it.
+fn require(path: PathBuf, what: &str, install: &str) -> PathBuf {
+    if !path.exists() {
+        panic!(
+            "{what} not found at {}: run `{SETUP}` (or: {install})",
+            path.display()
+        );
     }
-    let why = format!(
-        "{what} not found at {}: run tests/clients/setup",
-        path.display()
+    path
+}
+
+/// The virtualenv's python, once it imports `module`; otherwise fails the test with the
+/// command that installs it.
+fn python_with(module: &str) -> PathBuf {
+    let venv = installed().join("venv");
+    let pip = format!("{}/bin/pip install {PYTHON_LIBS}", venv.display());
+    let python = require(
+        venv.join("bin/python"),
+        "python virtualenv",
+        &format!("python3 -m venv {} && {pip}", venv.display()),
     );
-    if std::env::var("PGMUX_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-        panic!("{why}");
+    let import = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    if !import.status.success() {
+        panic!(
+            "{module} does not import in {}: run `{SETUP}` (or: {pip})\n{}",
+            venv.display(),
+            String::from_utf8_lossy(&import.stderr).trim()
+        );
     }
-    eprintln!("skipping: {why}");
-    None
+    python
 }
 
-fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
+/// A program on PATH; otherwise fails the test with the Debian package that has it.
+fn on_path(program: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("{program} not found on PATH: run `{SETUP}` (or: apt-get install -y {package})")
+        })
 }
 
 fn uri(pgmux: &Pgmux) -> String {
@@ -105,9 +139,7 @@ async fn run_program(program: &Path, args: &[String], env: &[(&str, PathBuf)], c
 
 /// executemany of 50,000 rows, pipelined by the driver, commits exactly those rows.
 async fn executemany(library: &str, conninfo: impl FnOnce(&Pgmux) -> String) {
-    let Some(python) = require(installed().join("venv/bin/python"), "python virtualenv") else {
-        return;
-    };
+    let python = python_with(library);
     let pgmux = pgmux_with_four_servers().await;
     let script = repo().join("tests/clients/executemany_check.py");
     let args = [
@@ -138,9 +170,7 @@ async fn asyncpg_executemany_of_50000_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_with_prepare_threshold_zero() {
-    let Some(python) = require(installed().join("venv/bin/python"), "psycopg virtualenv") else {
-        return;
-    };
+    let python = python_with("psycopg");
     let pgmux = pgmux_with_four_servers().await;
     let conninfo = format!(
         "host=127.0.0.1 port={} user=app password=app dbname=app",
@@ -158,9 +188,7 @@ async fn psycopg3_with_prepare_threshold_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_with_its_statement_cache() {
-    let Some(python) = require(installed().join("venv/bin/python"), "asyncpg virtualenv") else {
-        return;
-    };
+    let python = python_with("asyncpg");
     let pgmux = pgmux_with_four_servers().await;
     let dsn = uri(&pgmux);
     let script = repo().join("tests/clients/asyncpg_check.py");
@@ -175,12 +203,10 @@ async fn asyncpg_with_its_statement_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_named_queries() {
-    let Some(modules) = require(installed().join("node_modules/pg"), "node-postgres") else {
-        return;
-    };
-    let Some(node) = require(on_path("node").unwrap_or_default(), "node") else {
-        return;
-    };
+    let node = on_path("node", "nodejs");
+    let modules = installed().join("node_modules");
+    let install = format!("npm install --prefix {} pg@8", installed().display());
+    require(modules.join("pg/package.json"), "node-postgres", &install);
     let pgmux = pgmux_with_four_servers().await;
     let url = uri(&pgmux);
     let script = repo().join("tests/clients/node_check.js");
@@ -190,12 +216,11 @@ async fn node_postgres_named_queries() {
         CLIENTS.to_string(),
         ROUNDS.to_string(),
     ];
-    let node_path = modules.parent().map(Path::to_path_buf).unwrap_or_default();
     drive(
         pgmux,
         &node,
         &args,
-        &[("NODE_PATH", node_path)],
+        &[("NODE_PATH", modules)],
         CLIENTS * ROUNDS * 3,
     )
     .await;
@@ -203,15 +228,12 @@ async fn node_postgres_named_queries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_with_prepare_threshold_one() {
-    let Some(jar) = require(
-        PathBuf::from("/usr/share/java/postgresql.jar"),
+    let jar = require(
+        PathBuf::from(JDBC_JAR),
         "PostgreSQL JDBC",
-    ) else {
-        return;
-    };
-    let Some(java) = require(on_path("java").unwrap_or_default(), "java") else {
-        return;
-    };
+        "apt-get install -y libpostgresql-jdbc-java",
+    );
+    let java = on_path("java", "default-jdk-headless");
     let pgmux = pgmux_with_four_servers().await;
     let url = format!(
         "jdbc:postgresql://127.0.0.1:{}/app?prepareThreshold=1",

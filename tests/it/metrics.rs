@@ -115,3 +115,79 @@ async fn readiness_fails_when_no_database_is_reachable() {
     assert!(status.contains("200"));
     pgmux.stop().await;
 }
+
+/// promtool, from Debian's `prometheus` package; the test fails without it rather than pass
+/// having checked nothing.
+fn promtool() -> std::path::PathBuf {
+    let debian = std::path::PathBuf::from("/usr/bin/promtool");
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("promtool"))
+                .find(|p| p.is_file())
+        })
+        .or(debian.is_file().then_some(debian))
+        .unwrap_or_else(|| {
+            panic!(
+                "promtool not found on PATH or at /usr/bin/promtool: install Debian's prometheus \
+                 package (apt-get install -y prometheus), as .ci/run does"
+            )
+        })
+}
+
+/// A real scrape, after traffic of every kind the metrics count, passes `promtool check metrics`
+/// with no warning: every metric has HELP and TYPE, names follow Prometheus' conventions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_passes_promtool_check_metrics() {
+    let promtool = promtool();
+    let mut cfg = PgmuxConfig::new(shared_cluster());
+    cfg.general = "metrics_addr = \"127.0.0.1:0\"".into();
+    let pgmux = cfg.start().await;
+    let client = pgmux.connect("app", "app").await;
+    client.simple_query("SELECT 1; SELECT 2").await.unwrap();
+    let statement = client.prepare("SELECT $1::int + 1").await.unwrap();
+    for i in 0..5 {
+        let row = client.query_one(&statement, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+    }
+    let (status, body) = scrape(pgmux.metrics_addr(), "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    let s = samples(&body);
+    let labels = "{database=\"app\",user=\"app\"}";
+    assert!(s[&format!("pgmux_binds_total{labels}")] >= 5.0, "{body}");
+    // Every family has its help text, histograms (pgmux's own rendering) included.
+    for family in body.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap_or_default();
+        assert!(
+            body.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}:\n{body}"
+        );
+    }
+
+    let mut check = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", promtool.display()));
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {}\n{said}\nscrape:\n{body}",
+        out.status
+    );
+    pgmux.stop().await;
+}
