@@ -8,7 +8,7 @@
 
 use crate::address::Address;
 use crate::signal::{Signal, Stop};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -79,6 +79,17 @@ impl ClientEntry {
     }
 }
 
+/// Who a new pool client is.
+pub struct NewClient<'a> {
+    pub user: &'a str,
+    pub database: &'a str,
+    /// The user its servers log in as.
+    pub server_user: &'a str,
+    pub addr: Address,
+    pub local_addr: Option<Address>,
+    pub application_name: &'a str,
+}
+
 #[derive(Default)]
 pub struct Registry {
     clients: Mutex<Clients>,
@@ -92,34 +103,88 @@ struct Clients {
     consoles: BTreeMap<u64, Arc<ClientEntry>>,
     /// A draining shutdown has begun: clients added from now on start with it raised.
     draining: bool,
+    /// Pool clients per client database and per client user, for max_db_client_connections
+    /// and max_user_client_connections.
+    per_database: HashMap<String, usize>,
+    per_user: HashMap<String, usize>,
+}
+
+/// The most clients of one database and of one user; 0 = no cap.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientCaps {
+    pub per_database: usize,
+    pub per_user: usize,
+}
+
+/// Which client cap a login would exceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapReached {
+    Database,
+    User,
+}
+
+impl Clients {
+    fn count(map: &mut HashMap<String, usize>, name: &str, up: bool) {
+        match (map.get_mut(name), up) {
+            (Some(n), true) => *n += 1,
+            (None, true) => {
+                map.insert(name.to_owned(), 1);
+            }
+            (Some(n), false) if *n > 1 => *n -= 1,
+            (Some(_), false) => {
+                map.remove(name);
+            }
+            (None, false) => {}
+        }
+    }
 }
 
 impl Registry {
-    /// A pool client that has just logged in.
+    /// A pool client that has just logged in, unless that would exceed `caps`.
     pub fn add(
         &self,
-        user: &str,
-        database: &str,
-        server_user: &str,
-        addr: Address,
-        local_addr: Option<Address>,
-        application_name: &str,
-    ) -> Arc<ClientEntry> {
-        let entry = self.entry(
-            user,
-            database,
-            server_user,
-            addr,
-            local_addr,
-            application_name,
-        );
+        client: NewClient<'_>,
+        caps: ClientCaps,
+    ) -> Result<Arc<ClientEntry>, CapReached> {
+        let reached =
+            |cap: usize, count: Option<&usize>| cap > 0 && count.copied().unwrap_or(0) >= cap;
         let mut clients = lock(&self.clients);
+        if reached(caps.per_database, clients.per_database.get(client.database)) {
+            return Err(CapReached::Database);
+        }
+        if reached(caps.per_user, clients.per_user.get(client.user)) {
+            return Err(CapReached::User);
+        }
+        let entry = self.entry(
+            client.user,
+            client.database,
+            client.server_user,
+            client.addr,
+            client.local_addr,
+            client.application_name,
+        );
         if clients.draining {
             entry.signal.raise(Stop::Draining);
         }
+        Clients::count(&mut clients.per_database, client.database, true);
+        Clients::count(&mut clients.per_user, client.user, true);
         clients.by_id.insert(entry.id, entry.clone());
         drop(clients);
-        entry
+        Ok(entry)
+    }
+
+    /// Pool clients of `database` connected now.
+    pub fn clients_of_database(&self, database: &str) -> usize {
+        lock(&self.clients)
+            .per_database
+            .get(database)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Pool clients logged in as `user` connected now.
+    pub fn clients_of_user(&self, user: &str) -> usize {
+        lock(&self.clients).per_user.get(user).copied().unwrap_or(0)
     }
 
     /// An admin console session that has just logged in. It is `active` for as long as it
@@ -167,8 +232,14 @@ impl Registry {
     /// Forgets a pool client or a console session.
     pub fn remove(&self, id: u64) {
         let mut clients = lock(&self.clients);
-        if clients.by_id.remove(&id).is_none() {
-            clients.consoles.remove(&id);
+        match clients.by_id.remove(&id) {
+            Some(entry) => {
+                Clients::count(&mut clients.per_database, &entry.database, false);
+                Clients::count(&mut clients.per_user, &entry.user, false);
+            }
+            None => {
+                clients.consoles.remove(&id);
+            }
         }
     }
 
@@ -256,11 +327,47 @@ mod tests {
         assert_eq!(format_time(t), "2024-02-29 12:34:56 UTC");
     }
 
+    fn client<'a>(user: &'a str, database: &'a str) -> NewClient<'a> {
+        NewClient {
+            user,
+            database,
+            server_user: user,
+            addr: "127.0.0.1:5".parse().unwrap(),
+            local_addr: None,
+            application_name: "app",
+        }
+    }
+
+    fn add(r: &Registry, user: &str, database: &str) -> Arc<ClientEntry> {
+        r.add(client(user, database), ClientCaps::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn client_caps_count_per_database_and_per_user() {
+        let r = Registry::default();
+        let caps = ClientCaps {
+            per_database: 2,
+            per_user: 2,
+        };
+        let a = r.add(client("u", "d"), caps).unwrap();
+        let _b = r.add(client("v", "d"), caps).unwrap();
+        assert_eq!(
+            r.add(client("w", "d"), caps).err(),
+            Some(CapReached::Database)
+        );
+        let _c = r.add(client("u", "e"), caps).unwrap();
+        assert_eq!(r.add(client("u", "f"), caps).err(), Some(CapReached::User));
+        assert_eq!((r.clients_of_database("d"), r.clients_of_user("u")), (2, 2));
+        r.remove(a.id);
+        assert_eq!((r.clients_of_database("d"), r.clients_of_user("u")), (1, 1));
+        assert!(r.add(client("w", "d"), caps).is_ok());
+    }
+
     #[test]
     fn entries_come_and_go_and_can_be_killed() {
         let r = Registry::default();
-        let addr: Address = "127.0.0.1:5".parse().unwrap();
-        let a = r.add("u", "d", "u", addr.clone(), None, "app");
+        let a = add(&r, "u", "d");
         a.set_state(ClientState::Active);
         assert_eq!(r.all()[0].state(), ClientState::Active);
         assert!(r.kill(a.id));
@@ -268,7 +375,7 @@ mod tests {
         assert!(!r.kill(a.id + 100));
         r.drain_all();
         assert!(a.signal.is_raised(Stop::Draining));
-        let late = r.add("u", "d", "u", addr, None, "app");
+        let late = add(&r, "u", "d");
         assert!(late.signal.is_raised(Stop::Draining));
         r.remove(late.id);
         r.remove(a.id);
@@ -279,7 +386,7 @@ mod tests {
     fn consoles_are_listed_apart_and_can_be_killed() {
         let r = Registry::default();
         let addr: Address = "127.0.0.1:5".parse().unwrap();
-        let pool_client = r.add("u", "d", "u", addr.clone(), None, "app");
+        let pool_client = add(&r, "u", "d");
         let console = r.add_console("admin", "pgbouncer", addr, None, "psql");
         assert_ne!(console.id, pool_client.id, "one id sequence for both");
         assert_eq!(console.state(), ClientState::Active);

@@ -338,10 +338,7 @@ fn databases(shared: &Shared) -> Table {
             continue;
         };
         let of_db = pools.iter().filter(|p| &p.database == name);
-        let (servers, clients) = of_db.fold((0, 0), |(s, c), p| {
-            let snap = p.snapshot();
-            (s + snap.servers, c + snap.clients)
-        });
+        let servers: usize = of_db.map(|p| p.snapshot().servers).sum();
         t.row(vec![
             name.clone(),
             config.server_host(db),
@@ -356,8 +353,8 @@ fn databases(shared: &Shared) -> Table {
             String::new(),
             config.max_db_connections(name).to_string(),
             servers.to_string(),
-            "0".into(),
-            clients.to_string(),
+            config.max_db_client_connections(name).to_string(),
+            shared.registry.clients_of_database(name).to_string(),
             u8::from(control.is_paused(name)).to_string(),
             u8::from(control.disabled.contains(name)).to_string(),
         ]);
@@ -384,10 +381,7 @@ fn users(shared: &Shared) -> Table {
     for name in names {
         let user = config.users.get(name);
         let of_user = pools.iter().filter(|p| &p.user == name);
-        let (servers, clients) = of_user.fold((0, 0), |(s, c), p| {
-            let snap = p.snapshot();
-            (s + snap.servers, c + snap.clients)
-        });
+        let servers: usize = of_user.map(|p| p.snapshot().servers).sum();
         t.row(vec![
             name.clone(),
             user.and_then(|u| u.pool_size)
@@ -399,8 +393,8 @@ fn users(shared: &Shared) -> Table {
                 .to_owned(),
             config.max_user_connections(name).to_string(),
             servers.to_string(),
-            "0".into(),
-            clients.to_string(),
+            config.max_user_client_connections(name).to_string(),
+            shared.registry.clients_of_user(name).to_string(),
         ]);
     }
     t

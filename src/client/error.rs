@@ -30,6 +30,9 @@ pub enum ClientError {
     DatabaseDisabled(String),
     #[error("no more connections allowed (max_client_conn)")]
     TooManyClients,
+    /// max_db_client_connections or max_user_client_connections, named as PgBouncer does.
+    #[error("no more connections allowed ({0})")]
+    TooManyClientsOf(&'static str),
     #[error("client_login_timeout: login not completed in time")]
     LoginTimeout,
     #[error("TLS required (client_tls_sslmode): connect with sslmode=require or stronger")]
@@ -116,6 +119,7 @@ impl ClientError {
             ClientError::NotConsoleUser(_) => fatal(code::INVALID_AUTHORIZATION),
             ClientError::DatabaseDisabled(_) => fatal(code::CANNOT_CONNECT_NOW),
             ClientError::TooManyClients => fatal(code::TOO_MANY_CONNECTIONS),
+            ClientError::TooManyClientsOf(_) => fatal(code::TOO_MANY_CONNECTIONS),
             ClientError::LoginTimeout => fatal(code::PROTOCOL_VIOLATION),
             ClientError::TlsRequired => fatal(code::INVALID_AUTHORIZATION),
             // The TLS session is broken: nothing can reach the client.
@@ -190,6 +194,10 @@ mod tests {
             (ClientError::UnknownDatabase("d".into()), Some("3D000")),
             (ClientError::AuthFailed("u".into()), Some("28P01")),
             (ClientError::TooManyClients, Some("53300")),
+            (
+                ClientError::TooManyClientsOf("max_db_client_connections"),
+                Some("53300"),
+            ),
             (ClientError::DatabaseDisabled("d".into()), Some("57P03")),
             (ClientError::NotConsoleUser("u".into()), Some("28000")),
             (ClientError::LoginTimeout, Some("08P01")),

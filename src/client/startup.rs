@@ -14,7 +14,7 @@ use crate::protocol::frame;
 use crate::protocol::params::{trackable_extra, tracked_index, ParamSet};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
-use crate::registry::ClientEntry;
+use crate::registry::{CapReached, ClientCaps, ClientEntry, NewClient};
 use crate::server::ServerCredentials;
 use crate::stats::PoolStats;
 use crate::stream::Stream;
@@ -253,6 +253,30 @@ pub async fn login(
     backend::authentication_ok(&mut out);
 
     let server_user = db.user.clone().unwrap_or_else(|| user.clone());
+    let caps = ClientCaps {
+        per_database: config.max_db_client_connections(&database),
+        per_user: config.max_user_client_connections(&user),
+    };
+    let new_client = NewClient {
+        user: &user,
+        database: &database,
+        server_user: &server_user,
+        addr: conn.peer.clone(),
+        local_addr: conn.stream.local_address(general.listen_port),
+        application_name: client_params.get("application_name").unwrap_or(""),
+    };
+    let entry = shared
+        .registry
+        .add(new_client, caps)
+        .map_err(|cap| match cap {
+            CapReached::Database => ClientError::TooManyClientsOf("max_db_client_connections"),
+            CapReached::User => ClientError::TooManyClientsOf("max_user_client_connections"),
+        })?;
+    // Until the login completes, a failure forgets the client again.
+    let registered = Registered {
+        registry: &shared.registry,
+        id: entry.id,
+    };
     let credentials = server_credentials(&config, db.password.as_deref(), &server_user);
     let pool = shared.pools.join(&database, &server_user, || {
         PoolSettings::from_config(&config, &database, &server_user)
@@ -303,14 +327,15 @@ pub async fn login(
         return Err(e);
     }
     PoolStats::add(&pool.stats.client_login_count, 1);
-    let entry = shared.registry.add(
-        &user,
-        &database,
-        &pool.user,
-        conn.peer.clone(),
-        conn.stream.local_address(general.listen_port),
-        params_out.get("application_name").unwrap_or(""),
-    );
+    std::mem::forget(registered);
+    if let Some(name) = params_out.get("application_name") {
+        name.clone_into(
+            &mut entry
+                .application_name
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+    }
     if let Some(tls) = &conn.tls {
         let _ = entry.tls.set(tls.description.clone());
     }
@@ -364,6 +389,18 @@ fn client_parameters(
         }
     }
     Ok(set)
+}
+
+/// A client registered before its login completed: forgotten again if the login fails.
+struct Registered<'a> {
+    registry: &'a crate::registry::Registry,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
 }
 
 /// What a client proved, and with which secret.

@@ -55,7 +55,11 @@ impl Timeouts {
             seconds(of_user.or(of_db).unwrap_or(global))
         };
         Timeouts {
-            client_idle: pick(u.and_then(|u| u.client_idle_timeout), None, g.client_idle_timeout),
+            client_idle: pick(
+                u.and_then(|u| u.client_idle_timeout),
+                None,
+                g.client_idle_timeout,
+            ),
             idle_transaction: pick(
                 u.and_then(|u| u.idle_transaction_timeout),
                 d.and_then(|d| d.idle_transaction_timeout),

@@ -159,6 +159,21 @@ impl Config {
             .unwrap_or(self.general.max_db_connections) as usize
     }
 
+    /// Cap on a database's client connections across users; 0 = none.
+    pub fn max_db_client_connections(&self, db: &str) -> usize {
+        self.database(db)
+            .and_then(|d| d.max_db_client_connections)
+            .unwrap_or(self.general.max_db_client_connections) as usize
+    }
+
+    /// Cap on a user's client connections across databases; 0 = none.
+    pub fn max_user_client_connections(&self, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_client_connections)
+            .unwrap_or(self.general.max_user_client_connections) as usize
+    }
+
     /// Cap on a user's server connections across databases; 0 = none.
     pub fn max_user_connections(&self, user: &str) -> usize {
         self.users

@@ -171,3 +171,78 @@ async fn an_idle_server_of_another_pool_is_closed_to_make_room() {
     assert_eq!(crate::transaction_mode::first_value(&rows), "lim2");
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_caps_per_database_and_per_user_refuse_with_53300_and_free_on_leaving() {
+    let pg = shared_cluster();
+    create_databases().await;
+    let mut userlist = String::new();
+    for u in ["ccap1", "ccap2"] {
+        userlist.push_str(&own_role(pg, u).await);
+    }
+    userlist.push_str("\"admin\" \"admin\"\n");
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.auth_type = "md5";
+    cfg.userlist = userlist;
+    cfg.general = "max_db_client_connections = 2\nadmin_users = [\"admin\"]".into();
+    cfg.extra = format!(
+        "[databases.lim1]\nhost = \"127.0.0.1\"\nport = {0}\nmax_db_client_connections = 3\n\
+         [databases.lim2]\nhost = \"127.0.0.1\"\nport = {0}\n\
+         [users.ccap2]\nmax_user_client_connections = 1\n",
+        pg.port
+    );
+    let pgmux = cfg.start().await;
+    let code = |user: &'static str, db: &'static str| {
+        let url = pgmux.url(user, user, db);
+        async move {
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(conn);
+                    Ok(client)
+                }
+                Err(e) => Err((crate::harness::sqlstate(&e), e.to_string())),
+            }
+        }
+    };
+    // The global cap of 2 on app; lim1's own 3.
+    let a1 = code("ccap1", "app").await.unwrap();
+    let _a2 = code("ccap1", "app").await.unwrap();
+    let (state, _) = code("ccap1", "app").await.unwrap_err();
+    assert_eq!(state.as_deref(), Some("53300"));
+    let l: Vec<_> = [code("ccap1", "lim1").await, code("ccap1", "lim1").await]
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // ccap2 may hold one connection in all.
+    let c2 = code("ccap2", "lim1").await.unwrap();
+    let (state, message) = code("ccap2", "lim2").await.unwrap_err();
+    assert_eq!(state.as_deref(), Some("53300"), "{message}");
+
+    let console = code("admin", "pgmux").await.unwrap();
+    let rows = console.simple_query("SHOW DATABASES").await.unwrap();
+    let row = |name: &str| {
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get("name") == Some(name) => {
+                    Some((
+                        r.get("max_client_connections").unwrap().to_owned(),
+                        r.get("current_client_connections").unwrap().to_owned(),
+                    ))
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(row("app"), ("2".into(), "2".into()));
+    assert_eq!(row("lim1"), ("3".into(), "3".into()));
+
+    // Leaving frees the place.
+    drop(a1);
+    drop(c2);
+    crate::harness::eventually(Duration::from_secs(5), "places freed", || async {
+        (code("ccap1", "app").await.is_ok() && code("ccap2", "lim2").await.is_ok()).then_some(())
+    })
+    .await;
+    drop(l);
+    pgmux.stop().await;
+}
