@@ -5,7 +5,7 @@
 
 use super::startup::Login;
 use super::timeouts::{Expiry, Phase, Timeouts};
-use super::waits::{read_holding_no_buffer, wait_turn};
+use super::waits::{read_holding_no_buffer, wait_turn, Deadlines};
 use super::{ClientConn, ClientError};
 use crate::cancel::ServerKey;
 use crate::config::PoolMode;
@@ -281,12 +281,20 @@ impl Session<'_> {
         let pool = &self.login.pool;
         let waiting_since = Instant::now();
         pool.waiting.fetch_add(1, Ordering::Relaxed);
+        let deadlines = Deadlines {
+            fail: self.timeouts.query_wait.map(|limit| waiting_since + limit),
+            notice: self
+                .timeouts
+                .query_wait_notify
+                .map(|after| waiting_since + after),
+        };
         let turn = wait_turn(
             pool,
             &mut self.waiter,
             self.shared_control,
             &self.login.entry.database,
-            self.timeouts.query_wait.map(|limit| waiting_since + limit),
+            deadlines,
+            &mut self.client.stream,
         );
         // No transaction has started yet: a draining shutdown ends the client instead.
         let entry = &self.login.entry;

@@ -39,6 +39,8 @@ pub(super) struct Timeouts {
     pub(super) query: Option<Duration>,
     pub(super) query_wait: Option<Duration>,
     pub(super) transaction: Option<Duration>,
+    /// query_wait_notify: when a client waiting for a server is told so.
+    pub(super) query_wait_notify: Option<Duration>,
 }
 
 fn seconds(value: f64) -> Option<Duration> {
@@ -76,6 +78,7 @@ impl Timeouts {
                 d.and_then(|d| d.transaction_timeout),
                 g.transaction_timeout,
             ),
+            query_wait_notify: seconds(g.query_wait_notify),
         }
     }
 

@@ -2,7 +2,8 @@
 //! with no read buffer, and for a server with no timer.
 
 use super::ClientError;
-use crate::pool::{Checkout, Pool, PooledServer, Waiter};
+use crate::pool::{Checkout, Pool, PooledServer, Waited, Waiter};
+use crate::stream::Stream;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
@@ -17,16 +18,36 @@ pub(super) async fn wait_turn(
     waiter: &mut Waiter,
     control: &crate::control::Control,
     database: &str,
-    deadline: Option<Instant>,
+    deadlines: Deadlines,
+    client: &mut Stream,
 ) -> Result<PooledServer, ClientError> {
+    let deadline = deadlines.fail;
     if control.any_paused() {
         // A PAUSE holds new transactions, without an error, until RESUME. Boxed with its
         // timer, as the slow part below: neither widens every client's task.
         Box::pin(within(deadline, control.wait_unpaused(database))).await?;
     }
-    let grant = pool
-        .take_or_wait(waiter, deadline.map(Instant::into_std))
+    let mut waited = pool
+        .take_or_wait(
+            waiter,
+            deadline.map(Instant::into_std),
+            deadlines.notice.map(Instant::into_std),
+        )
         .await;
+    let grant = loop {
+        match waited {
+            Waited::Granted(grant) => break grant,
+            Waited::Notice => {
+                // Still in line meanwhile: a wait ended here (the client gone, a stop) must
+                // give its place up, or a server granted to it would wait for nobody.
+                let in_line = GivesUpOnDrop(waiter);
+                // Boxed: only a client that waits query_wait_notify gets here.
+                Box::pin(tell_it_waits(client)).await?;
+                std::mem::forget(in_line);
+                waited = pool.wait_on(waiter).await;
+            }
+        }
+    };
     match pool.ready(grant) {
         Ok(server) => Ok(server),
         // Too late for a health check or a connect: the grant goes back untouched.
@@ -38,6 +59,35 @@ pub(super) async fn wait_turn(
             Ok(Box::pin(within(deadline, finish)).await??)
         }
     }
+}
+
+/// When a wait for a server fails (query_wait_timeout) and when its client is told it waits
+/// (query_wait_notify).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deadlines {
+    pub(super) fail: Option<Instant>,
+    pub(super) notice: Option<Instant>,
+}
+
+/// A place in line that is given up if this is dropped.
+struct GivesUpOnDrop<'a>(&'a Waiter);
+
+impl Drop for GivesUpOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.give_up();
+    }
+}
+
+/// The NOTICE a client waiting query_wait_notify gets, as PgBouncer 1.25 sends one.
+async fn tell_it_waits(client: &mut Stream) -> Result<(), ClientError> {
+    let mut notice = BytesMut::new();
+    crate::protocol::backend::error_response(
+        &mut notice,
+        crate::protocol::backend::Severity::Notice,
+        "00000",
+        "no server connection is free in this pool yet: the client is queued (query_wait_notify)",
+    );
+    client.send(&notice).await.map_err(ClientError::Io)
 }
 
 /// `work` bounded by query_wait_timeout's deadline, if any.

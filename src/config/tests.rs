@@ -200,6 +200,12 @@ fn unreadable_tls_files_are_named_with_their_setting() {
 }
 
 #[test]
+fn times_too_long_for_a_clock_are_refused() {
+    let err = parse("[pgmux]\nautodb_idle_timeout = 1e20\nquery_timeout = 1e9\n").unwrap_err();
+    assert_eq!(keys(&err), ["pgmux.autodb_idle_timeout"]);
+}
+
+#[test]
 fn the_fallback_database_serves_names_not_listed() {
     let c = parse(
         "[databases.app]\nhost = \"h\"\npool_size = 3\n\

@@ -224,9 +224,15 @@ impl<T: DeserializeOwned> FromTable for T {
     }
 }
 
+/// The longest time any setting may give (about 31 years): longer ones are surely a mistake,
+/// and would overflow the clocks they set.
+const MAX_SECONDS: f64 = 1e9;
+
 fn check_seconds(key: &str, value: f64, problems: &mut Vec<Problem>) {
     if !value.is_finite() || value < 0.0 {
         problems.push(problem(key, "must be a number of seconds, 0 or more"));
+    } else if value > MAX_SECONDS {
+        problems.push(problem(key, "must be at most 1000000000 seconds"));
     }
 }
 

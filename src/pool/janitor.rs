@@ -34,8 +34,13 @@ pub(super) async fn run(pool: Weak<Pool>) {
 /// does: a timer per wait would cost every waiting transaction.
 fn end_long_waits(pool: &Arc<Pool>) {
     let now = Instant::now();
-    let expired = lock(&pool.queue)
-        .expire_waiters(|_, ticket| ticket.deadline().is_some_and(|deadline| now >= deadline));
+    let mut queue = lock(&pool.queue);
+    for ticket in queue.waiters() {
+        ticket.notice_if_due(now);
+    }
+    let expired =
+        queue.expire_waiters(|_, ticket| ticket.deadline().is_some_and(|deadline| now >= deadline));
+    drop(queue);
     for ticket in expired {
         // A waiter that gave up meanwhile has nothing to be told.
         let _ = ticket.send(Grant::TimedOut);

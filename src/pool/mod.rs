@@ -13,7 +13,7 @@ mod waiter;
 pub use guard::PooledServer;
 pub use pools::{drop_unused_pools, PoolClient, Pools};
 pub use settings::{server_credentials, Health, PoolSettings};
-pub use waiter::Waiter;
+pub use waiter::{Waited, Waiter};
 
 use crate::server::{ServerConn, ServerCredentials, ServerError};
 use caps::{Cap, CapKind};
@@ -230,7 +230,14 @@ impl Pool {
     /// A server for a client logging in: idle, new, or after waiting its turn.
     pub async fn checkout(self: &Arc<Self>, mode: Checkout) -> Result<PooledServer, PoolError> {
         let mut waiter = Waiter::default();
-        let grant = self.take_or_wait(&mut waiter, None).await;
+        // No notice was asked for, so only a grant ends this wait.
+        let mut waited = self.take_or_wait(&mut waiter, None, None).await;
+        let grant = loop {
+            match waited {
+                Waited::Granted(grant) => break grant,
+                Waited::Notice => waited = self.wait_on(&waiter).await,
+            }
+        };
         match self.ready(grant) {
             Ok(server) => Ok(server),
             Err(grant) => self.finish(grant, mode).await,
@@ -238,28 +245,38 @@ impl Pool {
     }
 
     /// An idle server, room to open one, or (after waiting in line) whichever frees up first;
-    /// a wait in line fails at `deadline` (Grant::TimedOut). Small and allocation-free, so a
+    /// a wait in line fails at `deadline` (Grant::TimedOut), and stops at `notice_at` for the
+    /// client to be told it waits (then [`Pool::wait_on`]). Small and allocation-free, so a
     /// client may wait here for every transaction.
     pub async fn take_or_wait(
         self: &Arc<Self>,
         waiter: &mut Waiter,
         deadline: Option<Instant>,
-    ) -> Grant {
-        let mut step = self.try_take(waiter, deadline);
+        notice_at: Option<Instant>,
+    ) -> Waited {
+        let mut step = self.try_take(waiter, deadline, notice_at);
         if let Err(false) = step {
             // Room in this pool but a shared cap is full: close another pool's idle server
             // if one exists, else wait like everyone else.
             step = if self.evict_for_caps() {
-                self.try_take(waiter, deadline)
+                self.try_take(waiter, deadline, notice_at)
             } else {
                 Err(false)
             };
         }
         match step {
-            Ok(grant) => return grant,
+            Ok(grant) => return Waited::Granted(grant),
             Err(true) => {}
-            Err(false) => lock(&self.queue).wait(waiter.ticket(deadline), Instant::now()),
+            Err(false) => {
+                let ticket = waiter.ticket(deadline, notice_at);
+                lock(&self.queue).wait(ticket, Instant::now())
+            }
         }
+        waiter.turn().await
+    }
+
+    /// Waits on in line after a [`Waited::Notice`].
+    pub async fn wait_on(&self, waiter: &Waiter) -> Waited {
         waiter.turn().await
     }
 
@@ -327,6 +344,7 @@ impl Pool {
         self: &Arc<Self>,
         waiter: &mut Waiter,
         deadline: Option<Instant>,
+        notice_at: Option<Instant>,
     ) -> Result<Grant, bool> {
         let mut q = lock(&self.queue);
         match q.take() {
@@ -337,7 +355,7 @@ impl Pool {
                 Err(false)
             }
             Take::Full => {
-                q.wait(waiter.ticket(deadline), Instant::now());
+                q.wait(waiter.ticket(deadline, notice_at), Instant::now());
                 Err(true)
             }
         }

@@ -75,6 +75,11 @@ impl<C, W> Queue<C, W> {
         }
     }
 
+    /// The waiters, longest first.
+    pub fn waiters(&self) -> impl Iterator<Item = &W> {
+        self.waiters.iter().map(|(_, w)| w)
+    }
+
     pub fn wait(&mut self, waiter: W, now: Instant) {
         self.waiters.push_back((now, waiter));
     }

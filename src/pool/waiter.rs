@@ -27,6 +27,17 @@ struct State {
     abandoned: bool,
     /// When the current wait fails (query_wait_timeout): the pool's janitor checks it.
     deadline: Option<Instant>,
+    /// When the client should be told it waits (query_wait_notify), until the janitor has
+    /// found it due; then `notice` wakes the waiter once to tell it.
+    notice_at: Option<Instant>,
+    notice: bool,
+}
+
+/// What a turn at the pool brings: a grant, or the moment to tell the client it waits.
+pub enum Waited {
+    Granted(Grant),
+    /// query_wait_notify passed: tell the client, then wait on (the place in line is kept).
+    Notice,
 }
 
 /// What the queue holds for a waiting client.
@@ -56,6 +67,18 @@ impl Ticket {
     pub(super) fn deadline(&self) -> Option<Instant> {
         lock(&self.0.state).deadline
     }
+
+    /// Wakes the waiter to tell its client it waits, if query_wait_notify has passed `now`
+    /// (once per wait).
+    pub(super) fn notice_if_due(&self, now: Instant) {
+        let mut state = lock(&self.0.state);
+        if state.notice_at.is_some_and(|at| at <= now) && !state.abandoned {
+            state.notice_at = None;
+            state.notice = true;
+            drop(state);
+            self.0.waker.wake();
+        }
+    }
 }
 
 /// A client's reusable place in line. Made on the first wait: a client that never waits
@@ -66,20 +89,40 @@ pub struct Waiter {
 }
 
 impl Waiter {
-    /// The ticket for the next wait, which fails at `deadline` if given. A ticket given up on
-    /// may still sit in a queue, so it is never reused.
-    pub(super) fn ticket(&mut self, deadline: Option<Instant>) -> Ticket {
-        if let Some(slot) = &self.slot {
-            let mut state = lock(&slot.state);
-            if !state.abandoned {
-                state.deadline = deadline;
-                return Ticket(slot.clone());
+    /// The ticket for the next wait, which fails at `deadline` and has its client told it
+    /// waits at `notice_at`, if given. A ticket given up on may still sit in a queue, so it is
+    /// never reused.
+    pub(super) fn ticket(
+        &mut self,
+        deadline: Option<Instant>,
+        notice_at: Option<Instant>,
+    ) -> Ticket {
+        let reusable = self
+            .slot
+            .as_ref()
+            .filter(|slot| !lock(&slot.state).abandoned);
+        let slot = match reusable {
+            Some(slot) => slot.clone(),
+            None => {
+                let slot = Arc::new(Slot::default());
+                self.slot = Some(slot.clone());
+                slot
             }
+        };
+        {
+            let mut state = lock(&slot.state);
+            state.deadline = deadline;
+            state.notice_at = notice_at;
+            state.notice = false;
         }
-        let slot = Arc::new(Slot::default());
-        lock(&slot.state).deadline = deadline;
-        self.slot = Some(slot.clone());
         Ticket(slot)
+    }
+
+    /// Gives up the wait now: a grant that comes later is refused, one already here goes back.
+    pub fn give_up(&self) {
+        if self.slot.is_some() {
+            drop(self.turn());
+        }
     }
 
     /// Resolves with the grant sent to the ticket last taken.
@@ -100,21 +143,31 @@ pub(super) struct Turn<'a> {
     done: bool,
 }
 
-impl Future for Turn<'_> {
-    type Output = Grant;
+impl Turn<'_> {
+    fn check(&mut self) -> Option<Waited> {
+        let mut state = lock(&self.slot.state);
+        let waited = match state.grant.take() {
+            Some(grant) => Waited::Granted(grant),
+            None if std::mem::take(&mut state.notice) => Waited::Notice,
+            None => return None,
+        };
+        // Either way this future is finished; after a notice the ticket stays in line.
+        self.done = true;
+        Some(waited)
+    }
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
-        if let Some(grant) = lock(&self.slot.state).grant.take() {
-            self.done = true;
-            return Poll::Ready(grant);
+impl Future for Turn<'_> {
+    type Output = Waited;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Waited> {
+        if let Some(waited) = self.check() {
+            return Poll::Ready(waited);
         }
         self.slot.waker.register(cx.waker());
         // A grant sent between the check and the registration found no waker to wake.
-        match lock(&self.slot.state).grant.take() {
-            Some(grant) => {
-                self.done = true;
-                Poll::Ready(grant)
-            }
+        match self.check() {
+            Some(waited) => Poll::Ready(waited),
             None => Poll::Pending,
         }
     }
@@ -143,14 +196,17 @@ mod tests {
     #[tokio::test]
     async fn one_grant_per_wait_and_a_ticket_given_up_on_refuses_grants() {
         let mut waiter = Waiter::default();
-        let ticket = waiter.ticket(None);
+        let ticket = waiter.ticket(None, None);
         assert!(ticket.send(Grant::TimedOut).is_ok());
         assert!(matches!(ticket.send(Grant::TimedOut), Err(Grant::TimedOut)));
-        assert!(matches!(waiter.turn().await, Grant::TimedOut));
+        assert!(matches!(
+            waiter.turn().await,
+            Waited::Granted(Grant::TimedOut)
+        ));
 
         // The same slot serves the next wait, with that wait's deadline.
         let deadline = Instant::now() + Duration::from_secs(1);
-        let reused = waiter.ticket(Some(deadline));
+        let reused = waiter.ticket(Some(deadline), None);
         assert!(Arc::ptr_eq(&ticket.0, &reused.0));
         assert_eq!(reused.deadline(), Some(deadline));
 
@@ -158,7 +214,7 @@ mod tests {
         drop(waiter.turn());
         assert!(reused.is_closed());
         assert!(matches!(reused.send(Grant::TimedOut), Err(Grant::TimedOut)));
-        let fresh = waiter.ticket(None);
+        let fresh = waiter.ticket(None, None);
         assert!(!Arc::ptr_eq(&reused.0, &fresh.0));
         assert!(!fresh.is_closed() && fresh.deadline().is_none());
     }
@@ -166,12 +222,36 @@ mod tests {
     #[tokio::test]
     async fn a_grant_sent_while_waiting_wakes_the_waiter() {
         let mut waiter = Waiter::default();
-        let ticket = waiter.ticket(None);
+        let ticket = waiter.ticket(None, None);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             assert!(ticket.send(Grant::TimedOut).is_ok());
         });
         let grant = tokio::time::timeout(Duration::from_secs(5), waiter.turn()).await;
-        assert!(matches!(grant, Ok(Grant::TimedOut)));
+        assert!(matches!(grant, Ok(Waited::Granted(Grant::TimedOut))));
+    }
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_notice_wakes_the_waiter_once_and_keeps_its_place() {
+        let mut waiter = Waiter::default();
+        let now = Instant::now();
+        let ticket = waiter.ticket(None, Some(now + Duration::from_secs(5)));
+        ticket.notice_if_due(now);
+        ticket.notice_if_due(now + Duration::from_secs(5));
+        assert!(matches!(waiter.turn().await, Waited::Notice));
+        ticket.notice_if_due(now + Duration::from_secs(9));
+        assert!(!ticket.is_closed(), "still in line after the notice");
+        assert!(ticket.send(Grant::TimedOut).is_ok());
+        assert!(matches!(
+            waiter.turn().await,
+            Waited::Granted(Grant::TimedOut)
+        ));
+        waiter.give_up();
     }
 }

@@ -306,6 +306,30 @@ async fn the_fallback_database_serves_names_not_listed_and_drops_them_when_idle(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_idle_timeout_drops_a_pool_left_without_clients_or_servers() {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.general = "pool_idle_timeout = 1\nserver_idle_timeout = 1".into();
+    let pgmux = cfg.start().await;
+    let client = pgmux.connect("app", "app").await;
+    assert_eq!(first_value(&client, "SELECT 7").await, "7");
+    // In use: kept, however long.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(pgmux.pools().iter().any(|p| p.database == "app"));
+    drop(client);
+    eventually(
+        Duration::from_secs(15),
+        "the unused pool dropped",
+        || async { (!pgmux.pools().iter().any(|p| p.database == "app")).then_some(()) },
+    )
+    .await;
+    // And made again on the next login.
+    let again = pgmux.connect("app", "app").await;
+    assert_eq!(first_value(&again, "SELECT 8").await, "8");
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_logged_in_client_learns_whether_a_database_exists() {
     let pg = shared_cluster();
     let pgmux = PgmuxConfig::new(pg).start().await;

@@ -183,3 +183,25 @@ async fn per_user_and_per_database_timeouts_override_the_global_ones() {
     }
     pgmux.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_queued_longer_than_query_wait_notify_is_told_so_and_then_served() {
+    let pgmux = pgmux_with("query_wait_notify = 0.3", "queued", 1).await;
+    let mut holder = Raw::login(pgmux.port, "queued", "app").await;
+    holder.send(&raw::query("BEGIN")).await;
+    assert_eq!(tags(&holder.read_until(b'Z').await), "CZ");
+    let mut queued = Raw::login(pgmux.port, "queued", "app").await;
+    queued.send(&raw::query("SELECT 42")).await;
+    let (tag, body) = queued.read().await.expect("a notice");
+    assert_eq!((tag, error_code(&body).as_str()), (b'N', "00000"));
+    assert!(
+        String::from_utf8_lossy(&body).contains("query_wait_notify"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    holder.send(&raw::query("COMMIT")).await;
+    assert_eq!(tags(&holder.read_until(b'Z').await), "CZ");
+    // Told once, then served in its turn.
+    assert_eq!(tags(&queued.read_until(b'Z').await), "TDCZ");
+    pgmux.stop().await;
+}
