@@ -12,7 +12,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 
 /// How long a cancel may take to reach PostgreSQL before it is dropped.
-const CANCEL_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CANCEL_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server a client is linked to: its address and backend key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,12 +86,12 @@ pub struct Cancels {
 }
 
 impl Cancels {
-    /// Registers a client under a fresh random key.
-    pub fn register(&self) -> ((u32, u32), Arc<CancelSlot>) {
+    /// Registers a client under a fresh random key that carries `peer_id` (0: no peering).
+    pub fn register(&self, peer_id: u16) -> ((u32, u32), Arc<CancelSlot>) {
         let slot = Arc::new(CancelSlot::default());
         let mut map = lock(&self.map);
         loop {
-            let key: (u32, u32) = rand::random();
+            let key = crate::peers::new_key(peer_id);
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry(key) {
                 e.insert(slot.clone());
                 return (key, slot);
@@ -213,7 +213,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_and_unlinked_keys_are_dropped() {
         let cancels = Cancels::default();
-        let ((pid, secret), _slot) = cancels.register();
+        let ((pid, secret), _slot) = cancels.register(0);
         cancels.cancel(pid, secret).await;
         cancels.cancel(pid ^ 1, secret).await;
         cancels.unregister((pid, secret));

@@ -12,6 +12,7 @@ pub mod import;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
+pub mod peers;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;
@@ -39,6 +40,8 @@ pub struct Shared {
     config: std::sync::RwLock<Arc<Config>>,
     pub pools: pool::Pools,
     pub cancels: cancel::Cancels,
+    /// Cancels forwarded to other processes of the fleet.
+    pub peer_pools: peers::PeerPools,
     /// Client connections open now (for max_client_conn).
     pub clients: AtomicUsize,
     /// Makes mock SCRAM salts for unknown users stable per user, and unguessable.
@@ -65,6 +68,7 @@ impl Shared {
             config: std::sync::RwLock::new(Arc::new(config)),
             pools: Default::default(),
             cancels: Default::default(),
+            peer_pools: Default::default(),
             clients: AtomicUsize::new(0),
             mock_salt_key: rand::random(),
             auth_lookups: Default::default(),
@@ -132,6 +136,8 @@ impl Shared {
         let (g, o) = (&mut new.general, &old.general);
         g.listen_addr = o.listen_addr.clone();
         g.listen_port = o.listen_port;
+        g.so_reuseport = o.so_reuseport;
+        g.peer_id = o.peer_id;
         g.unix_socket_dir = o.unix_socket_dir.clone();
         g.unix_socket_mode = o.unix_socket_mode.clone();
         g.unix_socket_group = o.unix_socket_group.clone();
@@ -224,8 +230,7 @@ impl Server {
         let mut socket_file = None;
         let activated = notify::activated_listeners();
         let local_addr = if activated.is_empty() {
-            let addr = listener::listen_address(&config.general);
-            let socket = tokio::net::TcpListener::bind(addr).await?;
+            let socket = listener::bind_tcp(&config.general)?;
             let local_addr = socket.local_addr()?;
             listeners.push(listener::Listener::Tcp(socket));
             if !config.general.unix_socket_dir.is_empty() {

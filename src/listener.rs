@@ -27,6 +27,26 @@ pub fn listen_address(general: &General) -> SocketAddr {
     SocketAddr::new(ip, general.listen_port)
 }
 
+/// Clients waiting to be accepted that the kernel keeps, as PgBouncer's listen_backlog.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Listens on listen_addr and listen_port; with so_reuseport, beside other processes that do
+/// the same, the kernel spreading new connections among them.
+pub fn bind_tcp(general: &General) -> std::io::Result<TcpListener> {
+    let addr = listen_address(general);
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A restarted pgmux may bind while connections of the old one linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    if general.so_reuseport {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A socket pgmux accepts clients on.
 pub enum Listener {
     Tcp(TcpListener),

@@ -176,7 +176,7 @@ async fn run(conn: &mut ClientConn, role: Role, shared: &Arc<Shared>) -> Result<
 /// so they are not offered here.
 const USAGE: [&str; 16] = [
     "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION",
-    "SHOW LISTS|MEM|STATE",
+    "SHOW LISTS|MEM|STATE|PEERS|PEER_POOLS",
     "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS",
     "SELECT <x> (the same as SHOW <x>)",
     "SET key = arg",

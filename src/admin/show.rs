@@ -35,7 +35,7 @@ pub const NOT_YET: [&str; 3] = ["SOCKETS", "ACTIVE_SOCKETS", "FDS"];
 
 /// Every SHOW the console answers: what the test of SHOW HELP checks it against.
 #[cfg(test)]
-pub const SHOWS: [&str; 14] = [
+pub const SHOWS: [&str; 16] = [
     "POOLS",
     "STATS",
     "STATS_TOTALS",
@@ -50,6 +50,8 @@ pub const SHOWS: [&str; 14] = [
     "CLIENTS",
     "SERVERS",
     "MEM",
+    "PEERS",
+    "PEER_POOLS",
 ];
 
 /// The table for `SHOW what`, or None if there is no such SHOW.
@@ -69,6 +71,8 @@ pub fn show(shared: &Shared, what: &str) -> Option<Table> {
         "CLIENTS" => super::sockets::clients(shared),
         "SERVERS" => super::sockets::servers(shared),
         "MEM" => mem(shared),
+        "PEERS" => peers(shared),
+        "PEER_POOLS" => peer_pools(shared),
         _ => return None,
     })
 }
@@ -362,6 +366,54 @@ fn databases(shared: &Shared) -> Table {
     t
 }
 
+/// The other processes of the fleet, as `[peers]` names them (this process's own id left
+/// out, as PgBouncer ignores it).
+fn peers(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("peer_id", INT4),
+        ("host", TEXT),
+        ("port", INT4),
+        ("pool_size", INT4),
+    ]);
+    let config = shared.config();
+    for (id, peer) in &config.peers {
+        if *id == config.general.peer_id {
+            continue;
+        }
+        let size = peer.pool_size.unwrap_or(config.general.default_pool_size);
+        t.row(vec![
+            id.to_string(),
+            peer.host.clone(),
+            peer.port.to_string(),
+            size.to_string(),
+        ]);
+    }
+    t
+}
+
+/// Cancels forwarded to each peer: in flight (cl_active_cancel_req, sv_active_cancel) and
+/// waiting for a turn (cl_waiting_cancel_req); a forward opens its connection at once, so none
+/// is logging in.
+fn peer_pools(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("peer_id", INT4),
+        ("cl_active_cancel_req", INT4),
+        ("cl_waiting_cancel_req", INT4),
+        ("sv_active_cancel", INT4),
+        ("sv_login", INT4),
+    ]);
+    for (id, active, waiting) in shared.peer_pools.snapshot() {
+        t.row(vec![
+            id.to_string(),
+            active.to_string(),
+            waiting.to_string(),
+            active.to_string(),
+            "0".into(),
+        ]);
+    }
+    t
+}
+
 fn users(shared: &Shared) -> Table {
     let mut t = Table::new(&[
         ("name", TEXT),
@@ -417,7 +469,8 @@ fn config(shared: &Shared) -> Table {
 /// PgBouncer's lists, counted as it counts them, from what pgmux has:
 /// - databases, users, pools: the rows of SHOW DATABASES, SHOW USERS and SHOW POOLS. PgBouncer
 ///   also counts its console database and pools; pgmux shows those in none of the three.
-/// - peers, peer_pools, dns_*: pgmux has no peering and no DNS cache of its own: 0.
+/// - peers, peer_pools: the rows of SHOW PEERS and SHOW PEER_POOLS.
+/// - dns_*: pgmux has no DNS cache of its own: 0.
 /// - free_clients, free_servers: PgBouncer's slab objects freed and kept for reuse. pgmux
 ///   keeps none (idle servers are in use, as in PgBouncer's count): 0.
 /// - used_clients: every client connection open: logging in, in a pool, or on the console
@@ -434,9 +487,9 @@ fn lists(shared: &Shared) -> Table {
     for (name, n) in [
         ("databases", databases(shared).rows.len()),
         ("users", users(shared).rows.len()),
-        ("peers", 0),
+        ("peers", peers(shared).rows.len()),
         ("pools", pools.len()),
-        ("peer_pools", 0),
+        ("peer_pools", shared.peer_pools.snapshot().len()),
         ("free_clients", 0),
         // At least those listed: a client is counted open a moment before it is listed.
         ("used_clients", open.max(in_pools + consoles)),

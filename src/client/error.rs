@@ -18,6 +18,11 @@ pub enum ClientError {
     UnsupportedParameter(String),
     #[error("{0}")]
     Options(#[from] crate::protocol::options::OptionsError),
+    #[error("value of startup parameter {0} is too long (at most 4096 bytes)")]
+    ParameterTooLong(String),
+    /// A startup parameter's value PostgreSQL refused, with its own words and code.
+    #[error("{}", .0.message)]
+    BadParameter(crate::protocol::backend::ErrorFields),
     #[error("no user name in startup packet")]
     NoUser,
     #[error("no such database: {0}")]
@@ -113,6 +118,8 @@ impl ClientError {
             ClientError::Protocol(_) => fatal(code::PROTOCOL_VIOLATION),
             ClientError::UnsupportedParameter(_) => fatal(code::PROTOCOL_VIOLATION),
             ClientError::Options(e) => fatal(e.sqlstate()),
+            ClientError::ParameterTooLong(_) => fatal(code::PROGRAM_LIMIT_EXCEEDED),
+            ClientError::BadParameter(f) => fatal(&f.code),
             ClientError::NoUser => fatal(code::INVALID_AUTHORIZATION),
             ClientError::UnknownDatabase(_) => fatal(code::INVALID_CATALOG_NAME),
             ClientError::AuthFailed(_) => fatal(code::INVALID_PASSWORD),

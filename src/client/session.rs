@@ -51,8 +51,9 @@ struct Session<'a> {
     timeouts: Timeouts,
     phase: Phase,
     phase_since: Instant,
-    /// When the open transaction began, while transaction_timeout is set.
-    transaction_since: Option<Instant>,
+    /// When the open transaction began, while transaction_timeout is set, and how many had
+    /// ended on the link then.
+    transaction_since: Option<(Instant, u64)>,
     /// server_reset_query, where it runs on release in this session's mode.
     reset_query: Option<String>,
     shared_control: &'a crate::control::Control,
@@ -66,6 +67,12 @@ pub async fn run(
     if shared.config().general.log_connections {
         tracing::info!(user = %login.entry.user, database = %login.entry.database, peer = %client.peer, "client connected");
     }
+    // However the session ends, a panic included, the client leaves the registry, and its
+    // place under the client caps with it.
+    let _listed = Listed {
+        registry: &shared.registry,
+        id: login.entry.id,
+    };
     let cancel_key = login.cancel_key;
     let config = shared.config();
     let general = &config.general;
@@ -100,12 +107,23 @@ pub async fn run(
     let result = session.serve().await;
     session.finish().await;
     shared.cancels.unregister(cancel_key);
-    shared.registry.remove(session.login.entry.id);
     if shared.config().general.log_disconnections {
         let (login, peer) = (&session.login, &session.client.peer);
         tracing::info!(user = %login.entry.user, database = %login.entry.database, %peer, "client disconnected");
     }
     result
+}
+
+/// A client's place in the registry, given up when this is dropped.
+struct Listed<'a> {
+    registry: &'a crate::registry::Registry,
+    id: u64,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
 }
 
 impl Session<'_> {
@@ -161,11 +179,20 @@ impl Session<'_> {
         let Some(whole) = self.timeouts.transaction else {
             return of_phase;
         };
+        let ended = self.linked.as_ref().map_or(0, Linked::transactions);
         if !phase.in_transaction() {
             self.transaction_since = None;
             return of_phase;
         }
-        let since = *self.transaction_since.get_or_insert_with(Instant::now);
+        let since = match self.transaction_since {
+            // The same transaction as before: its start stays.
+            Some((since, seen)) if seen == ended => since,
+            _ => {
+                let now = Instant::now();
+                self.transaction_since = Some((now, ended));
+                now
+            }
+        };
         let of_transaction = (since + whole, Expiry::Transaction);
         Some(match of_phase {
             Some(p) if p.0 <= of_transaction.0 => p,
@@ -319,7 +346,7 @@ impl Session<'_> {
 
     /// Takes `server` for this client: links cancels to it, and starts the relay with the SETs
     /// that give it the client's parameters (their replies are swallowed).
-    fn link(&mut self, server: PooledServer) {
+    fn link(&mut self, mut server: PooledServer) {
         let pool = &self.login.pool;
         PoolStats::add(&pool.stats.server_assignment_count, 1);
         self.login.entry.set_state(ClientState::Active);
@@ -335,6 +362,11 @@ impl Session<'_> {
             secret: server.backend_secret,
         });
         let set_sql = self.login.params.set_statements(&server.params);
+        if set_sql.is_some() {
+            // What the server does not report itself (search_path before PostgreSQL 18) is
+            // known from what was set; a failed SET closes the server (see the scan).
+            self.login.params.applied_to(&mut server.params);
+        }
         let linked = Linked::new(
             server,
             self.login.mode,

@@ -11,7 +11,7 @@ use crate::config::{Config, PoolMode, SslMode};
 use crate::pool::{server_credentials, Checkout, Pool, PoolClient, PoolSettings};
 use crate::protocol::backend;
 use crate::protocol::frame;
-use crate::protocol::params::{trackable_extra, tracked_index, ParamSet};
+use crate::protocol::params::{trackable_extra, tracked_index, ParamSet, MAX_VALUE_LEN};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
 use crate::registry::{CapReached, ClientCaps, ClientEntry, NewClient};
@@ -198,7 +198,7 @@ pub async fn login(
                 // Delivered on its own task, so no login timeout can drop it half-way and
                 // leave the client's link counted in flight.
                 let shared = shared.clone();
-                tokio::spawn(async move { shared.cancels.cancel(pid, secret).await });
+                tokio::spawn(async move { cancel(&shared, pid, secret).await });
                 return Ok(None);
             }
             StartupPacket::Startup { minor, params } => break (minor, params),
@@ -228,7 +228,6 @@ pub async fn login(
         .to_owned();
     let config = shared.config();
     let general = &config.general;
-    let client_params = client_parameters(general, &params)?;
     if admin::DATABASES.contains(&database.as_str()) {
         // The console is exempt from max_client_conn, so an operator can always get in.
         return console_login(conn, shared, user, &database, out)
@@ -244,6 +243,8 @@ pub async fn login(
     // As PostgreSQL: authenticate first, so that only a logged-in client learns whether the
     // database exists.
     let login = authenticate_logged(conn, shared, &config, &user, &database, &mut out).await?;
+    // After authentication, as PostgreSQL reads them: a bad parameter tells nothing before.
+    let client_params = client_parameters(general, &params)?;
     let db = config
         .database(&database)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
@@ -311,6 +312,7 @@ pub async fn login(
     for (name, value) in welcome.iter() {
         params_out.set(name, value);
     }
+    check_values(&pool, &client_params, &params_out).await?;
     for (name, value) in welcome.iter() {
         let shown = client_params.get(name).unwrap_or(value);
         backend::parameter_status(&mut out, name, shown);
@@ -319,7 +321,7 @@ pub async fn login(
     for (name, value) in client_params.iter() {
         params_out.set(name, value);
     }
-    let (cancel_key, cancel) = shared.cancels.register();
+    let (cancel_key, cancel) = shared.cancels.register(general.peer_id);
     backend::backend_key_data(&mut out, cancel_key.0, cancel_key.1);
     backend::ready_for_query(&mut out, b'I');
     if let Err(e) = conn.send(&mut out).await {
@@ -359,6 +361,9 @@ fn client_parameters(
     params: &[(String, String)],
 ) -> Result<ParamSet, ClientError> {
     let ignored = |name: &str| general.ignore_startup_parameters.iter().any(|i| i == name);
+    let too_long = |name: &str, value: &str| {
+        (value.len() > MAX_VALUE_LEN).then(|| ClientError::ParameterTooLong(name.to_owned()))
+    };
     let carried = |name: &str| {
         tracked_index(name).is_some()
             || (trackable_extra(name)
@@ -368,27 +373,89 @@ fn client_parameters(
                     .any(|e| e.eq_ignore_ascii_case(name)))
     };
     let mut set = ParamSet::default();
-    for (key, value) in params {
-        if key.starts_with("_pq_.") || ALWAYS_IGNORED.contains(&key.as_str()) || ignored(key) {
-            continue;
-        }
-        if key == "options" {
-            for (name, value) in crate::protocol::options::parse(value)? {
-                if carried(&name) {
-                    set.set(&name, &value);
-                } else if !ignored(&name) {
-                    return Err(ClientError::UnsupportedParameter(format!(
-                        "{name} (in options)"
-                    )));
+    // `options` first: the packet's own parameters win over it, as in PostgreSQL.
+    let options = params.iter().filter(|(k, _)| k == "options" && !ignored(k));
+    for (_, value) in options {
+        for (name, value) in crate::protocol::options::parse(value)? {
+            if carried(&name) {
+                if let Some(e) = too_long(&name, &value) {
+                    return Err(e);
                 }
+                set.set(&name, &value);
+            } else if !ignored(&name) {
+                return Err(ClientError::UnsupportedParameter(format!(
+                    "{name} (in options)"
+                )));
             }
-        } else if carried(key) {
-            set.set(key, value);
-        } else {
-            return Err(ClientError::UnsupportedParameter(key.clone()));
         }
     }
+    for (key, value) in params {
+        if key.starts_with("_pq_.")
+            || key == "options"
+            || ALWAYS_IGNORED.contains(&key.as_str())
+            || ignored(key)
+        {
+            continue;
+        }
+        if !carried(key) {
+            return Err(ClientError::UnsupportedParameter(key.clone()));
+        }
+        if let Some(e) = too_long(key, value) {
+            return Err(e);
+        }
+        set.set(key, value);
+    }
     Ok(set)
+}
+
+/// Refuses a login whose parameter values PostgreSQL would refuse (`-c DateStyle=bogus`), as
+/// PostgreSQL refuses the login itself: the values that differ from the server's are set for
+/// one statement only (set_config's is_local), on a server of the pool. Otherwise the first transaction
+/// would fail to set them, and run with another client's. Most logins differ from the
+/// server's defaults in application_name alone, which takes any value, and check nothing.
+async fn check_values(
+    pool: &Arc<Pool>,
+    client: &ParamSet,
+    server_defaults: &ParamSet,
+) -> Result<(), ClientError> {
+    let mut differing = client.clone();
+    differing.forget("application_name");
+    let Some(sql) = differing.check_statement(server_defaults) else {
+        return Ok(());
+    };
+    if pool.accepted(&sql) {
+        return Ok(());
+    }
+    let mut server = pool.checkout(Checkout::FailFast).await?;
+    match server.run_own_query(&sql).await {
+        Ok(()) => {
+            pool.accept(sql);
+            Ok(())
+        }
+        Err(crate::server::ServerError::Refused(fields)) => Err(ClientError::BadParameter(fields)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A CancelRequest: for one of this process's clients, or forwarded to the peer whose
+/// client it is.
+async fn cancel(shared: &Shared, pid: u32, secret: u32) {
+    let config = shared.config();
+    match crate::peers::route(&config, pid, secret) {
+        crate::peers::Route::Here => {
+            let (pid, secret) = crate::peers::registered_key(config.general.peer_id, pid, secret);
+            shared.cancels.cancel(pid, secret).await
+        }
+        crate::peers::Route::Forward { peer, secret } => {
+            shared.peer_pools.forward(&config, peer, pid, secret).await
+        }
+        crate::peers::Route::Drop => {
+            tracing::warn!(
+                pid,
+                "cancel request passed between peers too often: dropped"
+            )
+        }
+    }
 }
 
 /// A client registered before its login completed: forgotten again if the login fails.

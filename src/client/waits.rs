@@ -38,12 +38,7 @@ pub(super) async fn wait_turn(
         match waited {
             Waited::Granted(grant) => break grant,
             Waited::Notice => {
-                // Still in line meanwhile: a wait ended here (the client gone, a stop) must
-                // give its place up, or a server granted to it would wait for nobody.
-                let in_line = GivesUpOnDrop(waiter);
-                // Boxed: only a client that waits query_wait_notify gets here.
-                Box::pin(tell_it_waits(client)).await?;
-                std::mem::forget(in_line);
+                tell_it_waits(client);
                 waited = pool.wait_on(waiter).await;
             }
         }
@@ -69,17 +64,10 @@ pub(super) struct Deadlines {
     pub(super) notice: Option<Instant>,
 }
 
-/// A place in line that is given up if this is dropped.
-struct GivesUpOnDrop<'a>(&'a Waiter);
-
-impl Drop for GivesUpOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.give_up();
-    }
-}
-
-/// The NOTICE a client waiting query_wait_notify gets, as PgBouncer 1.25 sends one.
-async fn tell_it_waits(client: &mut Stream) -> Result<(), ClientError> {
+/// The NOTICE a client waiting query_wait_notify gets, as PgBouncer 1.25 sends one. Best
+/// effort, without waiting: a client that does not read must not keep a server granted to it
+/// meanwhile waiting for its socket.
+fn tell_it_waits(client: &mut Stream) {
     let mut notice = BytesMut::new();
     crate::protocol::backend::error_response(
         &mut notice,
@@ -87,7 +75,7 @@ async fn tell_it_waits(client: &mut Stream) -> Result<(), ClientError> {
         "00000",
         "no server connection is free in this pool yet: the client is queued (query_wait_notify)",
     );
-    client.send(&notice).await.map_err(ClientError::Io)
+    client.try_send(&notice);
 }
 
 /// `work` bounded by query_wait_timeout's deadline, if any.

@@ -142,7 +142,7 @@ pub(super) fn unknown_setting(key: &str, message: &str) -> String {
 }
 
 /// The tables a config file has, and the names PgBouncer users may bring for them.
-const TABLES: [&str; 3] = ["pgmux", "databases", "users"];
+const TABLES: [&str; 4] = ["pgmux", "databases", "users", "peers"];
 const TABLE_ALIASES: [(&str, &str); 1] = [("pgbouncer", "pgmux")];
 
 /// For a top-level table that is none of pgmux's.
@@ -326,7 +326,7 @@ mod tests {
         );
         assert_eq!(
             unknown_table("extra"),
-            "unknown table (expected pgmux, databases, users)"
+            "unknown table (expected pgmux, databases, users, peers)"
         );
     }
 

@@ -10,7 +10,7 @@ mod userlist;
 mod validate;
 
 pub use schema::{
-    AuthType, Database, General, LogFormat, PoolMode, SslMode, User, DEFAULT_AUTH_QUERY,
+    AuthType, Database, General, LogFormat, Peer, PoolMode, SslMode, User, DEFAULT_AUTH_QUERY,
 };
 pub use userlist::parse_userlist;
 pub use validate::tls_versions;
@@ -86,6 +86,8 @@ pub struct Config {
     pub tls: crate::tls::TlsConfigs,
     /// auth_hba_file, read when the config was validated, under auth_type = "hba".
     pub hba: Option<std::sync::Arc<hba::HbaRules>>,
+    /// `[peers]`: the other pgmux processes of a fleet, by peer_id.
+    pub peers: BTreeMap<u16, Peer>,
 }
 
 /// The `[databases]` name of the fallback for names not listed.
@@ -194,9 +196,11 @@ impl Config {
 }
 
 /// General settings a reload cannot change (a restart applies them).
-pub const RESTART_ONLY: [&str; 9] = [
+pub const RESTART_ONLY: [&str; 11] = [
     "listen_addr",
     "listen_port",
+    "so_reuseport",
+    "peer_id",
     "unix_socket_dir",
     "unix_socket_mode",
     "unix_socket_group",

@@ -104,6 +104,16 @@ pub struct General {
     /// Group that owns the Unix socket file. Default: the group pgmux runs as.
     #[serde(default)]
     pub unix_socket_group: Option<String>,
+    /// Let several pgmux processes listen on the same address and port (SO_REUSEPORT), the
+    /// kernel spreading clients among them; give each its own unix_socket_dir and peer_id
+    /// (needs a restart). Default false.
+    #[serde(default)]
+    pub so_reuseport: bool,
+    /// This process's number among its `[peers]` (1 to 16383), carried in every cancel key it
+    /// hands out so that a cancel reaching another process is forwarded here; 0 = no peering
+    /// (needs a restart). Default 0.
+    #[serde(default)]
+    pub peer_id: u16,
     /// Default pool mode. Default "session".
     #[serde(default = "default_pool_mode")]
     pub pool_mode: PoolMode,
@@ -365,6 +375,21 @@ pub struct Database {
     /// auth_dbname for clients of this database. Default: the global auth_dbname.
     #[serde(default)]
     pub auth_dbname: Option<String>,
+}
+
+/// A `[peers.N]` table: the pgmux process whose peer_id is N, where cancels for its clients
+/// are forwarded.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Host name or address, or (starting with `/`) the directory of its Unix socket. Required.
+    pub host: String,
+    /// Its port. Default 6432.
+    #[serde(default = "default_listen_port")]
+    pub port: u16,
+    /// Cancels forwarded to it at once, at most. Default: default_pool_size.
+    #[serde(default)]
+    pub pool_size: Option<u32>,
 }
 
 /// A `[users.NAME]` table.

@@ -4,7 +4,7 @@
 //! last, so that every check names keys alike and none needs to know where they are.
 
 use super::messages;
-use super::schema::{Database, General, User};
+use super::schema::{Database, General, Peer, User};
 use super::{userlist, Config, Problem};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -12,6 +12,9 @@ use std::path::Path;
 use toml::{Table, Value};
 
 const RESERVED_DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
+
+/// The largest peer_id: 14 bits, as PgBouncer's cancel keys carry it.
+pub const MAX_PEER_ID: u16 = 16383;
 
 fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem::new(key, message)
@@ -156,7 +159,7 @@ fn key_lines(text: &str) -> BTreeMap<String, usize> {
 fn validate(root: Table, base: &Path) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     for key in root.keys() {
-        if !["pgmux", "databases", "users"].contains(&key.as_str()) {
+        if !["pgmux", "databases", "users", "peers"].contains(&key.as_str()) {
             problems.push(problem(key, messages::unknown_table(key)));
         }
     }
@@ -184,6 +187,23 @@ fn validate(root: Table, base: &Path) -> Result<Config, Vec<Problem>> {
     for (name, t) in &users {
         check_keys::<User>(&format!("users.{name}"), t, &[], &mut problems);
     }
+    let peers = sub_tables(&root, "peers", &mut problems);
+    for (id, t) in &peers {
+        let host = [("host", Value::String("h".into()))];
+        check_keys::<Peer>(&format!("peers.{id}"), t, &host, &mut problems);
+        if !t.contains_key("host") {
+            problems.push(problem(format!("peers.{id}.host"), "is required"));
+        }
+        if !id
+            .parse::<u16>()
+            .is_ok_and(|n| (1..=MAX_PEER_ID).contains(&n))
+        {
+            problems.push(problem(
+                format!("peers.{id}"),
+                format!("must be named by a peer_id from 1 to {MAX_PEER_ID}"),
+            ));
+        }
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -197,6 +217,7 @@ fn validate(root: Table, base: &Path) -> Result<Config, Vec<Problem>> {
         userlist: Default::default(),
         tls: Default::default(),
         hba: None,
+        peers: Default::default(),
     };
     for (name, t) in dbs {
         let db = Database::deserialize_table(t).map_err(whole)?;
@@ -205,6 +226,13 @@ fn validate(root: Table, base: &Path) -> Result<Config, Vec<Problem>> {
     for (name, t) in users {
         let user = User::deserialize_table(t).map_err(whole)?;
         config.users.insert(name.clone(), user);
+    }
+    for (id, t) in peers {
+        let peer = Peer::deserialize_table(t).map_err(whole)?;
+        // The names were checked above.
+        if let Ok(id) = id.parse() {
+            config.peers.insert(id, peer);
+        }
     }
     check_rules(&mut config, base, &mut problems);
     if problems.is_empty() {
@@ -313,6 +341,12 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
         problems.push(problem(
             "pgmux.unix_socket_mode",
             "must be permissions in octal, e.g. \"0777\" or \"0770\"",
+        ));
+    }
+    if g.peer_id > MAX_PEER_ID {
+        problems.push(problem(
+            "pgmux.peer_id",
+            format!("must be from 1 to {MAX_PEER_ID}, or 0 for no peering"),
         ));
     }
     if g.verbose > 2 {

@@ -35,8 +35,11 @@ pub(super) async fn run(pool: Weak<Pool>) {
 fn end_long_waits(pool: &Arc<Pool>) {
     let now = Instant::now();
     let mut queue = lock(&pool.queue);
+    // Longest waiter first, all with the same delay: the first not yet due ends the search.
     for ticket in queue.waiters() {
-        ticket.notice_if_due(now);
+        if !ticket.notice_if_due(now) {
+            break;
+        }
     }
     let expired =
         queue.expire_waiters(|_, ticket| ticket.deadline().is_some_and(|deadline| now >= deadline));

@@ -103,6 +103,9 @@ pub struct Pool {
     pub clients: AtomicUsize,
     /// When the last client left (or the pool was made): pools unused long enough are dropped.
     last_client_left: Mutex<Instant>,
+    /// Settings clients asked for at login that its servers accepted (see the login's check),
+    /// so that a driver sending the same ones on every login is checked once.
+    accepted_settings: Mutex<std::collections::HashSet<String>>,
     /// Clients waiting for a server right now.
     pub waiting: AtomicUsize,
     /// Servers being connected and logged in right now.
@@ -139,6 +142,7 @@ impl Pool {
             welcome: Mutex::new(None),
             clients: AtomicUsize::new(0),
             last_client_left: Mutex::new(Instant::now()),
+            accepted_settings: Mutex::default(),
             waiting: AtomicUsize::new(0),
             connecting: AtomicUsize::new(0),
             stats: Default::default(),
@@ -541,6 +545,19 @@ impl Pool {
     }
 
     /// Closes every idle server (used on shutdown).
+    /// Whether `settings` (the statements that apply them) were accepted by a server already.
+    pub fn accepted(&self, settings: &str) -> bool {
+        lock(&self.accepted_settings).contains(settings)
+    }
+
+    /// Remembers that a server accepted `settings`, up to a few hundred different ones.
+    pub fn accept(&self, settings: String) {
+        let mut accepted = lock(&self.accepted_settings);
+        if accepted.len() < ACCEPTED_SETTINGS_KEPT {
+            accepted.insert(settings);
+        }
+    }
+
     /// How long the pool has had no client; zero while it has one.
     pub fn unused_for(&self) -> Duration {
         match self.clients.load(Ordering::Relaxed) {
@@ -557,6 +574,9 @@ impl Pool {
         }
     }
 }
+
+/// Different sets of login settings a pool remembers as accepted.
+const ACCEPTED_SETTINGS_KEPT: usize = 256;
 
 /// server_check_delay as [`Pool::check_due`] reads it: u64::MAX when no check query is set.
 fn check_delay_us(health: &Health) -> u64 {

@@ -69,14 +69,20 @@ impl Ticket {
     }
 
     /// Wakes the waiter to tell its client it waits, if query_wait_notify has passed `now`
-    /// (once per wait).
-    pub(super) fn notice_if_due(&self, now: Instant) {
+    /// (once per wait). False while it is not due yet; true once it is, or was, or never will
+    /// be (no notice asked for).
+    pub(super) fn notice_if_due(&self, now: Instant) -> bool {
         let mut state = lock(&self.0.state);
-        if state.notice_at.is_some_and(|at| at <= now) && !state.abandoned {
-            state.notice_at = None;
-            state.notice = true;
-            drop(state);
-            self.0.waker.wake();
+        match state.notice_at {
+            Some(at) if at > now => false,
+            Some(_) if !state.abandoned => {
+                state.notice_at = None;
+                state.notice = true;
+                drop(state);
+                self.0.waker.wake();
+                true
+            }
+            _ => true,
         }
     }
 }
@@ -116,13 +122,6 @@ impl Waiter {
             state.notice = false;
         }
         Ticket(slot)
-    }
-
-    /// Gives up the wait now: a grant that comes later is refused, one already here goes back.
-    pub fn give_up(&self) {
-        if self.slot.is_some() {
-            drop(self.turn());
-        }
     }
 
     /// Resolves with the grant sent to the ticket last taken.
@@ -252,6 +251,5 @@ mod notice_tests {
             waiter.turn().await,
             Waited::Granted(Grant::TimedOut)
         ));
-        waiter.give_up();
     }
 }

@@ -59,6 +59,9 @@ impl ParamSet {
     /// Records `name = value` if `name` is tracked; returns whether it was. A reported
     /// parameter that is not in [`TRACKED`] and not read-only is tracked as an extra.
     pub fn set(&mut self, name: &str, value: &str) -> bool {
+        if value.len() > MAX_VALUE_LEN {
+            return false;
+        }
         match tracked_index(name) {
             Some(i) => {
                 if self.values[i].as_deref() != Some(value) {
@@ -82,6 +85,14 @@ impl ParamSet {
         }
     }
 
+    /// Forgets `name`'s value.
+    pub fn forget(&mut self, name: &str) {
+        match tracked_index(name) {
+            Some(i) => self.values[i] = None,
+            None => self.extra.retain(|(n, _)| !n.eq_ignore_ascii_case(name)),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         match tracked_index(name) {
             Some(i) => self.values[i].as_deref(),
@@ -102,22 +113,84 @@ impl ParamSet {
         tracked.chain(self.extra.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     }
 
-    /// `SET` statements that give a server holding `server` this set's values, or None when the
-    /// server already matches. Unknown values on our side are left as the server has them.
+    /// The statements that give a server holding `server` this set's values, or None when the
+    /// server already matches: one `set_config` call per value that differs (it reads a value
+    /// as a configuration file does, so a list such as search_path keeps its items), and a
+    /// RESET for each value pgmux set there that this set does not have. Values are written
+    /// as E'' strings, so standard_conforming_strings cannot change how they read.
     pub fn set_statements(&self, server: &ParamSet) -> Option<String> {
-        let mut sql = String::new();
-        for (name, want) in self.iter() {
-            if server.get(name) == Some(want) {
-                continue;
+        let local = false;
+        let mut calls = Vec::new();
+        let mut resets = String::new();
+        let tracked = self.values.iter().zip(&server.values).zip(TRACKED);
+        for ((want, has), name) in tracked {
+            match (want, has) {
+                (Some(want), has) if has.as_deref() != Some(want.as_str()) => {
+                    calls.push(set_config(name, want, local))
+                }
+                (None, Some(_)) => resets.push_str(&format!("RESET {name};")),
+                _ => {}
             }
-            sql.push_str("SET ");
-            sql.push_str(name);
-            sql.push_str(" TO '");
-            sql.push_str(&want.replace('\'', "''"));
-            sql.push_str("';");
         }
-        (!sql.is_empty()).then_some(sql)
+        for (name, want) in &self.extra {
+            if server.get(name) != Some(want.as_str()) {
+                calls.push(set_config(name, want, local));
+            }
+        }
+        for (name, _) in &server.extra {
+            if self.get(name).is_none() {
+                resets.push_str(&format!("RESET {name};"));
+            }
+        }
+        if calls.is_empty() && resets.is_empty() {
+            return None;
+        }
+        let mut sql = String::new();
+        if !calls.is_empty() {
+            sql = format!("SELECT {};", calls.join(", "));
+        }
+        sql.push_str(&resets);
+        Some(sql)
     }
+
+    /// One statement that sets this set's values that differ from `server`'s for itself
+    /// alone (set_config's is_local): it fails where a value is refused, and changes nothing.
+    pub fn check_statement(&self, server: &ParamSet) -> Option<String> {
+        let calls: Vec<String> = self
+            .iter()
+            .filter(|(name, value)| server.get(name) != Some(*value))
+            .map(|(name, value)| set_config(name, value, true))
+            .collect();
+        (!calls.is_empty()).then(|| format!("SELECT {};", calls.join(", ")))
+    }
+
+    /// What a server holds once `set_statements(server)` has run on it: this set's values,
+    /// where the server may not report them itself (search_path before PostgreSQL 18).
+    pub fn applied_to(&self, server: &mut ParamSet) {
+        for (value, has) in self.values.iter().zip(server.values.iter_mut()) {
+            if has != value {
+                has.clone_from(value);
+            }
+        }
+        server.extra.clone_from(&self.extra);
+    }
+}
+
+/// The longest value pgmux tracks: a client cannot make every server connection it touches,
+/// and its own session, keep more.
+pub const MAX_VALUE_LEN: usize = 4096;
+
+/// `pg_catalog.set_config('name', E'value', local)`, with the value escaped for an E'' string.
+fn set_config(name: &str, value: &str, local: bool) -> String {
+    let mut escaped = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '\'' => escaped.push_str("''"),
+            c => escaped.push(c),
+        }
+    }
+    format!("pg_catalog.set_config('{name}', E'{escaped}', {local})")
 }
 
 #[cfg(test)]
@@ -152,14 +225,32 @@ mod tests {
         client.set("TimeZone", "UTC");
         server.set("TimeZone", "UTC");
         assert_eq!(client.set_statements(&server), None);
-        client.set("application_name", "it's");
+        client.set("application_name", "it's \\ here");
         server.set("application_name", "other");
-        client.set("DateStyle", "ISO, DMY");
+        client.set("search_path", "app, public");
         client.set("citus.shard_count", "4");
         assert_eq!(
             client.set_statements(&server).unwrap(),
-            "SET DateStyle TO 'ISO, DMY';SET application_name TO 'it''s';\
-             SET citus.shard_count TO '4';"
+            "SELECT pg_catalog.set_config('application_name', E'it''s \\\\ here', false), \
+             pg_catalog.set_config('search_path', E'app, public', false), \
+             pg_catalog.set_config('citus.shard_count', E'4', false);"
         );
+    }
+
+    #[test]
+    fn what_pgmux_set_and_the_next_client_lacks_is_reset() {
+        let mut first = ParamSet::default();
+        first.set("search_path", "tenant_a");
+        first.set("citus.shard_count", "4");
+        let mut server = ParamSet::default();
+        first.applied_to(&mut server);
+        assert_eq!(first.set_statements(&server), None);
+        let second = ParamSet::default();
+        assert_eq!(
+            second.set_statements(&server).unwrap(),
+            "RESET search_path;RESET citus.shard_count;"
+        );
+        second.applied_to(&mut server);
+        assert_eq!(server, ParamSet::default());
     }
 }

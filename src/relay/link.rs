@@ -143,6 +143,8 @@ pub struct Linked {
     transaction_started: Option<Instant>,
     query_started: Option<Instant>,
     counts: Counts,
+    /// Transactions that ended on this link, for the session's transaction_timeout.
+    transactions: u64,
 }
 
 impl Linked {
@@ -178,6 +180,7 @@ impl Linked {
             transaction_started: None,
             query_started: None,
             counts: Counts::default(),
+            transactions: 0,
         }
     }
 
@@ -219,10 +222,20 @@ impl Linked {
     }
 
     /// What the session's timeouts depend on: whether replies are owed, whether a
-    /// transaction is open.
-    fn phase(&self) -> (bool, bool) {
+    /// transaction is open, and how many ended (a pipeline may end one after another while
+    /// replies are owed all along).
+    fn phase(&self) -> (bool, bool, u64) {
         let tracker = &self.server.tracker;
-        (tracker.awaiting_reply(), tracker.in_transaction())
+        (
+            tracker.awaiting_reply(),
+            tracker.in_transaction(),
+            self.transactions,
+        )
+    }
+
+    /// Transactions that ended on this link.
+    pub fn transactions(&self) -> u64 {
+        self.transactions
     }
 
     /// Ends the link: the server, to go back to its pool (or be closed if anything is left
@@ -499,6 +512,7 @@ impl Linked {
             }
         }
         if transactions_done > 0 {
+            self.transactions += u64::from(transactions_done);
             PoolStats::add(&stats.xact_count, transactions_done as u64);
             if let Some(started) = self.transaction_started.take() {
                 let took = started.elapsed();

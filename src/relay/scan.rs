@@ -374,7 +374,9 @@ pub fn scan_server(
             }
             b'E' if route == Route::Swallow => {
                 let f = backend::parse_error_fields(body);
-                tracing::warn!(code = %f.code, message = %f.message, "restoring client parameters failed");
+                tracing::warn!(code = %f.code, message = %f.message, "restoring client parameters failed; the server will be closed");
+                // Its settings are not what pgmux believes: no other client may get it.
+                tracker.poison();
             }
             _ => {}
         }

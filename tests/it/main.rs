@@ -12,6 +12,7 @@ mod copy;
 mod deploy;
 mod deploy_auth;
 mod faults;
+mod fleet;
 mod health;
 mod import;
 mod limits;

@@ -96,6 +96,81 @@ async fn pgoptions_settings_follow_their_client_on_a_shared_server() {
     pgmux.stop().await;
 }
 
+/// A client on a one-server pool that sets `options`, and one that sets nothing, in turns:
+/// what the first set must never reach the second, and what the first set must stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_backslashes_and_unreported_settings_stay_with_their_client() {
+    let pg = shared_cluster();
+    pg.admin()
+        .await
+        .batch_execute("CREATE SCHEMA IF NOT EXISTS param_a AUTHORIZATION app")
+        .await
+        .unwrap();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.pool_size = 1;
+    let pgmux = cfg.start().await;
+    // search_path is not reported before PostgreSQL 18; a list keeps its items; a value
+    // ending in a backslash stays whole even with standard_conforming_strings off.
+    let (own, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(pgmux.port)
+        .user("app")
+        .password("app")
+        .dbname("app")
+        .application_name("tail\\")
+        .options("-c search_path=param_a,public -c standard_conforming_strings=off")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let plain = pgmux.connect("app", "app").await;
+    let plain_path = show(&plain, "search_path").await;
+    for _ in 0..5 {
+        assert_eq!(
+            crate::transaction_mode::first_value(
+                &own.simple_query("SELECT current_schemas(false)::text")
+                    .await
+                    .unwrap()
+            ),
+            "{param_a,public}"
+        );
+        assert_eq!(show(&own, "application_name").await, "tail\\");
+        assert_eq!(show(&own, "standard_conforming_strings").await, "off");
+        assert_eq!(show(&plain, "search_path").await, plain_path);
+        assert_eq!(show(&plain, "standard_conforming_strings").await, "on");
+    }
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_postgresql_refuses_refuses_the_login_as_postgresql_does() {
+    let pg = shared_cluster();
+    let pgmux = PgmuxConfig::new(pg).start().await;
+    for options in ["-c DateStyle=bogus", "-c TimeZone=Nowhere/Else"] {
+        let err = with_options(pgmux.port, options)
+            .await
+            .expect_err("refused");
+        assert_eq!(sqlstate(&err).as_deref(), Some("22023"), "{options}: {err}");
+    }
+    // A wrong password is told first: parameters are read after authentication.
+    let err = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(pgmux.port)
+        .user("app")
+        .password("wrong")
+        .dbname("app")
+        .options("junk")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28P01"));
+    // Every other client carries on.
+    let client = pgmux.connect("app", "app").await;
+    assert_eq!(show(&client, "DateStyle").await, "ISO, MDY");
+    pgmux.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_options_get_postgresqls_errors_and_nothing_hangs() {
     let pg = shared_cluster();

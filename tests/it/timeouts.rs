@@ -163,11 +163,10 @@ async fn per_user_and_per_database_timeouts_override_the_global_ones() {
     let mut cfg = PgmuxConfig::new(pg);
     cfg.auth_type = "trust";
     cfg.userlist = "\"strictuser\" \"strictuser\"\n\"laxuser\" \"laxuser\"\n".into();
-    // The database's 3 s applies to laxuser; strictuser's own 0.3 s wins over it.
-    cfg.database_extra = "idle_transaction_timeout = 3".into();
-    cfg.extra = "[users.strictuser]\nidle_transaction_timeout = 0.3\n\
-                 [users.laxuser]\nquery_wait_timeout = 30\n"
-        .into();
+    // No global timeout: the database's 0.3 s applies to strictuser, and laxuser's own 20 s
+    // wins over it.
+    cfg.database_extra = "idle_transaction_timeout = 0.3".into();
+    cfg.extra = "[users.laxuser]\nidle_transaction_timeout = 20\n".into();
     let pgmux = cfg.start().await;
     for (role, after_ms, ended) in [("strictuser", 800, true), ("laxuser", 800, false)] {
         let mut c = Raw::login(pgmux.port, role, "app").await;

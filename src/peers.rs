@@ -1,0 +1,221 @@
+//! A fleet of pgmux processes sharing one address (so_reuseport) or behind one load balancer:
+//! the cancel key of every client carries its process's peer_id, laid out as PgBouncer lays it
+//! out, and a cancel that reaches another process is forwarded to the one that owns the key.
+
+use crate::address::Address;
+use crate::cancel::ServerKey;
+use crate::config::{Config, Peer};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// The low bits of the secret count the hops a forwarded cancel may still make, so that two
+/// processes that each think the other owns a key cannot pass it back and forth for ever.
+const HOPS_MASK: u32 = 0b11;
+
+/// A fresh cancel key for a client of the process with `peer_id` (0: no peering). The pid's
+/// sign bit is clear, as PgBouncer keeps it (pg_basebackup reads the pid as signed).
+pub fn new_key(peer_id: u16) -> (u32, u32) {
+    let (pid, secret): (u32, u32) = rand::random();
+    let pid = pid & 0x7fff_ffff;
+    match peer_id {
+        0 => (pid, secret),
+        id => (
+            (pid & 0xff00_00ff) | (u32::from(id) << 8),
+            secret | HOPS_MASK,
+        ),
+    }
+}
+
+/// The peer_id inside a key's pid.
+pub fn peer_of(pid: u32) -> u16 {
+    ((pid >> 8) & 0xffff) as u16
+}
+
+/// The key as this process registered it: the hops a forwarded cancel used up do not count.
+pub fn registered_key(peer_id: u16, pid: u32, secret: u32) -> (u32, u32) {
+    match peer_id {
+        0 => (pid, secret),
+        _ => (pid, secret | HOPS_MASK),
+    }
+}
+
+/// Where a CancelRequest goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// One of this process's clients (or nobody's).
+    Here,
+    /// Another process's: forward it with one hop fewer.
+    Forward { peer: u16, secret: u32 },
+    /// Passed around too often already.
+    Drop,
+}
+
+pub fn route(config: &Config, pid: u32, secret: u32) -> Route {
+    let own = config.general.peer_id;
+    let owner = peer_of(pid);
+    if own == 0 || owner == own || !config.peers.contains_key(&owner) {
+        return Route::Here;
+    }
+    match secret & HOPS_MASK {
+        0 => Route::Drop,
+        hops => Route::Forward {
+            peer: owner,
+            secret: (secret & !HOPS_MASK) | (hops - 1),
+        },
+    }
+}
+
+/// Where a peer listens, when its host is a socket directory or an address; a host name is
+/// resolved when a cancel is forwarded.
+pub fn address(peer: &Peer) -> Option<Address> {
+    if peer.host.starts_with('/') {
+        return Some(Address::unix_socket(peer.host.as_ref(), peer.port));
+    }
+    let ip: std::net::IpAddr = peer.host.parse().ok()?;
+    Some(Address::Tcp((ip, peer.port).into()))
+}
+
+/// Forwarded cancels in flight per peer, bounded by the peer's pool_size, and what SHOW
+/// PEER_POOLS reports of them.
+#[derive(Default)]
+pub struct PeerPools {
+    pools: Mutex<HashMap<u16, Arc<PeerPool>>>,
+}
+
+pub struct PeerPool {
+    turns: Semaphore,
+    /// Cancels being forwarded now.
+    pub active: AtomicUsize,
+    /// Cancels waiting for a turn.
+    pub waiting: AtomicUsize,
+}
+
+impl PeerPools {
+    fn pool(&self, id: u16, size: usize) -> Arc<PeerPool> {
+        self.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(PeerPool {
+                    turns: Semaphore::new(size.max(1)),
+                    active: AtomicUsize::new(0),
+                    waiting: AtomicUsize::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// (peer_id, active, waiting) for every peer a cancel was forwarded to.
+    pub fn snapshot(&self) -> Vec<(u16, usize, usize)> {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<_> = pools
+            .iter()
+            .map(|(id, p)| {
+                (
+                    *id,
+                    p.active.load(Ordering::Relaxed),
+                    p.waiting.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Forwards a cancel to `peer`, at most its pool_size at once.
+    pub async fn forward(&self, config: &Config, peer: u16, pid: u32, secret: u32) {
+        let Some(target) = config.peers.get(&peer) else {
+            return;
+        };
+        let size = target.pool_size.unwrap_or(config.general.default_pool_size) as usize;
+        let pool = self.pool(peer, size);
+        pool.waiting.fetch_add(1, Ordering::Relaxed);
+        let turn = pool.turns.acquire().await;
+        pool.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Ok(_turn) = turn else { return };
+        pool.active.fetch_add(1, Ordering::Relaxed);
+        let delivered = deliver(target, pid, secret).await;
+        pool.active.fetch_sub(1, Ordering::Relaxed);
+        match delivered {
+            Ok(()) => tracing::debug!(peer, "cancel forwarded to its peer"),
+            Err(e) => tracing::warn!(peer, error = %e, "cannot forward a cancel to its peer"),
+        }
+    }
+}
+
+/// Sends the CancelRequest to the peer, within the time a cancel may take.
+async fn deliver(peer: &Peer, pid: u32, secret: u32) -> std::io::Result<()> {
+    let addr = match address(peer) {
+        Some(addr) => addr,
+        None => {
+            let mut found = tokio::net::lookup_host((peer.host.as_str(), peer.port)).await?;
+            let addr = found.next().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "peer host not found")
+            })?;
+            Address::Tcp(addr)
+        }
+    };
+    let key = ServerKey { addr, pid, secret };
+    tokio::time::timeout(
+        crate::cancel::CANCEL_DELIVERY_TIMEOUT,
+        crate::cancel::deliver(key),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer did not take the cancel in time",
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(own: u16) -> Config {
+        let text = format!(
+            "[pgmux]\npeer_id = {own}\n[peers.1]\nhost = \"/run/a\"\n[peers.2]\nhost = \"10.0.0.2\"\nport = 7000\n"
+        );
+        Config::parse(&text, std::path::Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn keys_carry_their_peer_and_route_to_it() {
+        for _ in 0..100 {
+            let (pid, secret) = new_key(2);
+            assert_eq!(peer_of(pid), 2);
+            assert_eq!(pid >> 31, 0, "sign bit clear");
+            assert_eq!(route(&fleet(2), pid, secret), Route::Here);
+            let Route::Forward { peer, secret: fwd } = route(&fleet(1), pid, secret) else {
+                panic!("forwarded");
+            };
+            assert_eq!(peer, 2);
+            // At the owner, the forwarded key is the key it registered.
+            assert_eq!(registered_key(2, pid, fwd), (pid, secret));
+        }
+    }
+
+    #[test]
+    fn a_cancel_passed_around_runs_out_of_hops() {
+        let (pid, mut secret) = new_key(2);
+        let mut hops = 0;
+        while let Route::Forward { secret: next, .. } = route(&fleet(1), pid, secret) {
+            secret = next;
+            hops += 1;
+        }
+        assert_eq!(hops, 3);
+        assert_eq!(route(&fleet(1), pid, secret), Route::Drop);
+    }
+
+    #[test]
+    fn peers_are_reached_by_socket_directory_or_address() {
+        let config = fleet(1);
+        let shown = |id| address(&config.peers[&id]).map(|a| a.to_string());
+        assert_eq!(shown(1).as_deref(), Some("/run/a/.s.PGSQL.6432"));
+        assert_eq!(shown(2).as_deref(), Some("10.0.0.2:7000"));
+    }
+}

@@ -1,0 +1,159 @@
+//! A fleet: several pgmux processes on one port (so_reuseport), each with its peer_id, and
+//! cancels that reach the wrong process forwarded to the right one.
+
+use crate::harness::{own_role, shared_cluster, sqlstate, PgmuxConfig, TempDir};
+use std::time::{Duration, Instant};
+
+const PROCESSES: u16 = 3;
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_them() {
+    let pg = shared_cluster();
+    own_role(pg, "fleet").await;
+    let port = free_port();
+    let dirs: Vec<TempDir> = (0..PROCESSES).map(|_| TempDir::new("fleet")).collect();
+    // Peers reach each other by their Unix sockets: all share the TCP port.
+    let peers: String = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            format!(
+                "[peers.{}]\nhost = \"{}\"\nport = {port}\n",
+                i + 1,
+                d.path().display()
+            )
+        })
+        .collect();
+    let mut fleet = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut cfg = PgmuxConfig::new(pg);
+        cfg.auth_type = "trust";
+        // Room for every client in any one process, however the kernel spreads them.
+        cfg.pool_size = 110;
+        cfg.database_extra = "user = \"fleet\"\npassword = \"fleet\"".into();
+        cfg.extra = peers.clone();
+        let text = cfg.render(dir.path()).replace(
+            "listen_port = 0\n",
+            &format!(
+                "listen_port = {port}\nso_reuseport = true\npeer_id = {}\n",
+                i + 1
+            ),
+        );
+        let config = pgmux::config::Config::parse(&text, dir.path()).unwrap();
+        fleet.push(
+            pgmux::Server::bind(config)
+                .await
+                .expect("a process of the fleet"),
+        );
+    }
+    // A second process without so_reuseport cannot take the port.
+    let mut lone = PgmuxConfig::new(pg);
+    lone.general = "unix_socket_dir = \"\"".into();
+    let lone_dir = TempDir::new("fleet-lone");
+    let text = lone
+        .render(lone_dir.path())
+        .replace("listen_port = 0\n", &format!("listen_port = {port}\n"));
+    let config = pgmux::config::Config::parse(&text, lone_dir.path()).unwrap();
+    assert!(pgmux::Server::bind(config).await.is_err());
+
+    let url = format!("host=127.0.0.1 port={port} user=fleet dbname=app connect_timeout=10");
+    let connect = || async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the fleet");
+        tokio::spawn(conn);
+        client
+    };
+    let mut sleepers = Vec::new();
+    for _ in 0..100 {
+        sleepers.push(connect().await);
+    }
+    let mut bystanders = Vec::new();
+    for _ in 0..10 {
+        bystanders.push(connect().await);
+    }
+    let spread: Vec<usize> = fleet
+        .iter()
+        .map(|r| r.pools().iter().map(|p| p.clients).sum())
+        .collect();
+    assert!(
+        spread.iter().filter(|n| **n > 0).count() >= 2,
+        "the kernel spread the clients: {spread:?}"
+    );
+
+    let bystanders: Vec<_> = bystanders
+        .into_iter()
+        .map(|c| tokio::spawn(async move { c.simple_query("SELECT pg_sleep(3)").await.map(drop) }))
+        .collect();
+    let mut cancels = Vec::new();
+    // Every query is running on a server before the first cancel: a cancel for a client not
+    // linked to a server yet is dropped, as PgBouncer drops it.
+    let started = Instant::now();
+    let admin = pg.admin().await;
+    let running = || async {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' \
+                 AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    // Each client cancels on its own schedule, 20 ms after the one before: PostgreSQL forks a
+    // process for every CancelRequest, and a hundred at one instant would test that instead.
+    let (go, ready) = tokio::sync::watch::channel(false);
+    for (i, client) in sleepers.into_iter().enumerate() {
+        let mut ready = ready.clone();
+        cancels.push(tokio::spawn(async move {
+            let token = client.cancel_token();
+            let query =
+                tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+            ready
+                .wait_for(|go| *go)
+                .await
+                .expect("the signal to cancel");
+            tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
+            let sent = Instant::now();
+            token
+                .cancel_query(tokio_postgres::NoTls)
+                .await
+                .expect("cancel sent");
+            let result = tokio::time::timeout(Duration::from_secs(10), query)
+                .await
+                .expect("the query ended")
+                .unwrap();
+            (result.err().and_then(|e| sqlstate(&e)), sent.elapsed())
+        }));
+    }
+    while running().await < 100 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the queries never all ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    go.send(true).unwrap();
+    for cancel in cancels {
+        let (code, took) = cancel.await.unwrap();
+        assert_eq!(code.as_deref(), Some("57014"), "its own query was canceled");
+        assert!(took < Duration::from_secs(2), "landed in {took:?}");
+    }
+    for bystander in bystanders {
+        bystander
+            .await
+            .unwrap()
+            .expect("no bystander's query was canceled");
+    }
+    // The console of each process lists the others as peers.
+    for running in fleet {
+        running.shutdown().await;
+    }
+}
