@@ -78,6 +78,14 @@ const USER_LINE: LineKeys = LineKeys {
     pgbouncer: &pgbouncer_keys::USER_KEYS,
 };
 
+/// PgBouncer's `[peers]` keys (`1 = host=... port=... pool_size=...`), all of which pgmux has.
+const PEER_LINE: LineKeys = LineKeys {
+    noun: "peer setting",
+    pgmux: &["host", "port", "pool_size"],
+    numbers: &["port", "pool_size"],
+    pgbouncer: &["host", "port", "pool_size"],
+};
+
 /// The converted config and what was left out, one line each (`file:line: key: why`).
 pub struct Imported {
     pub toml: String,
@@ -227,6 +235,7 @@ struct Converted {
     general: Table,
     databases: BTreeMap<String, Table>,
     users: BTreeMap<String, Table>,
+    peers: BTreeMap<String, Table>,
     skipped: Vec<String>,
 }
 
@@ -266,6 +275,13 @@ impl Converted {
     fn user(&mut self, line: &Line) {
         if let Some(table) = self.key_values(line, &USER_LINE) {
             self.users.insert(line.name().to_owned(), table);
+        }
+    }
+
+    /// A `[peers]` line: `peer_id = host=... port=...`, a `[peers.N]` table in pgmux.
+    fn peer(&mut self, line: &Line) {
+        if let Some(table) = self.key_values(line, &PEER_LINE) {
+            self.peers.insert(line.name().to_owned(), table);
         }
     }
 
@@ -333,6 +349,9 @@ impl Converted {
         if !self.users.is_empty() {
             root.insert("users".into(), tables(&self.users));
         }
+        if !self.peers.is_empty() {
+            root.insert("peers".into(), tables(&self.peers));
+        }
         let root = Value::Table(root);
         let text = if pretty {
             toml::to_string_pretty(&root)
@@ -394,6 +413,12 @@ impl Converted {
                     .remove(*name)
                     .map(|_| format!("{dropped}; the database is left out"))
             }
+            ["peers", id] => self.peers.remove(*id).map(|_| dropped),
+            ["peers", id, key] => self
+                .peers
+                .get_mut(*id)
+                .and_then(|t| t.remove(*key))
+                .map(|_| dropped),
             ["users", name, key] => self
                 .users
                 .get_mut(*name)
@@ -418,6 +443,7 @@ pub fn import(ini: &Path, userlist: Option<&Path>) -> Result<Imported, String> {
             "pgbouncer" => converted.setting(line, &defaults),
             "databases" => converted.database(line),
             "users" => converted.user(line),
+            "peers" => converted.peer(line),
             "" => converted.skip(line, "outside any section"),
             _ => converted.other_section(line),
         }

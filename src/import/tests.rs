@@ -335,10 +335,18 @@ fn database_and_user_keys_tell_typos_from_keys_pgmux_lacks() {
 }
 
 #[test]
-fn sections_tell_typos_from_sections_pgmux_lacks() {
-    let out = convert("[peers]\n1 = host=a\n[database]\napp = host=b\n");
-    assert!(out.skipped[0].ends_with("1: section [peers] is not supported by pgmux"));
-    assert!(out.skipped[1].ends_with("app: unknown section [database] (did you mean [databases]?)"));
+fn peers_become_tables_and_a_misspelt_section_is_a_typo() {
+    let out = convert(
+        "[pgbouncer]\npeer_id = 2\nso_reuseport = 1\n[peers]\n1 = host=/run/pgb1 port=6432\n\
+         2 = host=10.0.0.2 pool_size=4\n[database]\napp = host=b\n",
+    );
+    let peers = out.toml["peers"].as_table().unwrap();
+    assert_eq!(peers["1"]["host"].as_str(), Some("/run/pgb1"));
+    assert_eq!(peers["2"]["pool_size"].as_integer(), Some(4));
+    assert_eq!(out.toml["pgmux"]["peer_id"].as_integer(), Some(2));
+    assert_eq!(out.toml["pgmux"]["so_reuseport"].as_bool(), Some(true));
+    assert_eq!(out.skipped.len(), 1, "{:?}", out.skipped);
+    assert!(out.skipped[0].ends_with("app: unknown section [database] (did you mean [databases]?)"));
 }
 
 #[test]

@@ -201,7 +201,7 @@ fn values_pgmux_would_refuse_are_reported_not_written() {
     std::fs::write(
         &ini,
         "[pgbouncer]\nauth_type = pam\ndefault_pool_size = 0\nquery_timeout = soon\n\
-         [databases]\napp = host=127.0.0.1 dbname=app pool_size=0\n[peers]\n1 = host=x\n",
+         [databases]\napp = host=127.0.0.1 dbname=app pool_size=0\n[peers]\n1 = host=x port=99999\n",
     )
     .unwrap();
     let out = dir.path().join("pgmux.toml");
@@ -219,7 +219,7 @@ fn values_pgmux_would_refuse_are_reported_not_written() {
         "pgmux.default_pool_size",
         "query_timeout",
         "databases.app.pool_size",
-        "[peers]",
+        "peers.1.port",
     ] {
         assert!(stderr.contains(what), "{what} not reported:\n{stderr}");
     }
