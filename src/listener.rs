@@ -41,6 +41,8 @@ pub fn bind_tcp(general: &General) -> std::io::Result<TcpListener> {
     // A restarted pgmux may bind while connections of the old one linger in TIME_WAIT.
     socket.set_reuseaddr(true)?;
     if general.so_reuseport {
+        // Any other process of the same user that does the same shares the port silently.
+        tracing::info!(%addr, "so_reuseport: sharing the port with other processes that set it");
         socket.set_reuseport(true)?;
     }
     socket.bind(addr)?;
@@ -70,13 +72,31 @@ impl Listener {
     }
 }
 
+/// Accepts clients until `stop`. In a fleet (so_reuseport), a shutdown that waits for its
+/// clients also stops listening at once, so that the kernel gives new clients to the other
+/// processes (and a new process may take this one's place) while these finish.
 pub async fn accept_loop(socket: Listener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tasks = JoinSet::new();
+    let mut socket = Some(socket);
+    let mut shutdown = shared.shutdown.watch();
+    let leaves_the_fleet = shared.config().general.so_reuseport;
     loop {
+        let accept = async {
+            match &socket {
+                Some(socket) => socket.accept().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.changed() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            accepted = socket.accept() => match accepted {
+            Ok(()) = shutdown.changed(), if leaves_the_fleet && socket.is_some() => {
+                if shutdown.borrow_and_update().is_some() {
+                    tracing::info!("shutting down: no longer listening, the fleet takes new clients");
+                    socket = None;
+                }
+            }
+            accepted = accept => match accepted {
                 Ok(conn) => {
                     tasks.spawn(crate::client::serve(conn, shared.clone()));
                 }

@@ -14,6 +14,9 @@ use tokio::sync::Semaphore;
 /// processes that each think the other owns a key cannot pass it back and forth for ever.
 const HOPS_MASK: u32 = 0b11;
 
+/// Cancels that may wait for a peer per place in its pool_size; more are dropped.
+const WAITING_PER_PLACE: usize = 4;
+
 /// A fresh cancel key for a client of the process with `peer_id` (0: no peering). The pid's
 /// sign bit is clear, as PgBouncer keeps it (pg_basebackup reads the pid as signed).
 pub fn new_key(peer_id: u16) -> (u32, u32) {
@@ -21,16 +24,19 @@ pub fn new_key(peer_id: u16) -> (u32, u32) {
     let pid = pid & 0x7fff_ffff;
     match peer_id {
         0 => (pid, secret),
-        id => (
-            (pid & 0xff00_00ff) | (u32::from(id) << 8),
-            secret | HOPS_MASK,
-        ),
+        id => {
+            // Key byte 1 (the pid's second byte) holds the id's low byte, byte 2 its high
+            // byte, as PgBouncer writes them.
+            let id = u32::from(id);
+            let pid = (pid & 0xff00_00ff) | ((id & 0xff) << 16) | ((id >> 8) << 8);
+            (pid, secret | HOPS_MASK)
+        }
     }
 }
 
 /// The peer_id inside a key's pid.
 pub fn peer_of(pid: u32) -> u16 {
-    ((pid >> 8) & 0xffff) as u16
+    (((pid >> 16) & 0xff) | (((pid >> 8) & 0xff) << 8)) as u16
 }
 
 /// The key as this process registered it: the hops a forwarded cancel used up do not count.
@@ -125,28 +131,42 @@ impl PeerPools {
         rows
     }
 
-    /// Forwards a cancel to `peer`, at most its pool_size at once.
+    /// Forwards a cancel to `peer`, at most its pool_size at once. A cancel that cannot be
+    /// on its way within the time a cancel may take is dropped: late, it could stop the
+    /// client's next statement instead; and a flood of them (anyone may send one) holds no
+    /// more than a few waiting per place.
     pub async fn forward(&self, config: &Config, peer: u16, pid: u32, secret: u32) {
         let Some(target) = config.peers.get(&peer) else {
             return;
         };
         let size = target.pool_size.unwrap_or(config.general.default_pool_size) as usize;
         let pool = self.pool(peer, size);
-        pool.waiting.fetch_add(1, Ordering::Relaxed);
-        let turn = pool.turns.acquire().await;
-        pool.waiting.fetch_sub(1, Ordering::Relaxed);
-        let Ok(_turn) = turn else { return };
-        pool.active.fetch_add(1, Ordering::Relaxed);
-        let delivered = deliver(target, pid, secret).await;
-        pool.active.fetch_sub(1, Ordering::Relaxed);
-        match delivered {
-            Ok(()) => tracing::debug!(peer, "cancel forwarded to its peer"),
-            Err(e) => tracing::warn!(peer, error = %e, "cannot forward a cancel to its peer"),
+        if pool.waiting.load(Ordering::Relaxed) >= size.max(1) * WAITING_PER_PLACE {
+            tracing::warn!(peer, "too many cancels waiting for their peer: dropped");
+            return;
+        }
+        let forwarded = tokio::time::timeout(crate::cancel::CANCEL_DELIVERY_TIMEOUT, async {
+            pool.waiting.fetch_add(1, Ordering::Relaxed);
+            let turn = pool.turns.acquire().await;
+            pool.waiting.fetch_sub(1, Ordering::Relaxed);
+            let Ok(_turn) = turn else {
+                return Ok(());
+            };
+            pool.active.fetch_add(1, Ordering::Relaxed);
+            let delivered = deliver(target, pid, secret).await;
+            pool.active.fetch_sub(1, Ordering::Relaxed);
+            delivered
+        })
+        .await;
+        match forwarded {
+            Ok(Ok(())) => tracing::debug!(peer, "cancel forwarded to its peer"),
+            Ok(Err(e)) => tracing::warn!(peer, error = %e, "cannot forward a cancel to its peer"),
+            Err(_) => tracing::warn!(peer, "a cancel could not reach its peer in time: dropped"),
         }
     }
 }
 
-/// Sends the CancelRequest to the peer, within the time a cancel may take.
+/// Sends the CancelRequest to the peer (the caller bounds the time, the name lookup included).
 async fn deliver(peer: &Peer, pid: u32, secret: u32) -> std::io::Result<()> {
     let addr = match address(peer) {
         Some(addr) => addr,
@@ -158,18 +178,7 @@ async fn deliver(peer: &Peer, pid: u32, secret: u32) -> std::io::Result<()> {
             Address::Tcp(addr)
         }
     };
-    let key = ServerKey { addr, pid, secret };
-    tokio::time::timeout(
-        crate::cancel::CANCEL_DELIVERY_TIMEOUT,
-        crate::cancel::deliver(key),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the peer did not take the cancel in time",
-        ))
-    })
+    crate::cancel::deliver(ServerKey { addr, pid, secret }).await
 }
 
 #[cfg(test)]
@@ -197,6 +206,14 @@ mod tests {
             // At the owner, the forwarded key is the key it registered.
             assert_eq!(registered_key(2, pid, fwd), (pid, secret));
         }
+    }
+
+    #[test]
+    fn the_peer_id_sits_in_key_bytes_1_and_2_as_pgbouncer_writes_it() {
+        let (pid, _) = new_key(0x1234);
+        let key = pid.to_be_bytes();
+        assert_eq!((key[1], key[2]), (0x34, 0x12));
+        assert_eq!(peer_of(pid), 0x1234);
     }
 
     #[test]

@@ -79,6 +79,26 @@ impl ClientEntry {
     }
 }
 
+/// A client's place in the registry (and under the client caps), given up when this is
+/// dropped, however its session ends.
+pub struct Listed<'a> {
+    registry: &'a Registry,
+    id: u64,
+}
+
+impl Listed<'_> {
+    /// Keeps the place past this guard: another guard holds it from now on.
+    pub fn pass_on(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
 /// Who a new pool client is.
 pub struct NewClient<'a> {
     pub user: &'a str,
@@ -171,6 +191,11 @@ impl Registry {
         clients.by_id.insert(entry.id, entry.clone());
         drop(clients);
         Ok(entry)
+    }
+
+    /// A guard that forgets client `id` when dropped.
+    pub fn listed(&self, id: u64) -> Listed<'_> {
+        Listed { registry: self, id }
     }
 
     /// Pool clients of `database` connected now.

@@ -69,10 +69,7 @@ pub async fn run(
     }
     // However the session ends, a panic included, the client leaves the registry, and its
     // place under the client caps with it.
-    let _listed = Listed {
-        registry: &shared.registry,
-        id: login.entry.id,
-    };
+    let _listed = shared.registry.listed(login.entry.id);
     let cancel_key = login.cancel_key;
     let config = shared.config();
     let general = &config.general;
@@ -112,18 +109,6 @@ pub async fn run(
         tracing::info!(user = %login.entry.user, database = %login.entry.database, %peer, "client disconnected");
     }
     result
-}
-
-/// A client's place in the registry, given up when this is dropped.
-struct Listed<'a> {
-    registry: &'a crate::registry::Registry,
-    id: u64,
-}
-
-impl Drop for Listed<'_> {
-    fn drop(&mut self) {
-        self.registry.remove(self.id);
-    }
 }
 
 impl Session<'_> {

@@ -274,10 +274,7 @@ pub async fn login(
             CapReached::User => ClientError::TooManyClientsOf("max_user_client_connections"),
         })?;
     // Until the login completes, a failure forgets the client again.
-    let registered = Registered {
-        registry: &shared.registry,
-        id: entry.id,
-    };
+    let registered = shared.registry.listed(entry.id);
     let credentials = server_credentials(&config, db.password.as_deref(), &server_user);
     let pool = shared.pools.join(&database, &server_user, || {
         PoolSettings::from_config(&config, &database, &server_user)
@@ -329,7 +326,8 @@ pub async fn login(
         return Err(e);
     }
     PoolStats::add(&pool.stats.client_login_count, 1);
-    std::mem::forget(registered);
+    // The session's own guard takes over.
+    registered.pass_on();
     if let Some(name) = params_out.get("application_name") {
         name.clone_into(
             &mut entry
@@ -455,18 +453,6 @@ async fn cancel(shared: &Shared, pid: u32, secret: u32) {
                 "cancel request passed between peers too often: dropped"
             )
         }
-    }
-}
-
-/// A client registered before its login completed: forgotten again if the login fails.
-struct Registered<'a> {
-    registry: &'a crate::registry::Registry,
-    id: u64,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.registry.remove(self.id);
     }
 }
 

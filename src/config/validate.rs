@@ -194,10 +194,9 @@ fn validate(root: Table, base: &Path) -> Result<Config, Vec<Problem>> {
         if !t.contains_key("host") {
             problems.push(problem(format!("peers.{id}.host"), "is required"));
         }
-        if !id
-            .parse::<u16>()
-            .is_ok_and(|n| (1..=MAX_PEER_ID).contains(&n))
-        {
+        // Written as the number itself: "01" and "+1" would both be peer 1.
+        let number = id.parse::<u16>().ok().filter(|n| n.to_string() == **id);
+        if !number.is_some_and(|n| (1..=MAX_PEER_ID).contains(&n)) {
             problems.push(problem(
                 format!("peers.{id}"),
                 format!("must be named by a peer_id from 1 to {MAX_PEER_ID}"),

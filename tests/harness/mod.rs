@@ -197,6 +197,17 @@ impl Pgmux {
     }
 }
 
+/// A tokio-postgres client made from `config`, its connection driven in the background.
+pub async fn connect_with(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
 /// Runs a client binary (psql, pgbench) with a timeout; returns (success, stdout + stderr).
 pub async fn run_tool(
     program: &Path,

@@ -875,7 +875,7 @@ async fn version_and_help_read_as_pgbouncers() {
     assert!(out.contains("NOTICE:  Console usage"), "{out}");
     for command in [
         "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION",
-        "SHOW LISTS|MEM|STATE",
+        "SHOW LISTS|MEM|STATE|PEERS|PEER_POOLS",
         "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS",
         "SET key = arg",
         "RELOAD",

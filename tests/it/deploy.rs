@@ -17,19 +17,15 @@ async fn connect_unix(
     user: &str,
     password: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::Config::new()
+    let mut config = tokio_postgres::Config::new();
+    config
         .host_path(dir)
         .port(port)
         .user(user)
         .password(password)
         .dbname("app")
-        .connect_timeout(Duration::from_secs(10))
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+        .connect_timeout(Duration::from_secs(10));
+    crate::harness::connect_with(&config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

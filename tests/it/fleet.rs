@@ -37,6 +37,7 @@ async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_
         // Room for every client in any one process, however the kernel spreads them.
         cfg.pool_size = 110;
         cfg.database_extra = "user = \"fleet\"\npassword = \"fleet\"".into();
+        cfg.general = "admin_users = [\"fleet\"]".into();
         cfg.extra = peers.clone();
         let text = cfg.render(dir.path()).replace(
             "listen_port = 0\n",
@@ -60,7 +61,8 @@ async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_
         .render(lone_dir.path())
         .replace("listen_port = 0\n", &format!("listen_port = {port}\n"));
     let config = pgmux::config::Config::parse(&text, lone_dir.path()).unwrap();
-    assert!(pgmux::Server::bind(config).await.is_err());
+    let refused = pgmux::Server::bind(config).await.err().expect("refused");
+    assert_eq!(refused.kind(), std::io::ErrorKind::AddrInUse, "{refused}");
 
     let url = format!("host=127.0.0.1 port={port} user=fleet dbname=app connect_timeout=10");
     let connect = || async {
@@ -87,10 +89,6 @@ async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_
         "the kernel spread the clients: {spread:?}"
     );
 
-    let bystanders: Vec<_> = bystanders
-        .into_iter()
-        .map(|c| tokio::spawn(async move { c.simple_query("SELECT pg_sleep(3)").await.map(drop) }))
-        .collect();
     let mut cancels = Vec::new();
     // Every query is running on a server before the first cancel: a cancel for a client not
     // linked to a server yet is dropped, as PgBouncer drops it.
@@ -140,6 +138,10 @@ async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let bystanders: Vec<_> = bystanders
+        .into_iter()
+        .map(|c| tokio::spawn(async move { c.simple_query("SELECT pg_sleep(3)").await.map(drop) }))
+        .collect();
     go.send(true).unwrap();
     for cancel in cancels {
         let (code, took) = cancel.await.unwrap();
@@ -152,7 +154,86 @@ async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_
             .unwrap()
             .expect("no bystander's query was canceled");
     }
-    // The console of each process lists the others as peers.
+    // The console of each process lists the others as its peers.
+    for (i, dir) in dirs.iter().enumerate() {
+        let (console, conn) = tokio_postgres::Config::new()
+            .host_path(dir.path())
+            .port(port)
+            .user("fleet")
+            .dbname("pgbouncer")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("console over the Unix socket");
+        tokio::spawn(conn);
+        let rows = console.simple_query("SHOW PEERS").await.unwrap();
+        let ids: Vec<String> = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get("peer_id").map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        let others: Vec<String> = (1..=PROCESSES)
+            .filter(|id| usize::from(*id) != i + 1)
+            .map(|id| id.to_string())
+            .collect();
+        assert_eq!(ids, others);
+    }
+    for running in fleet {
+        running.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_shuts_down_leaves_new_clients_to_the_rest_of_the_fleet() {
+    let pg = shared_cluster();
+    own_role(pg, "fleet").await;
+    let port = free_port();
+    let dirs: Vec<TempDir> = (0..2).map(|_| TempDir::new("fleet-restart")).collect();
+    let mut fleet = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut cfg = PgmuxConfig::new(pg);
+        cfg.auth_type = "trust";
+        cfg.database_extra = "user = \"fleet\"\npassword = \"fleet\"".into();
+        let text = cfg.render(dir.path()).replace(
+            "listen_port = 0\n",
+            &format!(
+                "listen_port = {port}\nso_reuseport = true\npeer_id = {}\n",
+                i + 1
+            ),
+        );
+        let config = pgmux::config::Config::parse(&text, dir.path()).unwrap();
+        fleet.push(pgmux::Server::bind(config).await.unwrap());
+    }
+    let url = format!("host=127.0.0.1 port={port} user=fleet dbname=app connect_timeout=10");
+    let connect = || async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the fleet");
+        tokio::spawn(conn);
+        client
+    };
+    // Clients on both processes; then the first drains (SIGTERM's WAIT_FOR_CLIENTS).
+    let mut before = Vec::new();
+    for _ in 0..20 {
+        before.push(connect().await);
+    }
+    let on_first: usize = fleet[0].pools().iter().map(|p| p.clients).sum();
+    assert!(
+        on_first > 0,
+        "the kernel gave the first process some clients"
+    );
+    fleet[0].begin_shutdown(pgmux::shutdown::ShutdownMode::WaitForClients);
+    // Every new client is served, by the process that stays.
+    for _ in 0..20 {
+        let client = connect().await;
+        let rows = client.simple_query("SELECT 1").await.expect("served");
+        assert_eq!(crate::transaction_mode::first_value(&rows), "1");
+    }
+    drop(before);
+    tokio::time::timeout(Duration::from_secs(20), fleet[0].shutdown_complete())
+        .await
+        .expect("the draining process finished once its clients left");
     for running in fleet {
         running.shutdown().await;
     }

@@ -15,19 +15,19 @@ async fn with_options(
     port: u16,
     options: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::Config::new()
+    crate::harness::connect_with(app_login(port).options(options)).await
+}
+
+/// The harness' app login to pgmux on `port`, to add to.
+fn app_login(port: u16) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
         .host("127.0.0.1")
         .port(port)
         .user("app")
         .password("app")
-        .dbname("app")
-        .options(options)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+        .dbname("app");
+    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,18 +111,13 @@ async fn lists_backslashes_and_unreported_settings_stay_with_their_client() {
     let pgmux = cfg.start().await;
     // search_path is not reported before PostgreSQL 18; a list keeps its items; a value
     // ending in a backslash stays whole even with standard_conforming_strings off.
-    let (own, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(pgmux.port)
-        .user("app")
-        .password("app")
-        .dbname("app")
-        .application_name("tail\\")
-        .options("-c search_path=param_a,public -c standard_conforming_strings=off")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let own = crate::harness::connect_with(
+        app_login(pgmux.port)
+            .application_name("tail\\")
+            .options("-c search_path=param_a,public -c standard_conforming_strings=off"),
+    )
+    .await
+    .unwrap();
     let plain = pgmux.connect("app", "app").await;
     let plain_path = show(&plain, "search_path").await;
     for _ in 0..5 {
@@ -153,17 +148,9 @@ async fn a_value_postgresql_refuses_refuses_the_login_as_postgresql_does() {
         assert_eq!(sqlstate(&err).as_deref(), Some("22023"), "{options}: {err}");
     }
     // A wrong password is told first: parameters are read after authentication.
-    let err = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(pgmux.port)
-        .user("app")
-        .password("wrong")
-        .dbname("app")
-        .options("junk")
-        .connect(tokio_postgres::NoTls)
+    let err = crate::harness::connect_with(app_login(pgmux.port).password("wrong").options("junk"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("28P01"));
     // Every other client carries on.
     let client = pgmux.connect("app", "app").await;
