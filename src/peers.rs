@@ -91,6 +91,8 @@ pub struct PeerPools {
 }
 
 pub struct PeerPool {
+    /// The pool_size it was made with: a reload that changes it makes a new pool.
+    size: usize,
     turns: Semaphore,
     /// Cancels being forwarded now.
     pub active: AtomicUsize,
@@ -100,18 +102,21 @@ pub struct PeerPool {
 
 impl PeerPools {
     fn pool(&self, id: u16, size: usize) -> Arc<PeerPool> {
-        self.pools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-            .or_insert_with(|| {
-                Arc::new(PeerPool {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        match pools.get(&id) {
+            Some(pool) if pool.size == size => pool.clone(),
+            // New, or resized by a reload: cancels in flight finish in the old one.
+            _ => {
+                let pool = Arc::new(PeerPool {
+                    size,
                     turns: Semaphore::new(size.max(1)),
                     active: AtomicUsize::new(0),
                     waiting: AtomicUsize::new(0),
-                })
-            })
-            .clone()
+                });
+                pools.insert(id, pool.clone());
+                pool
+            }
+        }
     }
 
     /// (peer_id, active, waiting) for every peer a cancel was forwarded to.

@@ -1,5 +1,5 @@
 //! The admin console's statement parser (`admin::parse`, private to `pgmux::admin`), reached
-//! through the console's public entry point `pgmux::admin::run`, which serves one logged-in
+//! through the console's public entry point `pgmux::admin::serve`, which serves one logged-in
 //! console user over a socket: the fuzz input becomes the messages that user sends over a
 //! loopback TCP connection, then Terminate. Every statement goes through the parser and then
 //! runs (with a fresh `Shared` per input, so nothing carries over from one input to the next).
@@ -203,7 +203,7 @@ fuzz_target!(|data: &[u8]| {
         let served = rt.block_on(async {
             client.write_all(&bytes).await.expect("write to the console");
             let mut sink = vec![0u8; 64 * 1024];
-            let run = admin::run(conn, role, &shared);
+            let run = admin::serve(conn, "fuzz", "", role, &shared);
             tokio::pin!(run);
             let served = loop {
                 tokio::select! {

@@ -72,6 +72,7 @@ pub fn welcome(out: &mut BytesMut) {
 pub async fn serve(
     conn: &mut ClientConn,
     user: &str,
+    application_name: &str,
     role: Role,
     shared: &Arc<Shared>,
 ) -> Result<(), ClientError> {
@@ -79,22 +80,18 @@ pub async fn serve(
         let config = shared.config();
         (config.general.log_connections, config.general.listen_port)
     };
-    // The startup's application_name does not reach this far; the column stays empty.
     let entry = shared.registry.add_console(
         user,
         SHOWN_DATABASE,
         conn.peer.clone(),
         conn.stream.local_address(listen_port),
-        "",
+        application_name,
     );
     if let Some(tls) = &conn.tls {
         let _ = entry.tls.set(tls.description.clone());
     }
     // Forgets the session however it ends, a panic included.
-    let _listed = Listed {
-        shared,
-        id: entry.id,
-    };
+    let _listed = shared.registry.listed(entry.id);
     if log_connections {
         tracing::info!(%user, ?role, peer = %conn.peer, id = entry.id, "admin console connected");
     }
@@ -108,18 +105,6 @@ pub async fn serve(
         tracing::info!(%user, peer = %conn.peer, "admin console disconnected");
     }
     result
-}
-
-/// A console session's registry entry, removed on drop.
-struct Listed<'a> {
-    shared: &'a Shared,
-    id: u64,
-}
-
-impl Drop for Listed<'_> {
-    fn drop(&mut self) {
-        self.shared.registry.remove(self.id);
-    }
 }
 
 /// Serves a logged-in console user until Terminate or disconnect: the simple query protocol as

@@ -88,8 +88,13 @@ pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>) {
         Ok(Err(e)) => Err(e),
         Ok(Ok(None)) => Ok(()),
         Ok(Ok(Some(Admitted::Pool(login)))) => session::run(&mut conn, login, &shared).await,
-        Ok(Ok(Some(Admitted::Console { user, role }))) => {
-            Box::pin(crate::admin::serve(&mut conn, &user, role, &shared)).await
+        Ok(Ok(Some(Admitted::Console {
+            user,
+            role,
+            application_name,
+        }))) => {
+            let console = crate::admin::serve(&mut conn, &user, &application_name, role, &shared);
+            Box::pin(console).await
         }
     };
     if let Err(e) = result {

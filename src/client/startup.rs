@@ -33,7 +33,12 @@ const PROTOCOL_MINOR: u16 = 0;
 /// What a successful login leads to.
 pub enum Admitted {
     Pool(Box<Login>),
-    Console { user: String, role: Role },
+    Console {
+        user: String,
+        role: Role,
+        /// The startup packet's application_name, for SHOW CLIENTS.
+        application_name: String,
+    },
 }
 
 /// A logged-in client, ready for its session. Its user and database are its entry's (the
@@ -230,7 +235,12 @@ pub async fn login(
     let general = &config.general;
     if admin::DATABASES.contains(&database.as_str()) {
         // The console is exempt from max_client_conn, so an operator can always get in.
-        return console_login(conn, shared, user, &database, out)
+        let application_name = StartupPacket::param(&params, "application_name")
+            .unwrap_or("")
+            .chars()
+            .take(MAX_VALUE_LEN)
+            .collect();
+        return console_login(conn, shared, user, &database, application_name, out)
             .await
             .map(Some);
     }
@@ -535,6 +545,7 @@ async fn console_login(
     shared: &Shared,
     user: String,
     database: &str,
+    application_name: String,
     mut out: BytesMut,
 ) -> Result<Admitted, ClientError> {
     let config = shared.config();
@@ -547,7 +558,11 @@ async fn console_login(
     backend::backend_key_data(&mut out, pid, secret);
     backend::ready_for_query(&mut out, b'I');
     conn.send(&mut out).await?;
-    Ok(Admitted::Console { user, role })
+    Ok(Admitted::Console {
+        user,
+        role,
+        application_name,
+    })
 }
 
 /// The pool of (database, server user), created on first use.

@@ -191,8 +191,16 @@ fn validate(root: Table, base: &Path) -> Result<Config, Vec<Problem>> {
     for (id, t) in &peers {
         let host = [("host", Value::String("h".into()))];
         check_keys::<Peer>(&format!("peers.{id}"), t, &host, &mut problems);
-        if !t.contains_key("host") {
-            problems.push(problem(format!("peers.{id}.host"), "is required"));
+        match t.get("host").and_then(Value::as_str) {
+            None => problems.push(problem(format!("peers.{id}.host"), "is required")),
+            Some("") => problems.push(problem(format!("peers.{id}.host"), "must not be empty")),
+            Some(_) => {}
+        }
+        if t.get("port").and_then(Value::as_integer) == Some(0) {
+            problems.push(problem(
+                format!("peers.{id}.port"),
+                "must be from 1 to 65535",
+            ));
         }
         // Written as the number itself: "01" and "+1" would both be peer 1.
         let number = id.parse::<u16>().ok().filter(|n| n.to_string() == **id);

@@ -224,6 +224,10 @@ async fn a_process_that_shuts_down_leaves_new_clients_to_the_rest_of_the_fleet()
         "the kernel gave the first process some clients"
     );
     fleet[0].begin_shutdown(pgmux::shutdown::ShutdownMode::WaitForClients);
+    // Its accept loops close the socket as soon as they see the shutdown; a connection the
+    // kernel queued there in that instant would be reset (net.ipv4.tcp_migrate_req = 1 moves
+    // such connections to the other processes instead; see README).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // Every new client is served, by the process that stays.
     for _ in 0..20 {
         let client = connect().await;
