@@ -8,11 +8,13 @@ mod janitor;
 mod pools;
 mod queue;
 mod settings;
+mod snapshot;
 mod waiter;
 
 pub use guard::PooledServer;
 pub use pools::{drop_unused_pools, PoolClient, Pools};
 pub use settings::{server_credentials, Health, PoolSettings};
+pub use snapshot::PoolSnapshot;
 pub use waiter::{Waited, Waiter};
 
 use crate::server::{ServerConn, ServerCredentials, ServerError};
@@ -59,22 +61,6 @@ pub enum Grant {
 
 /// Every ParameterStatus a fresh server reported, in order.
 pub type Welcome = Arc<Vec<(String, String)>>;
-
-/// Figures for SHOW POOLS and the demo.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PoolSnapshot {
-    pub database: String,
-    pub user: String,
-    pub clients: usize,
-    pub waiting: usize,
-    pub servers: usize,
-    pub idle: usize,
-    /// Servers being connected and logged in.
-    pub connecting: usize,
-    /// How long the longest-waiting client has waited.
-    pub max_wait: Duration,
-    pub mode: &'static str,
-}
 
 pub struct Pool {
     /// The database name clients use.
@@ -519,32 +505,6 @@ impl Pool {
         }
     }
 
-    pub fn snapshot(&self) -> PoolSnapshot {
-        let mut q = lock(&self.queue);
-        q.forget_waiters(|w| w.is_closed());
-        PoolSnapshot {
-            database: self.database.clone(),
-            user: self.user.clone(),
-            clients: self.clients.load(Ordering::Relaxed),
-            waiting: self.waiting.load(Ordering::Relaxed),
-            servers: q.total(),
-            idle: q.idle_count(),
-            connecting: self.connecting.load(Ordering::Relaxed),
-            max_wait: q.oldest_waiter().map(|t| t.elapsed()).unwrap_or_default(),
-            mode: self.settings().mode.as_str(),
-        }
-    }
-
-    /// The idle servers, for SHOW SERVERS.
-    pub fn idle_servers(&self) -> Vec<crate::registry::ServerSummary> {
-        lock(&self.queue)
-            .idle()
-            .iter()
-            .map(|conn| conn.summary())
-            .collect()
-    }
-
-    /// Closes every idle server (used on shutdown).
     /// Whether `settings` (the statements that apply them) were accepted by a server already.
     pub fn accepted(&self, settings: &str) -> bool {
         lock(&self.accepted_settings).contains(settings)
@@ -566,6 +526,7 @@ impl Pool {
         }
     }
 
+    /// Closes every idle server (used on shutdown).
     pub fn close_idle(&self) {
         let idle = lock(&self.queue).drain_idle();
         self.return_caps(idle.len());

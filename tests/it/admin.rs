@@ -216,6 +216,24 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("SERVERS", SOCKETS),
 ];
 
+/// psql on the console as user admin (password adminpw), as an operator types it.
+async fn psql_as_admin(port: u16, database: &str, sql: &str) -> (bool, String) {
+    let port = port.to_string();
+    let args = [
+        "-X",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "admin",
+        database,
+        "-c",
+        sql,
+    ];
+    run_tool(&tool("psql"), &args, "adminpw", Duration::from_secs(30)).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_show_has_pgbouncers_columns_in_order() {
     let pgmux = console_pgmux("").await;
@@ -325,25 +343,7 @@ async fn roles_errors_and_psql() {
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("28P01"));
     // psql, as an operator types it.
-    let port = pgmux.port.to_string();
-    let (ok, out) = run_tool(
-        &tool("psql"),
-        &[
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "admin",
-            "pgmux",
-            "-c",
-            "SHOW POOLS",
-        ],
-        "adminpw",
-        Duration::from_secs(30),
-    )
-    .await;
+    let (ok, out) = psql_as_admin(pgmux.port, "pgmux", "SHOW POOLS").await;
     assert!(
         ok && out.contains("cl_active") && out.contains("sv_idle"),
         "{out}"
@@ -852,25 +852,7 @@ async fn version_and_help_read_as_pgbouncers() {
         "{version}"
     );
     // HELP as psql shows it: a NOTICE with every command, SET among them.
-    let port = pgmux.port.to_string();
-    let (ok, out) = run_tool(
-        &tool("psql"),
-        &[
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "admin",
-            "pgbouncer",
-            "-c",
-            "SHOW HELP",
-        ],
-        "adminpw",
-        Duration::from_secs(30),
-    )
-    .await;
+    let (ok, out) = psql_as_admin(pgmux.port, "pgbouncer", "SHOW HELP").await;
     assert!(ok, "{out}");
     assert!(out.contains("NOTICE:  Console usage"), "{out}");
     for command in [

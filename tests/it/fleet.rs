@@ -12,6 +12,47 @@ fn free_port() -> u16 {
     socket.local_addr().unwrap().port()
 }
 
+/// Starts one process per directory on `port` with so_reuseport, peer_id 1, 2, ... and
+/// `extra` tables, its Unix socket in its directory.
+async fn start_fleet(
+    pg: &crate::harness::ClusterInfo,
+    port: u16,
+    dirs: &[TempDir],
+    pool_size: usize,
+    extra: &str,
+) -> Vec<pgmux::Running> {
+    let mut fleet = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut cfg = PgmuxConfig::new(pg);
+        cfg.auth_type = "trust";
+        cfg.pool_size = pool_size;
+        cfg.database_extra = "user = \"fleet\"\npassword = \"fleet\"".into();
+        cfg.general = "admin_users = [\"fleet\"]".into();
+        cfg.extra = extra.into();
+        let text = cfg.render(dir.path()).replace(
+            "listen_port = 0\n",
+            &format!(
+                "listen_port = {port}\nso_reuseport = true\npeer_id = {}\n",
+                i + 1
+            ),
+        );
+        let config = pgmux::config::Config::parse(&text, dir.path()).unwrap();
+        let running = pgmux::Server::bind(config).await;
+        fleet.push(running.expect("a process of the fleet"));
+    }
+    fleet
+}
+
+/// A client of the fleet on 127.0.0.1:`port`, whichever process the kernel gives it to.
+async fn connect(port: u16) -> tokio_postgres::Client {
+    let url = format!("host=127.0.0.1 port={port} user=fleet dbname=app connect_timeout=10");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the fleet");
+    tokio::spawn(conn);
+    client
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_them() {
     let pg = shared_cluster();
@@ -30,29 +71,8 @@ async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_
             )
         })
         .collect();
-    let mut fleet = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        let mut cfg = PgmuxConfig::new(pg);
-        cfg.auth_type = "trust";
-        // Room for every client in any one process, however the kernel spreads them.
-        cfg.pool_size = 110;
-        cfg.database_extra = "user = \"fleet\"\npassword = \"fleet\"".into();
-        cfg.general = "admin_users = [\"fleet\"]".into();
-        cfg.extra = peers.clone();
-        let text = cfg.render(dir.path()).replace(
-            "listen_port = 0\n",
-            &format!(
-                "listen_port = {port}\nso_reuseport = true\npeer_id = {}\n",
-                i + 1
-            ),
-        );
-        let config = pgmux::config::Config::parse(&text, dir.path()).unwrap();
-        fleet.push(
-            pgmux::Server::bind(config)
-                .await
-                .expect("a process of the fleet"),
-        );
-    }
+    // Room for every client in any one process, however the kernel spreads them.
+    let fleet = start_fleet(pg, port, &dirs, 110, &peers).await;
     // A second process without so_reuseport cannot take the port.
     let mut lone = PgmuxConfig::new(pg);
     lone.general = "unix_socket_dir = \"\"".into();
@@ -64,21 +84,13 @@ async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_
     let refused = pgmux::Server::bind(config).await.err().expect("refused");
     assert_eq!(refused.kind(), std::io::ErrorKind::AddrInUse, "{refused}");
 
-    let url = format!("host=127.0.0.1 port={port} user=fleet dbname=app connect_timeout=10");
-    let connect = || async {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the fleet");
-        tokio::spawn(conn);
-        client
-    };
     let mut sleepers = Vec::new();
     for _ in 0..100 {
-        sleepers.push(connect().await);
+        sleepers.push(connect(port).await);
     }
     let mut bystanders = Vec::new();
     for _ in 0..10 {
-        bystanders.push(connect().await);
+        bystanders.push(connect(port).await);
     }
     let spread: Vec<usize> = fleet
         .iter()
@@ -190,33 +202,11 @@ async fn a_process_that_shuts_down_leaves_new_clients_to_the_rest_of_the_fleet()
     own_role(pg, "fleet").await;
     let port = free_port();
     let dirs: Vec<TempDir> = (0..2).map(|_| TempDir::new("fleet-restart")).collect();
-    let mut fleet = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        let mut cfg = PgmuxConfig::new(pg);
-        cfg.auth_type = "trust";
-        cfg.database_extra = "user = \"fleet\"\npassword = \"fleet\"".into();
-        let text = cfg.render(dir.path()).replace(
-            "listen_port = 0\n",
-            &format!(
-                "listen_port = {port}\nso_reuseport = true\npeer_id = {}\n",
-                i + 1
-            ),
-        );
-        let config = pgmux::config::Config::parse(&text, dir.path()).unwrap();
-        fleet.push(pgmux::Server::bind(config).await.unwrap());
-    }
-    let url = format!("host=127.0.0.1 port={port} user=fleet dbname=app connect_timeout=10");
-    let connect = || async {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the fleet");
-        tokio::spawn(conn);
-        client
-    };
+    let fleet = start_fleet(pg, port, &dirs, 5, "").await;
     // Clients on both processes; then the first drains (SIGTERM's WAIT_FOR_CLIENTS).
     let mut before = Vec::new();
     for _ in 0..20 {
-        before.push(connect().await);
+        before.push(connect(port).await);
     }
     let on_first: usize = fleet[0].pools().iter().map(|p| p.clients).sum();
     assert!(
@@ -230,7 +220,7 @@ async fn a_process_that_shuts_down_leaves_new_clients_to_the_rest_of_the_fleet()
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Every new client is served, by the process that stays.
     for _ in 0..20 {
-        let client = connect().await;
+        let client = connect(port).await;
         let rows = client.simple_query("SELECT 1").await.expect("served");
         assert_eq!(crate::transaction_mode::first_value(&rows), "1");
     }
