@@ -6,6 +6,7 @@ mod control;
 mod execute;
 mod extended;
 mod parse;
+mod peers;
 mod settings;
 mod show;
 mod sockets;

@@ -71,8 +71,8 @@ pub fn show(shared: &Shared, what: &str) -> Option<Table> {
         "CLIENTS" => super::sockets::clients(shared),
         "SERVERS" => super::sockets::servers(shared),
         "MEM" => mem(shared),
-        "PEERS" => peers(shared),
-        "PEER_POOLS" => peer_pools(shared),
+        "PEERS" => super::peers::peers(shared),
+        "PEER_POOLS" => super::peers::peer_pools(shared),
         _ => return None,
     })
 }
@@ -366,54 +366,6 @@ fn databases(shared: &Shared) -> Table {
     t
 }
 
-/// The other processes of the fleet, as `[peers]` names them (this process's own id left
-/// out, as PgBouncer ignores it).
-fn peers(shared: &Shared) -> Table {
-    let mut t = Table::new(&[
-        ("peer_id", INT4),
-        ("host", TEXT),
-        ("port", INT4),
-        ("pool_size", INT4),
-    ]);
-    let config = shared.config();
-    for (id, peer) in &config.peers {
-        if *id == config.general.peer_id {
-            continue;
-        }
-        let size = peer.pool_size.unwrap_or(config.general.default_pool_size);
-        t.row(vec![
-            id.to_string(),
-            peer.host.clone(),
-            peer.port.to_string(),
-            size.to_string(),
-        ]);
-    }
-    t
-}
-
-/// Cancels forwarded to each peer: in flight (cl_active_cancel_req, sv_active_cancel) and
-/// waiting for a turn (cl_waiting_cancel_req); a forward opens its connection at once, so none
-/// is logging in.
-fn peer_pools(shared: &Shared) -> Table {
-    let mut t = Table::new(&[
-        ("peer_id", INT4),
-        ("cl_active_cancel_req", INT4),
-        ("cl_waiting_cancel_req", INT4),
-        ("sv_active_cancel", INT4),
-        ("sv_login", INT4),
-    ]);
-    for (id, active, waiting) in shared.peer_pools.snapshot() {
-        t.row(vec![
-            id.to_string(),
-            active.to_string(),
-            waiting.to_string(),
-            active.to_string(),
-            "0".into(),
-        ]);
-    }
-    t
-}
-
 fn users(shared: &Shared) -> Table {
     let mut t = Table::new(&[
         ("name", TEXT),
@@ -487,9 +439,9 @@ fn lists(shared: &Shared) -> Table {
     for (name, n) in [
         ("databases", databases(shared).rows.len()),
         ("users", users(shared).rows.len()),
-        ("peers", peers(shared).rows.len()),
+        ("peers", super::peers::peers(shared).rows.len()),
         ("pools", pools.len()),
-        ("peer_pools", shared.peer_pools.snapshot().len()),
+        ("peer_pools", super::peers::peer_pool_rows(shared).len()),
         ("free_clients", 0),
         // At least those listed: a client is counted open a moment before it is listed.
         ("used_clients", open.max(in_pools + consoles)),

@@ -190,6 +190,17 @@ async fn a_hundred_cancels_each_land_on_their_own_query_whichever_process_takes_
             .map(|id| id.to_string())
             .collect();
         assert_eq!(ids, others);
+        // The cancels it forwarded went to the others, and none is in flight any more.
+        let rows = console.simple_query("SHOW PEER_POOLS").await.unwrap();
+        for row in rows.iter().filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        }) {
+            let id = row.get("peer_id").unwrap().to_owned();
+            assert!(others.contains(&id), "peer pool {id} of process {}", i + 1);
+            assert_eq!(row.get("cl_active_cancel_req"), Some("0"));
+            assert_eq!(row.get("cl_waiting_cancel_req"), Some("0"));
+        }
     }
     for running in fleet {
         running.shutdown().await;
