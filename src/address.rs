@@ -50,6 +50,12 @@ impl Address {
     }
 }
 
+/// The directory of a Unix socket, when `host` names one as libpq reads it (it starts with
+/// `/`); None for a host name or an address.
+pub fn socket_dir(host: &str) -> Option<&Path> {
+    host.starts_with('/').then(|| Path::new(host))
+}
+
 /// `dir/.s.PGSQL.<port>`.
 pub fn socket_path(dir: &Path, port: u16) -> PathBuf {
     dir.join(format!(".s.PGSQL.{port}"))

@@ -226,65 +226,11 @@ pub struct Server;
 impl Server {
     /// Binds the listen address and the Unix socket, and starts accepting clients.
     pub async fn bind(config: Config) -> std::io::Result<Running> {
-        let mut listeners = Vec::new();
-        let mut socket_file = None;
-        let activated = notify::activated_listeners();
-        let local_addr = if activated.is_empty() {
-            let socket = listener::bind_tcp(&config.general)?;
-            let local_addr = socket.local_addr()?;
-            listeners.push(listener::Listener::Tcp(socket));
-            if !config.general.unix_socket_dir.is_empty() {
-                let (socket, file) = listener::bind_unix(&config.general, local_addr.port())?;
-                tracing::info!(path = %file.path.display(), "listening on the Unix socket");
-                listeners.push(socket);
-                socket_file = Some(file);
-            }
-            Some(local_addr)
-        } else {
-            tracing::info!(
-                sockets = activated.len(),
-                "listening on the sockets systemd passed (socket activation)"
-            );
-            let mut tcp_addr = None;
-            for socket in activated {
-                match socket {
-                    notify::Activated::Tcp(s) => {
-                        s.set_nonblocking(true)?;
-                        tcp_addr = tcp_addr.or(s.local_addr().ok());
-                        listeners.push(listener::Listener::Tcp(tokio::net::TcpListener::from_std(
-                            s,
-                        )?));
-                    }
-                    notify::Activated::Unix(s) => {
-                        s.set_nonblocking(true)?;
-                        let path = s.local_addr()?.as_pathname().map(std::path::Path::to_owned);
-                        // The port its clients are shown with is the one in its name.
-                        let port = path
-                            .as_ref()
-                            .and_then(|p| {
-                                p.file_name()?
-                                    .to_str()?
-                                    .strip_prefix(".s.PGSQL.")?
-                                    .parse()
-                                    .ok()
-                            })
-                            .unwrap_or(config.general.listen_port);
-                        let address = match path {
-                            Some(path) => address::Address::Unix {
-                                path: path.into(),
-                                port,
-                            },
-                            None => address::Address::unix_socket("".as_ref(), port),
-                        };
-                        listeners.push(listener::Listener::Unix(
-                            tokio::net::UnixListener::from_std(s)?,
-                            address,
-                        ));
-                    }
-                }
-            }
-            tcp_addr
-        };
+        let listener::Bound {
+            listeners,
+            local_addr,
+            socket_file,
+        } = listener::bind(&config.general)?;
         let shared = Arc::new(Shared::new(config));
         // Pools whose server login is fixed by config start now, so min_pool_size servers are
         // open before the first client arrives.

@@ -1,6 +1,7 @@
-//! Accepting clients on TCP and on the Unix socket: the accept loops, which never exit on one
-//! failed accept (they back off when out of file descriptors), and the socket file's life
-//! (a stale one replaced, a live one refused, removed at shutdown).
+//! Accepting clients on TCP and on the Unix socket: binding them (or taking those systemd
+//! passes), the accept loops, which never exit on one failed accept (they back off when out
+//! of file descriptors), and the socket file's life (a stale one replaced, a live one
+//! refused, removed at shutdown).
 
 use crate::address::Address;
 use crate::client::ClientConn;
@@ -25,6 +26,81 @@ pub fn listen_address(general: &General) -> SocketAddr {
         other => other.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
     };
     SocketAddr::new(ip, general.listen_port)
+}
+
+/// The sockets pgmux accepts clients on, once bound or handed over.
+pub struct Bound {
+    pub listeners: Vec<Listener>,
+    /// The TCP address, when there is a TCP socket.
+    pub local_addr: Option<SocketAddr>,
+    /// The Unix socket file pgmux made (not one systemd passed).
+    pub socket_file: Option<SocketFile>,
+}
+
+/// The sockets systemd passed (socket activation), else listen_addr and listen_port and
+/// the Unix socket in unix_socket_dir.
+pub fn bind(general: &General) -> std::io::Result<Bound> {
+    let activated = crate::notify::activated_listeners();
+    if !activated.is_empty() {
+        tracing::info!(
+            sockets = activated.len(),
+            "listening on the sockets systemd passed (socket activation)"
+        );
+        return adopt(activated, general.listen_port);
+    }
+    let socket = bind_tcp(general)?;
+    let local_addr = socket.local_addr()?;
+    let mut listeners = vec![Listener::Tcp(socket)];
+    let mut socket_file = None;
+    if !general.unix_socket_dir.is_empty() {
+        let (socket, file) = bind_unix(general, local_addr.port())?;
+        tracing::info!(path = %file.path.display(), "listening on the Unix socket");
+        listeners.push(socket);
+        socket_file = Some(file);
+    }
+    Ok(Bound {
+        listeners,
+        local_addr: Some(local_addr),
+        socket_file,
+    })
+}
+
+/// The sockets systemd passed, TCP and Unix; a Unix one's clients are shown with the port in
+/// its name (`.s.PGSQL.<port>`), else `listen_port`.
+fn adopt(activated: Vec<crate::notify::Activated>, listen_port: u16) -> std::io::Result<Bound> {
+    use crate::notify::Activated;
+    let mut listeners = Vec::new();
+    let mut local_addr = None;
+    for socket in activated {
+        match socket {
+            Activated::Tcp(s) => {
+                s.set_nonblocking(true)?;
+                local_addr = local_addr.or(s.local_addr().ok());
+                listeners.push(Listener::Tcp(TcpListener::from_std(s)?));
+            }
+            Activated::Unix(s) => {
+                s.set_nonblocking(true)?;
+                let path = s
+                    .local_addr()?
+                    .as_pathname()
+                    .map_or_else(PathBuf::new, Path::to_owned);
+                let port = path
+                    .file_name()
+                    .and_then(|name| name.to_str()?.strip_prefix(".s.PGSQL.")?.parse().ok())
+                    .unwrap_or(listen_port);
+                let address = Address::Unix {
+                    path: path.into(),
+                    port,
+                };
+                listeners.push(Listener::Unix(UnixListener::from_std(s)?, address));
+            }
+        }
+    }
+    Ok(Bound {
+        listeners,
+        local_addr,
+        socket_file: None,
+    })
 }
 
 /// Clients waiting to be accepted that the kernel keeps, as PgBouncer's listen_backlog.

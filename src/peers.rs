@@ -76,8 +76,8 @@ pub fn route(config: &Config, pid: u32, secret: u32) -> Route {
 /// Where a peer listens, when its host is a socket directory or an address; a host name is
 /// resolved when a cancel is forwarded.
 pub fn address(peer: &Peer) -> Option<Address> {
-    if peer.host.starts_with('/') {
-        return Some(Address::unix_socket(peer.host.as_ref(), peer.port));
+    if let Some(dir) = crate::address::socket_dir(&peer.host) {
+        return Some(Address::unix_socket(dir, peer.port));
     }
     let ip: std::net::IpAddr = peer.host.parse().ok()?;
     Some(Address::Tcp((ip, peer.port).into()))

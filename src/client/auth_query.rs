@@ -5,7 +5,7 @@
 
 use crate::auth::Secret;
 use crate::config::{Config, DEFAULT_AUTH_QUERY};
-use crate::pool::server_credentials;
+use crate::pool::{server_credentials, server_target};
 use crate::server::{ServerConn, ServerError, ServerTarget};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -202,13 +202,7 @@ fn source(config: &Config, database: &str) -> Option<(Source, String)> {
         }
         None => (database.to_owned(), client_db?),
     };
-    let target = ServerTarget {
-        host: config.server_host(db),
-        port: db.port,
-        dbname: db.dbname.clone().unwrap_or(name),
-        user: auth_user.clone(),
-        tls: config.tls.server.clone(),
-    };
+    let target = server_target(config, &name, db, &auth_user);
     let label = format!(
         "{}:{}/{} as {}\n{query}",
         target.host, target.port, target.dbname, target.user

@@ -287,8 +287,7 @@ pub async fn login(
     let registered = shared.registry.listed(entry.id);
     let credentials = server_credentials(&config, db.password.as_deref(), &server_user);
     let pool = shared.pools.join(&database, &server_user, || {
-        PoolSettings::from_config(&config, &database, &server_user)
-            .expect("the database was looked up in the same config")
+        settings_of(&config, &database, &server_user)
     });
     if let Some(learned) = login.server_credentials() {
         if server_user == user && !matches!(credentials, ServerCredentials::Password(_)) {
@@ -484,12 +483,10 @@ impl Proof {
                 client_key,
                 server_key: keys.server_key,
             }),
-            (Some(Secret::Md5(hash)), _) if self.looked_up => {
-                Some(ServerCredentials::Md5(hash.clone()))
-            }
-            (Some(Secret::Plain(p)), _) if self.looked_up => {
-                Some(ServerCredentials::Password(p.clone()))
-            }
+            (Some(secret), _) if self.looked_up => match ServerCredentials::from_secret(secret) {
+                ServerCredentials::None => None,
+                learned => Some(learned),
+            },
             _ => None,
         }
     }
@@ -573,7 +570,12 @@ pub(crate) fn pool_for(
     server_user: &str,
 ) -> Arc<Pool> {
     shared.pools.get_or_create(database, server_user, || {
-        PoolSettings::from_config(config, database, server_user)
-            .expect("the database was looked up in the same config")
+        settings_of(config, database, server_user)
     })
+}
+
+/// The settings of a pool of a database the caller found in `config`.
+fn settings_of(config: &Config, database: &str, server_user: &str) -> PoolSettings {
+    PoolSettings::from_config(config, database, server_user)
+        .expect("the database was looked up in the same config")
 }

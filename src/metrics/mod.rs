@@ -320,12 +320,12 @@ async fn readiness(shared: &Shared) -> Result<String, String> {
     for (name, db) in &config.databases {
         let host = config.server_host(db);
         let connect = async {
-            match host.starts_with('/') {
-                true => {
-                    let path = crate::address::socket_path(host.as_ref(), db.port);
+            match crate::address::socket_dir(&host) {
+                Some(dir) => {
+                    let path = crate::address::socket_path(dir, db.port);
                     tokio::net::UnixStream::connect(path).await.map(drop)
                 }
-                false => tokio::net::TcpStream::connect((host.as_str(), db.port))
+                None => tokio::net::TcpStream::connect((host.as_str(), db.port))
                     .await
                     .map(drop),
             }

@@ -13,7 +13,7 @@ mod waiter;
 
 pub use guard::PooledServer;
 pub use pools::{drop_unused_pools, PoolClient, Pools};
-pub use settings::{server_credentials, Health, PoolSettings};
+pub use settings::{server_credentials, server_target, Health, PoolSettings};
 pub use snapshot::PoolSnapshot;
 pub use waiter::{Waited, Waiter};
 

@@ -1,7 +1,6 @@
 //! What a pool is built with, derived from the config for one (database, server user); built
 //! again on reload and applied to the running pool.
 
-use crate::auth::Secret;
 use crate::config::{Config, PoolMode};
 use crate::server::{ServerCredentials, ServerTarget};
 use std::time::Duration;
@@ -27,13 +26,7 @@ impl PoolSettings {
         let db = config.database(database)?;
         let general = &config.general;
         Some(PoolSettings {
-            target: ServerTarget {
-                host: config.server_host(db),
-                port: db.port,
-                dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
-                user: server_user.to_owned(),
-                tls: config.tls.server.clone(),
-            },
+            target: server_target(config, database, db, server_user),
             mode: config.pool_mode(database, server_user),
             size: config.pool_size(database, server_user),
             connect_timeout: Duration::from_secs_f64(general.server_connect_timeout),
@@ -42,6 +35,23 @@ impl PoolSettings {
             max_db_connections: config.max_db_connections(database),
             max_user_connections: config.max_user_connections(server_user),
         })
+    }
+}
+
+/// Where the servers of `db` (the `[databases]` table serving the name `database`) are, for
+/// logging in as `user`.
+pub fn server_target(
+    config: &Config,
+    database: &str,
+    db: &crate::config::Database,
+    user: &str,
+) -> ServerTarget {
+    ServerTarget {
+        host: config.server_host(db),
+        port: db.port,
+        dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
+        user: user.to_owned(),
+        tls: config.tls.server.clone(),
     }
 }
 
@@ -54,12 +64,12 @@ pub fn server_credentials(
     if let Some(p) = db_password {
         return ServerCredentials::Password(p.to_owned());
     }
-    match config.secret_for(user) {
-        Some(Secret::Plain(p)) => ServerCredentials::Password(p),
-        Some(Secret::Md5(h)) => ServerCredentials::Md5(h),
-        // A SCRAM secret logs in with the ClientKey a client proves; until then, nothing.
-        Some(Secret::Scram(_)) | None => ServerCredentials::None,
-    }
+    // A SCRAM secret logs in with the ClientKey a client proves; until then, nothing.
+    config
+        .secret_for(user)
+        .map_or(ServerCredentials::None, |s| {
+            ServerCredentials::from_secret(&s)
+        })
 }
 
 /// Server health and lifecycle settings of a pool (PgBouncer's names, in Duration form).

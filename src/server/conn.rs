@@ -34,9 +34,20 @@ pub struct ServerTarget {
 impl ServerTarget {
     /// The directory of PostgreSQL's Unix socket, when `host` names one as libpq reads it.
     pub fn socket_dir(&self) -> Option<&std::path::Path> {
-        self.host
-            .starts_with('/')
-            .then(|| std::path::Path::new(&self.host))
+        crate::address::socket_dir(&self.host)
+    }
+}
+
+impl ServerCredentials {
+    /// What a stored secret logs in with: a plaintext password anywhere, an md5 hash where
+    /// the server asks for md5; a SCRAM secret alone, nothing (it needs a proven ClientKey).
+    pub fn from_secret(secret: &crate::auth::Secret) -> ServerCredentials {
+        use crate::auth::Secret;
+        match secret {
+            Secret::Plain(p) => ServerCredentials::Password(p.clone()),
+            Secret::Md5(h) => ServerCredentials::Md5(h.clone()),
+            Secret::Scram(_) => ServerCredentials::None,
+        }
     }
 }
 
