@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod registry;
 pub mod relay;
 pub mod server;
+pub mod session_state;
 pub mod shutdown;
 pub mod signal;
 pub mod stats;

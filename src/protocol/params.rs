@@ -85,6 +85,11 @@ impl ParamSet {
         }
     }
 
+    /// Forgets every value (a RESET ALL or DISCARD ALL set them all back).
+    pub fn forget_all(&mut self) {
+        *self = ParamSet::default();
+    }
+
     /// Forgets `name`'s value.
     pub fn forget(&mut self, name: &str) {
         match tracked_index(name) {
@@ -181,7 +186,7 @@ impl ParamSet {
 pub const MAX_VALUE_LEN: usize = 4096;
 
 /// `pg_catalog.set_config('name', E'value', local)`, with the value escaped for an E'' string.
-fn set_config(name: &str, value: &str, local: bool) -> String {
+pub(crate) fn set_config(name: &str, value: &str, local: bool) -> String {
     let mut escaped = String::with_capacity(value.len() + 2);
     for c in value.chars() {
         match c {
