@@ -8,6 +8,7 @@ use pgmux::prepared::{ClientStatements, Context, Counts, Registry, ServerStateme
 use pgmux::protocol::params::ParamSet;
 use pgmux::relay::{scan_client, scan_server, Passthrough, ServerSide};
 use pgmux::server::tracker::Tracker;
+use pgmux::session_state::{Held, SessionState};
 
 const QUERY: &[u8] = b"SELECT abalance FROM pgbench_accounts WHERE aid = $1;\0\0\0";
 
@@ -68,15 +69,19 @@ fn round_trip(requests: &[u8], replies: &[u8], ctx: &mut Context, out: &mut Byte
         &mut Passthrough::default(),
         &mut tracker,
         ctx,
+        &mut SessionState::off(),
         out,
     )
     .unwrap();
     assert_eq!(scan.forward, requests.len());
     let (mut sp, mut cp) = (ParamSet::default(), ParamSet::default());
+    let (mut state, mut held) = (SessionState::off(), Held::default());
     let side = ServerSide {
         tracker: &mut tracker,
         server_params: &mut sp,
         client_params: &mut cp,
+        state: &mut state,
+        server_held: &mut held,
     };
     let scan = scan_server(replies, &mut Passthrough::default(), side, ctx, out).unwrap();
     assert_eq!(scan.end, replies.len());

@@ -63,11 +63,21 @@ pub struct ClientEntry {
     pub prepared_statements: std::sync::atomic::AtomicUsize,
     /// TLS protocol and cipher suite, set once for a client that connected with TLS.
     pub tls: std::sync::OnceLock<String>,
+    /// Why the client is pinned to its server (session_state's pins), for SHOW CLIENTS.
+    pinned: AtomicU8,
 }
 
 impl ClientEntry {
     pub fn set_state(&self, state: ClientState) {
         self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn set_pins(&self, pins: crate::session_state::Pins) {
+        self.pinned.store(pins.bits(), Ordering::Relaxed);
+    }
+
+    pub fn pins(&self) -> crate::session_state::Pins {
+        crate::session_state::Pins::from_bits(self.pinned.load(Ordering::Relaxed))
     }
 
     pub fn state(&self) -> ClientState {
@@ -250,6 +260,7 @@ impl Registry {
             server: Mutex::new(None),
             signal: Signal::default(),
             prepared_statements: Default::default(),
+            pinned: AtomicU8::new(0),
             tls: Default::default(),
         })
     }

@@ -2,8 +2,8 @@
 //! tracker that expects replies to some client messages.
 //!
 //! Input: one flags byte (bits 0-1: max_prepared_statements 0, 1, 10 or 1000; bits 2-5: how
-//! many cut bytes follow; bit 6: how the tracker is primed), a length byte L, L priming bytes,
-//! the cut bytes, then the server's bytes.
+//! many cut bytes follow; bit 6: how the tracker is primed; bit 7: session state followed), a
+//! length byte L, L priming bytes, the cut bytes, then the server's bytes.
 //! Priming with bit 6 clear: each byte is the tag of a client message the server was sent
 //! (`Tracker::client_message`), 0xff for a query of pgmux's own (`Tracker::own_query`).
 //! With bit 6 set: the L bytes are client bytes, scanned once by `scan_client` with the same
@@ -13,7 +13,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pgmux_fuzz::{capacity, pieces, Tracker, ClientDriver, Input, ServerDriver, Statements};
+use pgmux_fuzz::{capacity, pieces, Tracker, ClientDriver, Input, ServerDriver, Statements, session_state};
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
 
     let mut statements = Statements::default();
     let mut tracker = Tracker::new();
+    let mut state = session_state(flags);
     if flags & 0x40 == 0 {
         for &tag in prime {
             match tag {
@@ -35,13 +36,13 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         let mut client = ClientDriver::default();
-        client.feed(prime, &mut tracker, &mut statements.context(capacity));
+        client.feed(prime, &mut tracker, &mut statements.context(capacity), &mut state);
     }
 
     let mut server = ServerDriver::default();
     for piece in pieces(cuts, bytes) {
         let mut ctx = statements.context(capacity);
-        if !server.feed(piece, &mut tracker, &mut ctx) {
+        if !server.feed(piece, &mut tracker, &mut ctx, &mut state) {
             break;
         }
     }

@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use pgmux::prepared::{ClientStatements, Context, Counts, Registry, ServerStatements};
 use pgmux::protocol::params::ParamSet;
 use pgmux::relay::{scan_client, scan_server, Passthrough, ServerSide};
+use pgmux::session_state::{Held, PinSlots, SessionState};
 
 /// The reply tracker a server connection keeps, as the scans take it. The one place the fuzz
 /// targets name its type: if pgmux renames it, change it here.
@@ -66,6 +67,12 @@ pub fn pieces<'a>(cuts: &[u8], mut data: &'a [u8]) -> Vec<&'a [u8]> {
 /// statement evicts), small, and one that never evicts in a fuzz-sized input.
 pub fn capacity(bits: u8) -> usize {
     [0, 1, 10, 1000][(bits & 3) as usize]
+}
+
+/// A client's session state, following it (transaction pooling with the feature on) when bit
+/// 7 is set, with room for one pinned server.
+pub fn session_state(bits: u8) -> SessionState {
+    SessionState::new(bits & 0x80 != 0, std::sync::Arc::new(PinSlots::default()), 1)
 }
 
 /// Owned state behind a prepared-statement [`Context`], as a client session and a server
@@ -185,16 +192,23 @@ pub struct ClientDriver {
 impl ClientDriver {
     /// Appends one read's worth of client bytes and scans, as the relay does, until the scan
     /// no longer asks to be called again. Returns false once the relay would have ended.
-    pub fn feed(&mut self, piece: &[u8], tracker: &mut Tracker, ctx: &mut Context) -> bool {
+    pub fn feed(
+        &mut self,
+        piece: &[u8],
+        tracker: &mut Tracker,
+        ctx: &mut Context,
+        state: &mut SessionState,
+    ) -> bool {
         if self.stopped {
             return false;
         }
         self.buf.extend_from_slice(piece);
-        let rewriting = ctx.capacity > 0;
+        // Refusing a statement that would pin composes its error.
+        let rewriting = ctx.capacity > 0 || state.enabled();
         loop {
             let dropping = dropping(&self.pass, self.buf.len());
             self.out.clear();
-            let scan = match scan_client(&self.buf, &mut self.pass, tracker, ctx, &mut self.out) {
+            let scan = match scan_client(&self.buf, &mut self.pass, tracker, ctx, state, &mut self.out) {
                 Ok(scan) => scan,
                 Err(_) => {
                     self.stopped = true;
@@ -253,6 +267,7 @@ pub struct ServerDriver {
     pub out: BytesMut,
     pub server_params: ParamSet,
     pub client_params: ParamSet,
+    pub held: Held,
     /// The stream to the client, as the client would frame it.
     pub framing: Framing,
     pub stopped: bool,
@@ -264,7 +279,13 @@ const MAX_RESCANS: usize = 10_000;
 impl ServerDriver {
     /// Appends one read's worth of server bytes and scans, then scans again while the tracker
     /// says an answer of pgmux's own is due between messages, as the relay does.
-    pub fn feed(&mut self, piece: &[u8], tracker: &mut Tracker, ctx: &mut Context) -> bool {
+    pub fn feed(
+        &mut self,
+        piece: &[u8],
+        tracker: &mut Tracker,
+        ctx: &mut Context,
+        state: &mut SessionState,
+    ) -> bool {
         if self.stopped {
             return false;
         }
@@ -276,6 +297,8 @@ impl ServerDriver {
                 tracker: &mut *tracker,
                 server_params: &mut self.server_params,
                 client_params: &mut self.client_params,
+                state: &mut *state,
+                server_held: &mut self.held,
             };
             let scan = match scan_server(&self.buf, &mut self.pass, side, ctx, &mut self.out) {
                 Ok(scan) => scan,

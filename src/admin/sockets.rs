@@ -1,11 +1,13 @@
-//! SHOW CLIENTS and SHOW SERVERS: one row per connection, in PgBouncer's 21 columns.
+//! SHOW CLIENTS and SHOW SERVERS: one row per connection, in PgBouncer's 21 columns and
+//! pgmux's `pinned` after them.
 
 use super::show::{Table, INT4, INT8, TEXT};
 use crate::Shared;
 use std::sync::atomic::Ordering;
 
-/// SHOW CLIENTS and SHOW SERVERS columns, PgBouncer's 21 in its order.
-const SOCKET_COLUMNS: [(&str, u32); 21] = [
+/// SHOW CLIENTS and SHOW SERVERS columns, PgBouncer's 21 in its order, then `pinned`: why the
+/// client (or the client linked to the server) is pinned to its server, empty if it is not.
+const SOCKET_COLUMNS: [(&str, u32); 22] = [
     ("type", TEXT),
     ("user", TEXT),
     ("database", TEXT),
@@ -27,6 +29,7 @@ const SOCKET_COLUMNS: [(&str, u32); 21] = [
     ("application_name", TEXT),
     ("prepared_statements", INT4),
     ("id", INT8),
+    ("pinned", TEXT),
 ];
 
 /// What one SHOW CLIENTS / SHOW SERVERS row says.
@@ -46,6 +49,7 @@ struct SocketRow<'a> {
     tls: &'a str,
     prepared_statements: usize,
     id: u64,
+    pinned: String,
 }
 
 impl SocketRow<'_> {
@@ -73,6 +77,7 @@ impl SocketRow<'_> {
             self.application_name.into(),
             self.prepared_statements.to_string(),
             self.id.to_string(),
+            self.pinned,
         ]
     }
 }
@@ -107,6 +112,7 @@ pub(super) fn clients(shared: &Shared) -> Table {
                 tls: c.tls.get().map_or("", String::as_str),
                 prepared_statements: c.prepared_statements.load(Ordering::Relaxed),
                 id: c.id,
+                pinned: c.pins().describe(),
             }
             .cells(),
         );
@@ -121,7 +127,15 @@ pub(super) fn servers(shared: &Shared) -> Table {
         let server = c.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(s) = server else { continue };
         let link = format!("c{:x}", c.id);
-        t.row(server_row(&s, &c.server_user, &c.database, "active", link));
+        let pinned = c.pins().describe();
+        t.row(server_row(
+            &s,
+            &c.server_user,
+            &c.database,
+            "active",
+            link,
+            pinned,
+        ));
     }
     for pool in &pools {
         for s in pool.idle_servers() {
@@ -130,6 +144,7 @@ pub(super) fn servers(shared: &Shared) -> Table {
                 &pool.user,
                 &pool.database,
                 "idle",
+                String::new(),
                 String::new(),
             ));
         }
@@ -144,6 +159,7 @@ fn server_row(
     database: &str,
     state: &str,
     link: String,
+    pinned: String,
 ) -> Vec<String> {
     SocketRow {
         kind: "S",
@@ -160,6 +176,7 @@ fn server_row(
         tls: "",
         prepared_statements: s.prepared_statements,
         id: s.id,
+        pinned,
     }
     .cells()
 }

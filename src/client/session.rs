@@ -13,8 +13,9 @@ use crate::pool::{PooledServer, Waiter};
 use crate::prepared::{ClientStatements, Counts, Statements};
 use crate::protocol::frame;
 use crate::registry::{ClientEntry, ClientState};
-use crate::relay::{self, ClientSide, Composed, Linked, RelayError, Step, Tail};
+use crate::relay::{self, ClientSide, Composed, Linked, Prelude, RelayError, Step, Tail};
 use crate::server::tracker::Verdict;
+use crate::session_state::{self as state, PinChange, Replay, SessionState};
 use crate::signal::Stop;
 use crate::stats::{micros, PoolStats};
 use crate::Shared;
@@ -56,6 +57,10 @@ struct Session<'a> {
     transaction_since: Option<(Instant, u64)>,
     /// server_reset_query, where it runs on release in this session's mode.
     reset_query: Option<String>,
+    /// What of its session the client keeps across servers, and what pins it to one.
+    state: SessionState,
+    /// log_pinning (or verbose): each pin and unpin is logged.
+    log_pinning: bool,
     shared_control: &'a crate::control::Control,
 }
 
@@ -83,6 +88,11 @@ pub async fn run(
         .then(|| general.server_reset_query.clone())
         .filter(|q| !q.is_empty());
     let timeouts = Timeouts::for_client(&config, &login.entry.database, &login.entry.user);
+    let follows = login.mode == PoolMode::Transaction && general.follow_session_state;
+    let pin_cap = config.max_pinned_servers(&login.pool.database, &login.pool.user);
+    let mut state = SessionState::new(follows, login.pool.pinned.clone(), pin_cap);
+    state.standard_strings = login.params.get("standard_conforming_strings") != Some("off");
+    let log_pinning = general.log_pinning || general.verbose > 0;
     let mut session = Session {
         client,
         login,
@@ -99,6 +109,8 @@ pub async fn run(
         phase_since: Instant::now(),
         transaction_since: None,
         reset_query,
+        state,
+        log_pinning,
         shared_control: &shared.control,
     };
     let result = session.serve().await;
@@ -132,10 +144,12 @@ impl Session<'_> {
                 params: &mut self.login.params,
                 statements: &mut self.statements,
                 composed: &mut self.composed,
+                state: &mut self.state,
             };
             let watch_phase = self.timeouts.per_phase();
             let step = relay(linked, &mut side, &self.login.entry, deadline, watch_phase).await;
             note_statements(&self.statements, &linked.take_counts(), &self.login);
+            self.note_pins();
             match step? {
                 Step::Progress => {}
                 Step::Terminate => return Ok(()),
@@ -225,20 +239,99 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// A transaction ended: in transaction and statement mode the server goes back now, and a
-    /// draining shutdown ends the client here (in session mode too).
+    /// A transaction ended: in transaction and statement mode the server goes back now (unless
+    /// session state pins the client to it), and a draining shutdown ends the client here (in
+    /// session mode too).
     async fn transaction_over(&mut self) -> Result<(), ClientError> {
         let draining = self.login.entry.signal.is_raised(Stop::Draining);
-        if self.login.mode != PoolMode::Session || draining {
+        let keeps = self.login.mode == PoolMode::Session
+            || (self.state.pinned() && !self.state.check_due());
+        if draining || !keeps {
             if let Some(linked) = self.linked.take() {
                 let (server, tail) = linked.unlink();
-                self.release(server).await;
-                self.write_tail(tail).await?;
+                if self.state.check_due() && !draining {
+                    // The client may have its ReadyForQuery already (the relay writes as it
+                    // goes): its next statement waits in its socket until this is done.
+                    self.write_tail(tail).await?;
+                    self.check_pins(server).await;
+                } else {
+                    self.release(server).await;
+                    self.write_tail(tail).await?;
+                }
             }
         }
         match draining {
             true => Err(ClientError::ShuttingDown),
             false => Ok(()),
+        }
+    }
+
+    /// Asks the server what the client's session holds there that only it can (a statement
+    /// may have made or dropped some), then keeps the server for the client if anything, and
+    /// gives it back if nothing.
+    async fn check_pins(&mut self, mut server: PooledServer) {
+        if server.tracker.verdict() == Verdict::Idle {
+            let login_user = server
+                .startup_params
+                .iter()
+                .find(|(n, _)| n == "session_authorization")
+                .map_or(self.login.pool.user.clone(), |(_, v)| v.clone());
+            let sql = state::check_query(&login_user);
+            // Boxed: only clients whose statements may pin run it.
+            match Box::pin(server.own_query_row(&sql)).await {
+                Ok(Some(row)) => match state::read_check(&row) {
+                    Some(pins) => self.state.checked(pins),
+                    None => server.tracker.poison(),
+                },
+                Ok(None) => server.tracker.poison(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking a client's session state failed; closing server")
+                }
+            }
+        }
+        self.note_pins();
+        if server.tracker.verdict() != Verdict::Idle {
+            // What the server holds for the client is lost with it; so is the pin.
+            self.state.leave();
+            self.note_pins();
+            self.release(server).await;
+            return;
+        }
+        match self.state.pinned() {
+            true => self.link_again(server),
+            false => self.release(server).await,
+        }
+    }
+
+    /// Keeps `server` linked to a pinned client: nothing to give it, it has the session.
+    fn link_again(&mut self, server: PooledServer) {
+        self.login.entry.set_state(ClientState::Active);
+        let linked = Linked::new(
+            server,
+            self.login.mode,
+            &Prelude::default(),
+            &mut self.composed,
+        );
+        self.linked = Some(linked);
+    }
+
+    /// Shows a pin that started or ended in SHOW CLIENTS, and logs it where asked to.
+    fn note_pins(&mut self) {
+        let Some(change) = self.state.take_change() else {
+            return;
+        };
+        let entry = &self.login.entry;
+        entry.set_pins(self.state.pins());
+        if !self.log_pinning {
+            return;
+        }
+        match change {
+            PinChange::Pinned(pins) => {
+                tracing::info!(user = %entry.user, database = %entry.database, reason = %pins.describe(), "client pinned to its server")
+            }
+            PinChange::Unpinned => {
+                tracing::info!(user = %entry.user, database = %entry.database, "client unpinned from its server")
+            }
         }
     }
 
@@ -346,24 +439,61 @@ impl Session<'_> {
             pid: server.backend_pid,
             secret: server.backend_secret,
         });
-        let set_sql = self.login.params.set_statements(&server.params);
-        if set_sql.is_some() {
-            // What the server does not report itself (search_path before PostgreSQL 18) is
-            // known from what was set; a failed SET closes the server (see the scan).
+        let prelude = self.prelude(&mut server);
+        let linked = Linked::new(server, self.login.mode, &prelude, &mut self.composed);
+        self.linked = Some(linked);
+    }
+
+    /// pgmux's own statements that give `server` this client's session: what another client
+    /// left there undone, the tracked parameters, then the client's own settings and SQL
+    /// prepared statements. Only what differs.
+    fn prelude(&mut self, server: &mut PooledServer) -> Prelude {
+        let replay = match self.state.enabled() {
+            true => Replay::between(&server.session, self.state.held()),
+            false => Replay::default(),
+        };
+        if replay.is_empty() {
+            let set_sql = self.login.params.set_statements(&server.params);
+            if set_sql.is_some() {
+                // What the server does not report itself (search_path before PostgreSQL 18) is
+                // known from what was set; a failed SET closes the server (see the scan).
+                self.login.params.applied_to(&mut server.params);
+            }
+            return Prelude {
+                sql: set_sql,
+                prepares: Vec::new(),
+            };
+        }
+        // The replay changes these; what pgmux knew of their values on this server is stale.
+        for name in &replay.touched {
+            server.params.forget(name);
+        }
+        let mut sql = replay.undo;
+        if let Some(set) = self.login.params.set_statements(&server.params) {
+            sql.push_str(&set);
             self.login.params.applied_to(&mut server.params);
         }
-        let linked = Linked::new(
-            server,
-            self.login.mode,
-            set_sql.as_deref(),
-            &mut self.composed,
-        );
-        self.linked = Some(linked);
+        sql.push_str(&replay.redo);
+        for name in &replay.touched {
+            server.params.forget(name);
+        }
+        server.session = self.state.held().clone();
+        Prelude {
+            sql: (!sql.is_empty()).then_some(sql),
+            prepares: replay.prepares,
+        }
     }
 
     /// Gives the server back: unlinks cancels (after any in flight are delivered), runs the
     /// reset query where configured, and drops the guard, which pools or closes it.
     async fn release(&mut self, mut server: PooledServer) {
+        if self.state.pinned() {
+            // The client lets go of a server that holds its session: only at its end, or in
+            // a draining shutdown.
+            self.discard(&mut server).await;
+            self.state.leave();
+            self.note_pins();
+        }
         let entry = &self.login.entry;
         entry.set_state(ClientState::Idle);
         *entry.server.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -385,6 +515,20 @@ impl Session<'_> {
         if let Some(linked) = self.linked.take() {
             let (server, _unsent) = linked.unlink();
             self.release(server).await;
+        }
+    }
+
+    /// A pinned client is leaving its server: what it held there goes, with DISCARD ALL, so
+    /// that the next client finds the server as new (or it is closed).
+    async fn discard(&mut self, server: &mut PooledServer) {
+        if server.tracker.verdict() != Verdict::Idle {
+            return;
+        }
+        server.params.forget_all();
+        server.session = state::Held::default();
+        if let Err(e) = Box::pin(server.run_own_query("DISCARD ALL")).await {
+            tracing::warn!(error = %e, "discarding a pinned client's session failed; closing server");
+            server.tracker.poison();
         }
     }
 }

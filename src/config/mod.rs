@@ -193,6 +193,14 @@ impl Config {
             .or_else(|| self.database(db).and_then(|d| d.pool_size))
             .unwrap_or(self.general.default_pool_size) as usize
     }
+
+    /// max_pinned_servers for a pool: -1 leaves one of its servers for unpinned clients.
+    pub fn max_pinned_servers(&self, db: &str, user: &str) -> usize {
+        match usize::try_from(self.general.max_pinned_servers) {
+            Ok(cap) => cap,
+            Err(_) => self.pool_size(db, user).saturating_sub(1),
+        }
+    }
 }
 
 /// General settings a reload cannot change (a restart applies them).

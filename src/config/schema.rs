@@ -189,6 +189,21 @@ pub struct General {
     /// Default 0.
     #[serde(default)]
     pub pool_idle_timeout: f64,
+    /// In transaction mode, each client keeps its session state: SET, RESET and SQL PREPARE
+    /// follow it to whichever server it gets, and state only its server can hold (temporary
+    /// tables, WITH HOLD cursors, session advisory locks, LISTEN, SET ROLE) pins it to that
+    /// server until it is gone. false: transaction mode as PgBouncer's. Default true.
+    #[serde(default = "default_true")]
+    pub follow_session_state: bool,
+    /// Most servers of one pool that pinned clients may hold; a statement that would pin one
+    /// more fails with 53400. -1 = the pool's size less one, so that one server always stays
+    /// for everyone else. Default -1.
+    #[serde(default = "default_max_pinned_servers")]
+    pub max_pinned_servers: i64,
+    /// Log each time a client is pinned to its server or let go, with the reason (also at
+    /// verbose >= 1). Default false.
+    #[serde(default)]
+    pub log_pinning: bool,
     /// Most server connections to one database, all users together; 0 = no cap. Default 0.
     #[serde(default)]
     pub max_db_connections: u32,
@@ -517,6 +532,10 @@ fn default_query_wait_timeout() -> f64 {
 fn default_stats_period() -> f64 {
     60.0
 }
+fn default_max_pinned_servers() -> i64 {
+    -1
+}
+
 fn default_true() -> bool {
     true
 }

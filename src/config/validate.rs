@@ -359,6 +359,10 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
     if g.verbose > 2 {
         problems.push(problem("pgmux.verbose", "must be 0, 1 or 2"));
     }
+    if g.max_pinned_servers < -1 {
+        let why = "must be -1 (the pool's size less one) or a number of servers";
+        problems.push(problem("pgmux.max_pinned_servers", why));
+    }
     for (key, value) in [
         ("server_connect_timeout", g.server_connect_timeout),
         ("client_login_timeout", g.client_login_timeout),

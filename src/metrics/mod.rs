@@ -29,7 +29,7 @@ enum Kind {
 
 /// Every metric the recorder renders, with the `# HELP` text Prometheus shows for it: what it
 /// counts and in what unit. Names carry their unit already, so the recorder adds no suffix.
-const DESCRIBED: [(&str, Kind, Unit, &str); 18] = [
+const DESCRIBED: [(&str, Kind, Unit, &str); 19] = [
     (
         "pgmux_client_connections",
         Kind::Gauge,
@@ -47,6 +47,12 @@ const DESCRIBED: [(&str, Kind, Unit, &str); 18] = [
         Kind::Gauge,
         Unit::Count,
         "Clients of the pool waiting for a server (clients; SHOW POOLS cl_waiting).",
+    ),
+    (
+        "pgmux_pool_clients_pinned",
+        Kind::Gauge,
+        Unit::Count,
+        "Clients of the pool pinned to their server by session state only it holds (clients; SHOW CLIENTS pinned).",
     ),
     (
         "pgmux_pool_servers_active",
@@ -217,6 +223,7 @@ impl Metrics {
                 s.clients.saturating_sub(s.waiting) as f64,
             );
             gauge("pgmux_pool_clients_waiting", &labels, s.waiting as f64);
+            gauge("pgmux_pool_clients_pinned", &labels, s.pinned as f64);
             gauge("pgmux_pool_servers_active", &labels, active_servers as f64);
             gauge("pgmux_pool_servers_idle", &labels, s.idle as f64);
             gauge("pgmux_pool_servers_login", &labels, s.connecting as f64);

@@ -94,6 +94,8 @@ pub struct Pool {
     accepted_settings: Mutex<std::collections::HashSet<String>>,
     /// Clients waiting for a server right now.
     pub waiting: AtomicUsize,
+    /// Servers pinned to clients by their session state, under max_pinned_servers.
+    pub pinned: Arc<crate::session_state::PinSlots>,
     /// Servers being connected and logged in right now.
     connecting: AtomicUsize,
     pub stats: crate::stats::PoolStats,
@@ -130,6 +132,7 @@ impl Pool {
             last_client_left: Mutex::new(Instant::now()),
             accepted_settings: Mutex::default(),
             waiting: AtomicUsize::new(0),
+            pinned: Default::default(),
             connecting: AtomicUsize::new(0),
             stats: Default::default(),
             next_server_id: ids,

@@ -19,6 +19,8 @@ pub struct PoolSnapshot {
     /// How long the longest-waiting client has waited.
     pub max_wait: Duration,
     pub mode: &'static str,
+    /// Clients pinned to their servers by session state.
+    pub pinned: usize,
 }
 
 impl Pool {
@@ -35,6 +37,7 @@ impl Pool {
             connecting: self.connecting.load(Ordering::Relaxed),
             max_wait: q.oldest_waiter().map(|t| t.elapsed()).unwrap_or_default(),
             mode: self.settings().mode.as_str(),
+            pinned: self.pinned.taken(),
         }
     }
 

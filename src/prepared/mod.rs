@@ -16,7 +16,7 @@ mod statement;
 
 pub use reply::{apply_undone, put_answers, replacement, Answer, StatementTracker, Token};
 pub use rewrite::{
-    rewrite_candidate, rewrite_large, rewrite_message, Context, Counts, Large, Statements,
+    refuse, rewrite_candidate, rewrite_large, rewrite_message, Context, Counts, Large, Statements,
 };
 pub use sql::deallocate_target;
 pub use statement::{

@@ -19,6 +19,11 @@ pub enum Token {
     Answer(Answer, Undo),
     /// The server is made to fail here on purpose: the client gets this ErrorResponse instead.
     Replace(Bytes),
+    /// The client's session state its replies confirm (see `session_state`).
+    Session(crate::session_state::Effects),
+    /// pgmux's own PREPARE of a client's SQL prepared statement, by name: if it fails, only
+    /// that statement is lost.
+    Replay(String),
 }
 
 /// An answer pgmux gives itself, for a message the server never saw.
@@ -43,7 +48,7 @@ impl Token {
     fn into_undo(self) -> Undo {
         match self {
             Token::Undo(undo) | Token::Answer(_, undo) => undo,
-            Token::Replace(_) => Undo::Nothing,
+            Token::Replace(_) | Token::Session(_) | Token::Replay(_) => Undo::Nothing,
         }
     }
 }

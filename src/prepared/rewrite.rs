@@ -99,21 +99,23 @@ pub fn rewrite_candidate(tag: u8, body: &[u8]) -> bool {
 }
 
 /// Writes what goes to the server for one whole client message (`msg`, header included) into
-/// `out`, rewritten or as it was, and tells the tracker what each part's reply is for.
-pub fn rewrite_message(msg: &[u8], ctx: &mut Context, tracker: &mut Tracker, out: &mut BytesMut) {
+/// `out`, rewritten, and tells the tracker what each part's reply is for; false when it goes
+/// as it is (nothing was written, and the caller forwards it).
+pub fn rewrite_message(
+    msg: &[u8],
+    ctx: &mut Context,
+    tracker: &mut Tracker,
+    out: &mut BytesMut,
+) -> bool {
     let tag = msg[0];
     let body = &msg[5..];
-    let handled = match tag {
+    match tag {
         b'P' => parse(body, ctx, tracker, out),
         b'B' => bind(body, ctx, tracker, out),
         b'D' => describe(body, ctx, tracker, out),
         b'C' => close(body, ctx, tracker),
         b'Q' => deallocate(body, ctx, tracker),
         _ => false,
-    };
-    if !handled {
-        out.extend_from_slice(msg);
-        tracker.client_message(tag);
     }
 }
 
@@ -355,6 +357,16 @@ fn prepare_on_server(
         server_id: Some(statement.id),
     };
     tracker.expect(Reply::Parse, Handling::Hide, Token::undo(undo));
+}
+
+/// Refuses a client message (tag `tag`) where PostgreSQL would have failed it: a Query gets
+/// the error and its ReadyForQuery, an extended-protocol message the error and the skip to Sync.
+pub fn refuse(tag: u8, sqlstate: &str, message: &str, tracker: &mut Tracker, out: &mut BytesMut) {
+    fail_here(sqlstate, message, tracker, out);
+    if tag == b'Q' {
+        backend::put_message(out, b'S', |_| {});
+        tracker.expect(Reply::Sync, Handling::Forward, None);
+    }
 }
 
 /// Makes the server fail at this point of the pipeline, and skip to Sync, where PostgreSQL

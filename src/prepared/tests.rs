@@ -5,6 +5,7 @@ use super::Fixture;
 use crate::protocol::params::ParamSet;
 use crate::relay::{scan_client, scan_server, Passthrough, ServerSide};
 use crate::server::tracker::{Tracker, Verdict};
+use crate::session_state::{Held, SessionState};
 use bytes::{BufMut, BytesMut};
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -93,6 +94,7 @@ impl Wire {
                 &mut pass,
                 &mut self.tracker,
                 &mut f.context(self.capacity),
+                &mut SessionState::off(),
                 &mut out,
             )
             .unwrap();
@@ -114,10 +116,13 @@ impl Wire {
         let buf = messages.concat();
         let mut out = BytesMut::new();
         let (mut sp, mut cp) = (ParamSet::default(), ParamSet::default());
+        let (mut state, mut held) = (SessionState::off(), Held::default());
         let side = ServerSide {
             tracker: &mut self.tracker,
             server_params: &mut sp,
             client_params: &mut cp,
+            state: &mut state,
+            server_held: &mut held,
         };
         let scan = scan_server(
             &buf,

@@ -26,3 +26,4 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
 pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
 pub const UNDEFINED_OBJECT: &str = "42704";
 pub const TRANSACTION_TIMEOUT: &str = "25P04";
+pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";

@@ -14,12 +14,13 @@ use super::outgoing::{drain, ClientSink, Outgoing, ServerSink};
 use super::scan::{scan_client, scan_server, Passthrough, ServerSide, HELD_LIMIT};
 use crate::config::PoolMode;
 use crate::pool::PooledServer;
-use crate::prepared::{Counts, StatementTracker, Statements};
+use crate::prepared::{Counts, StatementTracker, Statements, Token};
 use crate::protocol::backend;
 use crate::protocol::params::ParamSet;
 use crate::protocol::ProtocolError;
 use crate::server::tracker::Verdict;
 use crate::server::{ServerConn, ServerError, READ_BUFFER};
+use crate::session_state::SessionState;
 use crate::stats::{micros, PoolStats};
 use crate::stream::Stream;
 use bytes::{Buf, BytesMut};
@@ -75,6 +76,7 @@ pub struct ClientSide<'a, 'r> {
     pub params: &'a mut ParamSet,
     pub statements: &'a mut Statements<'r>,
     pub composed: &'a mut Composed,
+    pub state: &'a mut SessionState,
 }
 
 /// Output composed when it is not the input as it came (prepared statements rewritten,
@@ -100,6 +102,15 @@ impl Composed {
             }
         }
     }
+}
+
+/// pgmux's own statements that go ahead of a client's on the server it was just given: the
+/// tracked parameters and settings in one Query, then each SQL prepared statement in its own
+/// (one that fails costs only itself).
+#[derive(Debug, Default)]
+pub struct Prelude {
+    pub sql: Option<String>,
+    pub prepares: Vec<(String, std::sync::Arc<str>)>,
 }
 
 /// Where the relay is with the client's bytes.
@@ -148,22 +159,26 @@ pub struct Linked {
 }
 
 impl Linked {
-    /// Links `server`; `set_sql`, pgmux's own statement that gives the server the client's
-    /// parameters, goes first and its replies are swallowed.
+    /// Links `server`; `prelude`, pgmux's own statements that give the server the client's
+    /// session, goes first and its replies are swallowed.
     pub fn new(
         mut server: PooledServer,
         mode: PoolMode,
-        set_sql: Option<&str>,
+        prelude: &Prelude,
         composed: &mut Composed,
     ) -> Linked {
-        let to_server = match set_sql {
-            Some(sql) => {
-                composed.to_server.clear();
-                backend::query(&mut composed.to_server, sql);
-                server.tracker.own_query();
-                Outgoing::Composed
-            }
-            None => Outgoing::Empty,
+        composed.to_server.clear();
+        if let Some(sql) = &prelude.sql {
+            backend::query(&mut composed.to_server, sql);
+            server.tracker.own_query();
+        }
+        for (name, sql) in &prelude.prepares {
+            backend::query(&mut composed.to_server, sql);
+            server.tracker.own_query_with(Token::Replay(name.clone()));
+        }
+        let to_server = match composed.to_server.is_empty() {
+            true => Outgoing::Empty,
+            false => Outgoing::Composed,
         };
         Linked {
             server,
@@ -186,6 +201,10 @@ impl Linked {
 
     pub fn server(&self) -> &ServerConn {
         &self.server
+    }
+
+    pub fn server_mut(&mut self) -> &mut ServerConn {
+        &mut self.server
     }
 
     pub fn tracker(&self) -> &StatementTracker {
@@ -402,6 +421,7 @@ impl Linked {
             &mut self.client_pass,
             &mut server.tracker,
             &mut context,
+            c.state,
             &mut c.composed.to_server,
         )
         .map_err(RelayError::ClientProtocol)?;
@@ -447,6 +467,8 @@ impl Linked {
             tracker: &mut server.tracker,
             server_params: &mut server.params,
             client_params: c.params,
+            state: c.state,
+            server_held: &mut server.session,
         };
         c.composed.to_client.clear();
         let scan = scan_server(

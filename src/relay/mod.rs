@@ -8,7 +8,9 @@ mod link;
 mod outgoing;
 mod scan;
 
-pub use link::{streams, ClientSide, Composed, Linked, RelayError, Step, Tail, CLIENT_READ};
+pub use link::{
+    streams, ClientSide, Composed, Linked, Prelude, RelayError, Step, Tail, CLIENT_READ,
+};
 pub use scan::{
     held_whole, scan_client, scan_server, ClientScan, Passthrough, ServerScan, ServerSide,
     HELD_LIMIT,

@@ -11,14 +11,15 @@
 //! prepared statement. So what a scan needs buffered is bounded, whatever a message's size.
 
 use crate::prepared::{
-    apply_undone, forgets_all_statements, put_answers, replacement, rewrite_candidate,
-    rewrite_large, rewrite_message, Context, Large, StatementTracker as Tracker,
+    apply_undone, forgets_all_statements, put_answers, refuse, replacement, rewrite_candidate,
+    rewrite_large, rewrite_message, Context, Large, StatementTracker as Tracker, Token,
 };
 use crate::protocol::backend;
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::ParamSet;
-use crate::protocol::ProtocolError;
-use crate::server::tracker::Route;
+use crate::protocol::{sqlstate, ProtocolError};
+use crate::server::tracker::{Handling, Reply, Route};
+use crate::session_state::{Held, Outcome, SessionState, Stale};
 use bytes::BytesMut;
 
 /// The largest message pgmux holds whole to read or rewrite it. 1 MiB: ample for the statement
@@ -145,16 +146,35 @@ pub struct ClientScan {
     pub more: bool,
 }
 
-/// Client messages that may name a prepared statement, and so are held whole to be rewritten
-/// (up to [`HELD_LIMIT`]) when pgmux manages prepared statements.
-fn may_rewrite(tag: u8) -> bool {
-    matches!(tag, b'P' | b'B' | b'D' | b'C' | b'Q')
+/// Client messages that may name a prepared statement or carry a statement's text, and so are
+/// held whole to be read or rewritten (up to [`HELD_LIMIT`]) when pgmux manages prepared
+/// statements or follows session state.
+fn may_read(tag: u8) -> bool {
+    matches!(tag, b'P' | b'B' | b'D' | b'C' | b'Q' | b'E')
 }
 
-/// Whether a client message of this tag and length is held until it is all there (`rewriting`:
-/// pgmux manages prepared statements), rather than forwarded in pieces as it comes.
-pub fn held_whole(tag: u8, total: usize, rewriting: bool) -> bool {
-    rewriting && may_rewrite(tag) && total <= HELD_LIMIT
+/// Whether a client message of this tag and length is held until it is all there (`reading`:
+/// pgmux manages prepared statements or follows session state), rather than forwarded in
+/// pieces as it comes.
+pub fn held_whole(tag: u8, total: usize, reading: bool) -> bool {
+    reading && may_read(tag) && total <= HELD_LIMIT
+}
+
+/// Tells the tracker of a client message that goes as it is, with what its replies confirm.
+fn forwarded(tag: u8, outcome: Outcome, tracker: &mut Tracker) {
+    match (outcome, tag) {
+        (Outcome::Follow(effects), b'Q') => tracker.expect(
+            Reply::Ready,
+            Handling::Forward,
+            Some(Token::Session(effects)),
+        ),
+        (Outcome::Follow(effects), b'E') => tracker.expect(
+            Reply::Execute,
+            Handling::Forward,
+            Some(Token::Session(effects)),
+        ),
+        _ => tracker.client_message(tag),
+    }
 }
 
 /// Walks client messages at the front of `buf`, feeding each to `tracker`, rewriting those
@@ -165,9 +185,11 @@ pub fn scan_client(
     pass: &mut Passthrough,
     tracker: &mut Tracker,
     statements: &mut Context,
+    state: &mut SessionState,
     out: &mut BytesMut,
 ) -> Result<ClientScan, ProtocolError> {
     let rewriting = statements.capacity > 0;
+    let reading = rewriting || state.enabled();
     let mut result = ClientScan::default();
     let mut composer = Composer::default();
     let (mut pos, dropped) = pass.continue_message(buf.len());
@@ -185,24 +207,37 @@ pub fn scan_client(
         }
         let available = buf.len() - pos;
         let whole = available >= h.total;
-        if held_whole(h.tag, h.total, rewriting) {
+        if held_whole(h.tag, h.total, reading) {
             if !whole {
                 result.want = h.total - available;
                 break;
             }
             let msg = &buf[pos..pos + h.total];
-            if rewrite_candidate(h.tag, &msg[5..]) {
+            let outcome = state.on_client(h.tag, &msg[5..]);
+            if let Outcome::Refuse(message) = &outcome {
                 composer.flush(buf, pos, out);
-                rewrite_message(msg, statements, tracker, out);
+                let code = sqlstate::CONFIGURATION_LIMIT_EXCEEDED;
+                refuse(h.tag, code, message, tracker, out);
+                composer.run_start = pos + h.total;
+            } else if rewriting && rewrite_candidate(h.tag, &msg[5..]) {
+                composer.flush(buf, pos, out);
+                if !rewrite_message(msg, statements, tracker, out) {
+                    out.extend_from_slice(msg);
+                    forwarded(h.tag, outcome, tracker);
+                }
                 composer.run_start = pos + h.total;
                 apply_undone(tracker, statements);
             } else {
-                tracker.client_message(h.tag);
+                forwarded(h.tag, outcome, tracker);
             }
             pos += h.total;
             continue;
         }
         let seen_end = pos + h.total.min(available);
+        let outcome = match reading && matches!(h.tag, b'Q' | b'P' | b'B') {
+            true => state.on_unread(h.tag, &buf[pos + 5..seen_end]),
+            false => Outcome::Pass,
+        };
         let large = match rewriting && matches!(h.tag, b'P' | b'B') {
             true => {
                 // Too large to hold: only the names at its head are looked at. What pgmux
@@ -219,7 +254,7 @@ pub fn scan_client(
                 break;
             }
             Large::AsItIs => {
-                tracker.client_message(h.tag);
+                forwarded(h.tag, outcome, tracker);
                 false
             }
             Large::Rewritten { replaces } => {
@@ -288,6 +323,47 @@ pub struct ServerSide<'a> {
     pub tracker: &'a mut Tracker,
     pub server_params: &'a mut ParamSet,
     pub client_params: &'a mut ParamSet,
+    pub state: &'a mut SessionState,
+    /// What pgmux gave the server of clients' session state.
+    pub server_held: &'a mut Held,
+}
+
+/// Follows the client's session state through a reply that may confirm it (CommandComplete,
+/// ErrorResponse, ReadyForQuery), before the tracker routes it. Returns whether an error is
+/// that of a PREPARE pgmux replayed, which costs only that statement.
+fn follow_reply(tag: u8, body: &[u8], side: &mut ServerSide) -> bool {
+    let state = &mut *side.state;
+    match side.tracker.head_mut() {
+        Some((Handling::Own, Some(Token::Replay(name)))) if tag == b'E' => {
+            tracing::debug!(statement = %name, "a client's SQL prepared statement could not be prepared again");
+            state.replay_failed(name);
+            side.server_held
+                .apply(&crate::session_state::Change::Deallocate(name.clone()));
+            true
+        }
+        Some((Handling::Own, _)) => false,
+        Some((handling, token)) => {
+            let effects = match token {
+                Some(Token::Session(effects)) if handling == Handling::Forward => Some(effects),
+                _ => None,
+            };
+            match tag {
+                b'C' => match state.on_command_complete(effects, body, side.server_held) {
+                    Some(Stale::One(name)) => side.server_params.forget(&name),
+                    Some(Stale::All) => side.server_params.forget_all(),
+                    None => {}
+                },
+                b'E' => state.on_error(effects),
+                _ => state.on_ready(
+                    effects.as_deref(),
+                    body.first() == Some(&b'I'),
+                    side.server_held,
+                ),
+            }
+            false
+        }
+        None => false,
+    }
 }
 
 /// Walks server messages at the front of `buf`: routes each through the tracker, records
@@ -296,11 +372,10 @@ pub struct ServerSide<'a> {
 pub fn scan_server(
     buf: &[u8],
     pass: &mut Passthrough,
-    side: ServerSide,
+    mut side: ServerSide,
     statements: &mut Context,
     out: &mut BytesMut,
 ) -> Result<ServerScan, ProtocolError> {
-    let tracker = side.tracker;
     let mut result = ServerScan::default();
     let mut composer = Composer::default();
     let (mut pos, dropped) = pass.continue_message(buf.len());
@@ -308,6 +383,7 @@ pub fn scan_server(
         composer.drop_message(buf, 0, pos, out);
     }
     loop {
+        let tracker = &mut *side.tracker;
         // An answer goes between messages, never into one still passing in pieces.
         if tracker.answer_due() && !pass.mid_message() {
             composer.flush(buf, pos, out);
@@ -348,6 +424,10 @@ pub fn scan_server(
         }
         let end = pos + h.total;
         let body = &buf[pos + 5..end];
+        let replay_failed = side.state.enabled()
+            && matches!(h.tag, b'C' | b'E' | b'Z')
+            && follow_reply(h.tag, body, &mut side);
+        let tracker = &mut *side.tracker;
         let route = tracker.server_message(h.tag, body.first().copied());
         match h.tag {
             b'Z' if route == Route::Forward => {
@@ -363,6 +443,9 @@ pub fn scan_server(
                     side.server_params.set(name, value);
                     if route == Route::Forward {
                         side.client_params.set(name, value);
+                        if name.eq_ignore_ascii_case("standard_conforming_strings") {
+                            side.state.standard_strings = value == "on";
+                        }
                     }
                 }
             }
@@ -372,7 +455,7 @@ pub fn scan_server(
                     statements.client.clear();
                 }
             }
-            b'E' if route == Route::Swallow => {
+            b'E' if route == Route::Swallow && !replay_failed => {
                 let f = backend::parse_error_fields(body);
                 tracing::warn!(code = %f.code, message = %f.message, "restoring client parameters failed; the server will be closed");
                 // Its settings are not what pgmux believes: no other client may get it.

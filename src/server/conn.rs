@@ -80,6 +80,28 @@ impl std::fmt::Debug for ServerCredentials {
 
 pub const READ_BUFFER: usize = 16 * 1024;
 
+/// A row's values, as text; None for NULL.
+pub type Row = Vec<Option<Vec<u8>>>;
+
+/// The values of a DataRow body; None if it is malformed.
+fn data_row(body: &[u8]) -> Option<Row> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let mut rest = &body[2..];
+    let mut row = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        match usize::try_from(len) {
+            Ok(len) => {
+                row.push(Some(rest.get(..len)?.to_vec()));
+                rest = &rest[len..];
+            }
+            Err(_) => row.push(None),
+        }
+    }
+    Some(row)
+}
+
 /// One logged-in connection to PostgreSQL.
 pub struct ServerConn {
     pub stream: Stream,
@@ -95,6 +117,8 @@ pub struct ServerConn {
     pub tracker: StatementTracker,
     /// Named statements prepared on this connection for clients (an LRU).
     pub statements: ServerStatements,
+    /// Clients' settings and SQL prepared statements pgmux gave this connection.
+    pub session: crate::session_state::Held,
     pub created: Instant,
     /// Wall-clock time of the connect, for SHOW SERVERS.
     pub connect_time: std::time::SystemTime,
@@ -181,6 +205,7 @@ impl ServerConn {
             addr,
             tracker: Tracker::new(),
             statements: ServerStatements::default(),
+            session: Default::default(),
             created: Instant::now(),
             connect_time: std::time::SystemTime::now(),
             local_addr,
@@ -377,6 +402,13 @@ impl ServerConn {
     /// Runs one of pgmux's own statements to completion (reset, checks), outside any client's
     /// traffic. The connection must be idle.
     pub async fn run_own_query(&mut self, sql: &str) -> Result<(), ServerError> {
+        self.own_query_row(sql).await.map(|_| ())
+    }
+
+    /// Like [`ServerConn::run_own_query`], returning the first row it draws, if any, each value
+    /// as text (None for NULL).
+    pub async fn own_query_row(&mut self, sql: &str) -> Result<Option<Row>, ServerError> {
+        let mut first_row = None;
         if !self.buf.is_empty() {
             // Unread bytes belong to someone else's reply: this connection cannot be trusted.
             return Err(self.unusable(ServerError::Unexpected('?')));
@@ -392,6 +424,7 @@ impl ServerConn {
             self.tracker.server_message(tag, body.first().copied());
             match tag {
                 b'E' => failure = Some(parse_error_fields(&body)),
+                b'D' if first_row.is_none() => first_row = data_row(&body),
                 // A reset query may drop every prepared statement.
                 b'C' if crate::prepared::forgets_all_statements(&body) => {
                     self.statements.clear();
@@ -409,7 +442,7 @@ impl ServerConn {
                     }
                     return match failure {
                         Some(f) => Err(ServerError::Refused(f)),
-                        None => Ok(()),
+                        None => Ok(first_row),
                     };
                 }
                 _ => {}

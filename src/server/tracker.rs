@@ -183,6 +183,11 @@ impl<T> Tracker<T> {
         self.expect(Reply::Ready, Handling::Own, None);
     }
 
+    /// Like [`Tracker::own_query`], with a token to find it by when it fails.
+    pub fn own_query_with(&mut self, token: T) {
+        self.expect(Reply::Ready, Handling::Own, Some(token));
+    }
+
     /// The client sent a message with this tag to the server, as it was.
     pub fn client_message(&mut self, tag: u8) {
         let reply = match tag {
@@ -344,6 +349,13 @@ impl<T> Tracker<T> {
         if self.pending.is_empty() {
             self.skipping = true;
         }
+    }
+
+    /// How the reply now arriving is handled, and its token: looked at before the message
+    /// that may end it is routed.
+    pub fn head_mut(&mut self) -> Option<(Handling, Option<&mut T>)> {
+        let head = self.pending.front_mut()?;
+        Some((head.handling, head.token.as_deref_mut()))
     }
 
     /// The token of the answer pgmux owes now, if its turn has come (everything ahead of it is

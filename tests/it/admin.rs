@@ -49,7 +49,7 @@ fn value<'a>(columns: &[String], row: &'a [String], name: &str) -> &'a str {
     &row[i]
 }
 
-/// SHOW CLIENTS and SHOW SERVERS share PgBouncer's 21 socket columns.
+/// SHOW CLIENTS and SHOW SERVERS share PgBouncer's 21 socket columns, then pgmux's `pinned`.
 const SOCKETS: &[&str] = &[
     "type",
     "user",
@@ -72,6 +72,7 @@ const SOCKETS: &[&str] = &[
     "application_name",
     "prepared_statements",
     "id",
+    "pinned",
 ];
 
 /// PgBouncer's columns, in the order its code sends them.
@@ -479,7 +480,7 @@ async fn show_clients_and_servers_and_kill_them() {
         &busy.simple_query("SELECT pg_backend_pid()").await.unwrap(),
     );
     let (cols, rows) = columns_and_rows(&admin, "SHOW CLIENTS").await;
-    assert_eq!(cols.len(), 21);
+    assert_eq!(cols.len(), 22);
     // The asking console session is listed too, apart from the pool's clients.
     let (consoles, rows): (Vec<_>, Vec<_>) = rows
         .into_iter()

@@ -23,6 +23,7 @@ mod pgbench;
 mod pipelines;
 mod prepared;
 mod reload;
+mod session_state;
 mod shutdown;
 mod startup;
 mod streaming;

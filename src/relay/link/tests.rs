@@ -7,6 +7,7 @@ use super::*;
 use crate::prepared::{Fixture, Registry};
 use crate::protocol::params::ParamSet;
 use crate::relay::scan::{scan_client, scan_server};
+use crate::session_state::{Held, SessionState};
 use futures_util::FutureExt;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -142,7 +143,16 @@ fn delivered_whole(client: &[u8], server: &[u8], capacity: usize) -> Outcome {
     loop {
         let input = &client[pos..];
         let mut context = f.context(capacity);
-        let scan = scan_client(input, &mut pass, &mut tracker, &mut context, &mut out).unwrap();
+        let mut state = SessionState::off();
+        let scan = scan_client(
+            input,
+            &mut pass,
+            &mut tracker,
+            &mut context,
+            &mut state,
+            &mut out,
+        )
+        .unwrap();
         match scan.composed {
             true => to_server.extend_from_slice(&out),
             false => to_server.extend_from_slice(&input[scan.skip..scan.forward]),
@@ -154,10 +164,13 @@ fn delivered_whole(client: &[u8], server: &[u8], capacity: usize) -> Outcome {
     }
     assert_eq!(pos, client.len(), "every client message scanned");
     let (mut server_params, mut client_params) = (ParamSet::default(), ParamSet::default());
+    let (mut state, mut held) = (SessionState::off(), Held::default());
     let side = ServerSide {
         tracker: &mut tracker,
         server_params: &mut server_params,
         client_params: &mut client_params,
+        state: &mut state,
+        server_held: &mut held,
     };
     let mut pass = Passthrough::default();
     let mut context = f.context(capacity);
@@ -228,6 +241,7 @@ struct Rig<'r> {
     params: ParamSet,
     statements: Statements<'r>,
     composed: Composed,
+    state: SessionState,
 }
 
 /// What one poll of a step came to.
@@ -248,6 +262,7 @@ impl Rig<'_> {
             params: &mut self.params,
             statements: &mut self.statements,
             composed: &mut self.composed,
+            state: &mut self.state,
         };
         let polled = match self.linked.step(&mut side, self.watch_phase).now_or_never() {
             None => Polled::Pending,
@@ -305,7 +320,12 @@ async fn delivered_in_pieces(
     let registry = Registry::default();
     let mut composed = Composed::default();
     let server_conn = PooledServer::detached(ServerConn::over(Stream::Memory(relay_server)));
-    let linked = Linked::new(server_conn, PoolMode::Session, None, &mut composed);
+    let linked = Linked::new(
+        server_conn,
+        PoolMode::Session,
+        &Prelude::default(),
+        &mut composed,
+    );
     let mut rig = Rig {
         linked,
         watch_phase: plan.seed % 2 == 0,
@@ -318,6 +338,7 @@ async fn delivered_in_pieces(
             capacity: plan.capacity,
         },
         composed,
+        state: SessionState::off(),
     };
     let mut steps = 0;
     while !matches!(rig.poll_once().await, Polled::ClientClosed) {

@@ -1,6 +1,7 @@
 use super::*;
 use crate::prepared::Fixture;
 use crate::server::tracker::Verdict;
+use crate::session_state::{Held, SessionState};
 use bytes::BytesMut;
 
 /// scan_client with prepared statements off.
@@ -10,6 +11,7 @@ fn client(buf: &[u8], p: &mut Passthrough, t: &mut Tracker) -> Result<ClientScan
         p,
         t,
         &mut Fixture::default().context(0),
+        &mut SessionState::off(),
         &mut BytesMut::new(),
     )
 }
@@ -22,10 +24,13 @@ fn server(
     sp: &mut ParamSet,
     cp: &mut ParamSet,
 ) -> Result<ServerScan, ProtocolError> {
+    let (mut state, mut held) = (SessionState::off(), Held::default());
     let side = ServerSide {
         tracker: t,
         server_params: sp,
         client_params: cp,
+        state: &mut state,
+        server_held: &mut held,
     };
     scan_server(
         buf,
@@ -77,10 +82,26 @@ fn a_message_to_rewrite_waits_until_whole() {
     let mut p = Passthrough::default();
     let mut f = Fixture::default();
     let mut out = BytesMut::new();
-    let s = scan_client(&parse[..9], &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    let s = scan_client(
+        &parse[..9],
+        &mut p,
+        &mut t,
+        &mut f.context(10),
+        &mut SessionState::off(),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!((s.forward, s.want), (0, parse.len() - 9));
     assert!(!p.mid_message());
-    let s = scan_client(&parse, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    let s = scan_client(
+        &parse,
+        &mut p,
+        &mut t,
+        &mut f.context(10),
+        &mut SessionState::off(),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(s.forward, parse.len());
     assert!(s.composed, "renamed for the server");
 }
@@ -168,16 +189,40 @@ fn the_rest_of_a_dropped_message_is_never_forwarded() {
     let mut f = Fixture::default();
     let (mut t, mut p, mut out) = (Tracker::new(), Passthrough::default(), BytesMut::new());
     let first = msg(b'P', b"a\0select 1\0\0\0");
-    let s = scan_client(&first, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    let s = scan_client(
+        &first,
+        &mut p,
+        &mut t,
+        &mut f.context(10),
+        &mut SessionState::off(),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(s.forward, first.len());
     let mut large = vec![b'P'];
     large.extend_from_slice(&((HELD_LIMIT as u32) * 2).to_be_bytes());
     large.extend_from_slice(b"a\0xx");
-    let s = scan_client(&large, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    let s = scan_client(
+        &large,
+        &mut p,
+        &mut t,
+        &mut f.context(10),
+        &mut SessionState::off(),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(s.forward, large.len());
     assert!(matches!(p, Passthrough::Dropping(_)));
     let rest = msg(b'Q', b"y");
-    let s = scan_client(&rest, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
+    let s = scan_client(
+        &rest,
+        &mut p,
+        &mut t,
+        &mut f.context(10),
+        &mut SessionState::off(),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(s.forward, rest.len(), "consumed");
     let sent = match s.composed {
         true => &out[..],
@@ -206,6 +251,7 @@ fn answers_wait_for_a_message_passing_in_pieces_to_end() {
         &mut client_pass,
         &mut t,
         &mut f.context(10),
+        &mut SessionState::off(),
         &mut out,
     )
     .unwrap();
@@ -217,11 +263,14 @@ fn answers_wait_for_a_message_passing_in_pieces_to_end() {
     ]);
     let (mut sp, mut cp) = (ParamSet::default(), ParamSet::default());
     let mut p = Passthrough::default();
+    let (mut state, mut held) = (SessionState::off(), Held::default());
     let mut reply = |buf: &[u8], p: &mut Passthrough, out: &mut BytesMut| {
         let side = ServerSide {
             tracker: &mut t,
             server_params: &mut sp,
             client_params: &mut cp,
+            state: &mut state,
+            server_held: &mut held,
         };
         let s = scan_server(buf, p, side, &mut f.context(10), out).unwrap();
         match s.composed {
