@@ -1,6 +1,8 @@
 //! Relay bookkeeping over pgbench-shaped traffic: 64 pipelined `pgbench -S` transactions, client
-//! side then server side, with unnamed statements (`-M extended`) and with a named statement
-//! rewritten to pgmux's name (`-M prepared`).
+//! side then server side, as simple Queries (`-M simple`), with unnamed statements (`-M
+//! extended`) and with a named statement rewritten to pgmux's name (`-M prepared`); each with
+//! session state followed (`_state`, transaction mode's default: every statement's text is
+//! read) and not.
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -39,6 +41,31 @@ fn replies(parse: bool) -> Vec<u8> {
     one.repeat(64)
 }
 
+/// `pgbench -S -M simple`: the value is in the text.
+fn simple_requests() -> Vec<u8> {
+    msg(
+        b'Q',
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;\0",
+    )
+    .repeat(64)
+}
+
+fn simple_replies() -> Vec<u8> {
+    let mut one = Vec::new();
+    for m in [
+        msg(
+            b'T',
+            b"\0\x01abalance\0\0\0\0\0\0\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
+        ),
+        msg(b'D', b"\0\x01\0\0\0\x04-123"),
+        msg(b'C', b"SELECT 1\0"),
+        msg(b'Z', b"I"),
+    ] {
+        one.extend(m);
+    }
+    one.repeat(64)
+}
+
 fn requests(statement: &str) -> Vec<u8> {
     let mut one = Vec::new();
     if statement.is_empty() {
@@ -62,25 +89,31 @@ fn requests(statement: &str) -> Vec<u8> {
 }
 
 /// One round trip of 64 transactions through both scans.
-fn round_trip(requests: &[u8], replies: &[u8], ctx: &mut Context, out: &mut BytesMut) {
+fn round_trip(
+    requests: &[u8],
+    replies: &[u8],
+    ctx: &mut Context,
+    state: &mut SessionState,
+    out: &mut BytesMut,
+) {
     let mut tracker = Tracker::new();
     let scan = scan_client(
         requests,
         &mut Passthrough::default(),
         &mut tracker,
         ctx,
-        &mut SessionState::off(),
+        state,
         out,
     )
     .unwrap();
     assert_eq!(scan.forward, requests.len());
     let (mut sp, mut cp) = (ParamSet::default(), ParamSet::default());
-    let (mut state, mut held) = (SessionState::off(), Held::default());
+    let mut held = Held::default();
     let side = ServerSide {
         tracker: &mut tracker,
         server_params: &mut sp,
         client_params: &mut cp,
-        state: &mut state,
+        state,
         server_held: &mut held,
     };
     let scan = scan_server(replies, &mut Passthrough::default(), side, ctx, out).unwrap();
@@ -104,19 +137,37 @@ fn bench(c: &mut Criterion) {
     };
     let mut out = BytesMut::new();
     let mut group = c.benchmark_group("relay_scan");
-    let (unnamed, unnamed_replies) = (requests(""), replies(true));
-    group.throughput(Throughput::Bytes(
-        (unnamed.len() + unnamed_replies.len()) as u64,
-    ));
-    group.bench_function("unnamed_64_selects", |b| {
-        b.iter(|| round_trip(&unnamed, &unnamed_replies, &mut ctx, &mut out))
+    let workloads = [
+        ("simple_64_selects", simple_requests(), simple_replies()),
+        ("unnamed_64_selects", requests(""), replies(true)),
+        ("prepared_64_selects", requests("P0_1"), replies(false)),
+    ];
+    for (name, requests, replies) in &workloads {
+        group.throughput(Throughput::Bytes((requests.len() + replies.len()) as u64));
+        for follows in [false, true] {
+            let mut state = match follows {
+                true => SessionState::new(true, Default::default(), 1),
+                false => SessionState::off(),
+            };
+            let id = match follows {
+                true => format!("{name}_state"),
+                false => name.to_string(),
+            };
+            group.bench_function(id, |b| {
+                b.iter(|| round_trip(requests, replies, &mut ctx, &mut state, &mut out))
+            });
+        }
+    }
+    group.finish();
+    let mut group = c.benchmark_group("session_state");
+    let query = b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;";
+    group.bench_function("classify_pgbench_select", |b| {
+        b.iter(|| pgmux::session_state::classify(std::hint::black_box(query), true))
     });
-    let (named, named_replies) = (requests("P0_1"), replies(false));
-    group.throughput(Throughput::Bytes(
-        (named.len() + named_replies.len()) as u64,
-    ));
-    group.bench_function("prepared_64_selects", |b| {
-        b.iter(|| round_trip(&named, &named_replies, &mut ctx, &mut out))
+    let mut state = SessionState::new(true, Default::default(), 1);
+    let body = b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;\0";
+    group.bench_function("query_message", |b| {
+        b.iter(|| state.on_client(b'Q', std::hint::black_box(body)))
     });
     group.finish();
 }

@@ -253,7 +253,7 @@ impl Session<'_> {
                     // The client may have its ReadyForQuery already (the relay writes as it
                     // goes): its next statement waits in its socket until this is done.
                     self.write_tail(tail).await?;
-                    self.check_pins(server).await;
+                    self.check_pins(server).await?;
                 } else {
                     self.release(server).await;
                     self.write_tail(tail).await?;
@@ -268,8 +268,9 @@ impl Session<'_> {
 
     /// Asks the server what the client's session holds there that only it can (a statement
     /// may have made or dropped some), then keeps the server for the client if anything, and
-    /// gives it back if nothing.
-    async fn check_pins(&mut self, mut server: PooledServer) {
+    /// gives it back if nothing. A server that cannot answer is closed, and the client with
+    /// it: what its session held there is gone, as when a session-mode server dies.
+    async fn check_pins(&mut self, mut server: PooledServer) -> Result<(), ClientError> {
         if server.tracker.verdict() == Verdict::Idle {
             let login_user = server
                 .startup_params
@@ -278,29 +279,31 @@ impl Session<'_> {
                 .map_or(self.login.pool.user.clone(), |(_, v)| v.clone());
             let sql = state::check_query(&login_user);
             // Boxed: only clients whose statements may pin run it.
-            match Box::pin(server.own_query_row(&sql)).await {
-                Ok(Some(row)) => match state::read_check(&row) {
-                    Some(pins) => self.state.checked(pins),
-                    None => server.tracker.poison(),
-                },
-                Ok(None) => server.tracker.poison(),
+            let pins = match Box::pin(server.own_query_row(&sql)).await {
+                Ok(Some(row)) => state::read_check(&row),
+                Ok(None) => None,
                 Err(e) => {
-                    tracing::warn!(error = %e, "checking a client's session state failed; closing server")
+                    tracing::warn!(error = %e, "checking a client's session state failed; closing server");
+                    None
                 }
+            };
+            match pins {
+                Some(pins) => self.state.checked(pins),
+                None => server.tracker.poison(),
             }
         }
-        self.note_pins();
         if server.tracker.verdict() != Verdict::Idle {
-            // What the server holds for the client is lost with it; so is the pin.
             self.state.leave();
             self.note_pins();
             self.release(server).await;
-            return;
+            return Err(ClientError::ServerGone);
         }
+        self.note_pins();
         match self.state.pinned() {
             true => self.link_again(server),
             false => self.release(server).await,
         }
+        Ok(())
     }
 
     /// Keeps `server` linked to a pinned client: nothing to give it, it has the session.

@@ -354,6 +354,7 @@ impl<T> Tracker<T> {
     /// How the reply now arriving is handled, and its token: looked at before the message
     /// that may end it is routed.
     pub fn head_mut(&mut self) -> Option<(Handling, Option<&mut T>)> {
+        self.drop_copy_end_markers();
         let head = self.pending.front_mut()?;
         Some((head.handling, head.token.as_deref_mut()))
     }

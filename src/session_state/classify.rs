@@ -39,6 +39,8 @@ pub enum Kind {
     Unreadable(&'static str),
     /// Text too large for pgmux to hold and read: followed from its replies' tags alone.
     Unread,
+    /// `SELECT set_config($1, $2, false)`: settings once a Bind gives the parameters.
+    SetBound(Vec<SetConfig>),
 }
 
 /// One setting a statement makes for the rest of the session.
@@ -53,6 +55,9 @@ pub struct Setting {
 /// The statements of `query` in order, one [`Kind`] each; None when every one is
 /// [`Kind::Plain`] (almost always, and then nothing is allocated).
 pub fn classify(query: &[u8], standard_strings: bool) -> Option<Vec<Kind>> {
+    if plain_at_a_glance(query) {
+        return None;
+    }
     let mut kinds: Option<Vec<Kind>> = None;
     let mut seen = 0;
     statements(query, standard_strings, |tokens| {
@@ -66,6 +71,107 @@ pub fn classify(query: &[u8], standard_strings: bool) -> Option<Vec<Kind>> {
     });
     kinds
 }
+
+/// First words of the statements [`statement`] reads for themselves; every other statement is
+/// read only for the names in [`GLANCED`].
+const READ_BY_FIRST_WORD: [&[u8]; 16] = [
+    b"set",
+    b"reset",
+    b"prepare",
+    b"deallocate",
+    b"discard",
+    b"savepoint",
+    b"release",
+    b"rollback",
+    b"abort",
+    b"listen",
+    b"unlisten",
+    b"close",
+    b"drop",
+    b"declare",
+    b"create",
+    b"do",
+];
+
+/// What any statement must contain, in any case, for [`functions`] or [`select_set_config`]
+/// to find something: pg_temp and TEMP[ORARY], set_config, the advisory lock functions.
+#[cfg(test)]
+const GLANCED: [&[u8]; 3] = [b"temp", b"set_config", b"advisory"];
+
+/// The hot path's shortcut, sure only of "plain": one statement (a `;` only at the end), whose
+/// first word is none of [`READ_BY_FIRST_WORD`], with none of [`GLANCED`] anywhere. Anything
+/// else is lexed. A byte scan, no tokens.
+fn plain_at_a_glance(query: &[u8]) -> bool {
+    let start = query
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(query.len());
+    let rest = &query[start..];
+    let word_len = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let after_word = rest.get(word_len).copied();
+    if word_len == 0
+        || after_word
+            .is_some_and(|b| super::lex::is_ident_start(b) || b.is_ascii_digit() || b == b'$')
+    {
+        return false;
+    }
+    let word = &rest[..word_len];
+    if READ_BY_FIRST_WORD
+        .iter()
+        .any(|w| w.len() == word.len() && w.eq_ignore_ascii_case(word))
+    {
+        return false;
+    }
+    // A `;` with more after it is a second statement.
+    !mentions_glanced(rest)
+}
+
+/// Whether `text` holds a second statement (a `;` with more after it), or any of [`GLANCED`]
+/// in any case: one pass that stops only at `;` and at the bytes those words have that SQL
+/// seldom has (`m`, `_`, `v`), looking around them.
+fn mentions_glanced(text: &[u8]) -> bool {
+    let around = |at: usize, before: &[u8], after: &[u8]| {
+        at >= before.len()
+            && text[at - before.len()..at].eq_ignore_ascii_case(before)
+            && text
+                .get(at + 1..at + 1 + after.len())
+                .is_some_and(|a| a.eq_ignore_ascii_case(after))
+    };
+    for (at, &b) in text.iter().enumerate() {
+        let found = match GLANCE_STOPS[usize::from(b)] {
+            Stop::No => continue,
+            Stop::Semicolon => !text[at + 1..].iter().all(u8::is_ascii_whitespace),
+            Stop::M => around(at, b"te", b"p"),
+            Stop::Underscore => around(at, b"set", b"config"),
+            Stop::V => around(at, b"ad", b"isory"),
+        };
+        if found {
+            return true;
+        }
+    }
+    false
+}
+
+#[derive(Clone, Copy)]
+enum Stop {
+    No,
+    Semicolon,
+    M,
+    Underscore,
+    V,
+}
+
+/// Where [`mentions_glanced`] stops, by byte.
+const GLANCE_STOPS: [Stop; 256] = {
+    let mut stops = [Stop::No; 256];
+    stops[b';' as usize] = Stop::Semicolon;
+    stops[b'm' as usize] = Stop::M;
+    stops[b'M' as usize] = Stop::M;
+    stops[b'_' as usize] = Stop::Underscore;
+    stops[b'v' as usize] = Stop::V;
+    stops[b'V' as usize] = Stop::V;
+    stops
+};
 
 /// A statement's tokens, with the input they point into.
 struct Words<'a> {
@@ -117,6 +223,31 @@ impl Words<'_> {
 }
 
 fn statement(input: &[u8], tokens: &[Token], standard_strings: bool) -> Kind {
+    let kind = shape(input, tokens, standard_strings);
+    let replayed = matches!(kind, Kind::Set(_) | Kind::Prepare { .. });
+    if replayed && !standard_strings && backslash_in_plain_string(input, tokens) {
+        // Replayed on a server where standard_conforming_strings may differ, it would read
+        // differently.
+        return Kind::Unreadable("a backslash in a string under standard_conforming_strings = off");
+    }
+    kind
+}
+
+fn backslash_in_plain_string(input: &[u8], tokens: &[Token]) -> bool {
+    tokens.iter().any(|t| {
+        let raw = &input[t.start..t.end];
+        matches!(
+            t.kind,
+            TokenKind::String {
+                escapes: true,
+                dollar: false
+            }
+        ) && raw.first() == Some(&b'\'')
+            && raw.contains(&b'\\')
+    })
+}
+
+fn shape(input: &[u8], tokens: &[Token], standard_strings: bool) -> Kind {
     let w = Words { input, tokens };
     if tokens.iter().any(|t| t.kind == TokenKind::Broken) {
         return Kind::Unreadable("a statement pgmux cannot read");
@@ -418,7 +549,14 @@ fn functions(w: &Words, _standard_strings: bool) -> Kind {
         if !matches!(token.kind, TokenKind::Word | TokenKind::Quoted) {
             continue;
         }
-        let text = w.text(i);
+        let unquoted;
+        let text = match token.kind {
+            TokenKind::Quoted => {
+                unquoted = w.name(i).unwrap_or_default();
+                unquoted.as_bytes()
+            }
+            _ => w.text(i),
+        };
         let found = match text.len() {
             // pg_temp
             7 if text.eq_ignore_ascii_case(b"pg_temp") && w.is_punct(i + 1, b'.') => Kind::Holds,
@@ -448,14 +586,14 @@ fn functions(w: &Words, _standard_strings: bool) -> Kind {
     kind
 }
 
-/// `SELECT [pg_catalog.]set_config('name', 'value', false) [, ...]`, each argument a string
-/// constant (the local flag may be a boolean one): the settings it makes. None when the
-/// statement has another shape.
+/// `SELECT [pg_catalog.]set_config(name, value, false) [, ...]`, the name and value each a
+/// string constant or a parameter (`$1`, maybe cast to text), the local flag a boolean
+/// constant: the settings it makes (once a Bind gives the parameters, see [`bind_settings`]).
+/// None when the statement has another shape.
 fn select_set_config(w: &Words, standard_strings: bool) -> Option<Kind> {
     let _ = standard_strings;
     let mut at = 1;
-    let mut settings = Vec::new();
-    let mut all_local = true;
+    let mut calls = Vec::new();
     loop {
         if w.is(at, "pg_catalog") && w.is_punct(at + 1, b'.') {
             at += 2;
@@ -463,38 +601,32 @@ fn select_set_config(w: &Words, standard_strings: bool) -> Option<Kind> {
         if !(w.is(at, "set_config") && w.is_punct(at + 1, b'(')) {
             return None;
         }
-        let name = string_value(w.input, w.tokens.get(at + 2)?)?;
-        let value = string_value(w.input, w.tokens.get(at + 4)?)?;
-        if !w.is_punct(at + 3, b',') || !w.is_punct(at + 5, b',') || !w.is_punct(at + 7, b')') {
+        let (name, next) = argument(w, at + 2)?;
+        if !w.is_punct(next, b',') {
             return None;
         }
-        let local = match w.tokens.get(at + 6)?.kind {
-            TokenKind::Word if w.is(at + 6, "true") => true,
-            TokenKind::Word if w.is(at + 6, "false") => false,
-            TokenKind::String { .. } => match string_value(w.input, &w.tokens[at + 6])?
-                .to_ascii_lowercase()
-                .as_str()
-            {
-                "true" | "on" | "t" | "yes" | "1" => true,
-                "false" | "off" | "f" | "no" | "0" => false,
-                _ => return None,
-            },
+        let (value, next) = argument(w, next + 1)?;
+        if !w.is_punct(next, b',') || !w.is_punct(next + 2, b')') {
+            return None;
+        }
+        let local = match w.tokens.get(next + 1)?.kind {
+            TokenKind::Word if w.is(next + 1, "true") => true,
+            TokenKind::Word if w.is(next + 1, "false") => false,
+            TokenKind::String { .. } => {
+                match string_value(w.input, &w.tokens[next + 1])?
+                    .to_ascii_lowercase()
+                    .as_str()
+                {
+                    "true" | "on" | "t" | "yes" | "1" => true,
+                    "false" | "off" | "f" | "no" | "0" => false,
+                    _ => return None,
+                }
+            }
             _ => return None,
         };
-        at += 8;
+        at = next + 3;
         if !local {
-            all_local = false;
-            let folded = name.to_ascii_lowercase();
-            if matches!(folded.as_str(), "role" | "session_authorization") {
-                return Some(Kind::Holds);
-            }
-            settings.push(Setting {
-                sql: format!(
-                    "SELECT {}",
-                    crate::protocol::params::set_config(&name, &value, false)
-                ),
-                name: folded,
-            });
+            calls.push(SetConfig { name, value });
         }
         match () {
             _ if at == w.len() => break,
@@ -502,10 +634,88 @@ fn select_set_config(w: &Words, standard_strings: bool) -> Option<Kind> {
             _ => return None,
         }
     }
-    Some(match all_local {
-        true => Kind::Plain,
-        false => Kind::Set(settings),
-    })
+    if calls.is_empty() {
+        return Some(Kind::Plain);
+    }
+    if calls
+        .iter()
+        .any(|c| c.name.param().is_some() || c.value.param().is_some())
+    {
+        return Some(Kind::SetBound(calls));
+    }
+    Some(settings_of(&calls, &[]))
+}
+
+/// One argument of set_config at token `at`: a string constant or `$n`, maybe with a
+/// `::text` or `::varchar` cast; and the index after it.
+fn argument(w: &Words, at: usize) -> Option<(Arg, usize)> {
+    let token = w.tokens.get(at)?;
+    let arg = match token.kind {
+        TokenKind::String { .. } => Arg::Literal(string_value(w.input, token)?),
+        TokenKind::Param => Arg::Param(std::str::from_utf8(&w.text(at)[1..]).ok()?.parse().ok()?),
+        _ => return None,
+    };
+    let mut next = at + 1;
+    if w.is_punct(next, b':') && w.is_punct(next + 1, b':') {
+        if !(w.is(next + 2, "text") || w.is(next + 2, "varchar")) {
+            return None;
+        }
+        next += 3;
+    }
+    Some((arg, next))
+}
+
+/// A set_config argument: a constant, or the value of a Bind parameter (numbered from 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    Literal(String),
+    Param(usize),
+}
+
+impl Arg {
+    pub fn param(&self) -> Option<usize> {
+        match self {
+            Arg::Param(n) => Some(*n),
+            Arg::Literal(_) => None,
+        }
+    }
+}
+
+/// One `set_config(name, value, false)` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetConfig {
+    pub name: Arg,
+    pub value: Arg,
+}
+
+/// What set_config calls do, with `params` the Bind's parameter values (None for NULL): the
+/// settings they make; a role set this way is checked like SET ROLE.
+pub fn settings_of(calls: &[SetConfig], params: &[Option<&[u8]>]) -> Kind {
+    let resolve = |arg: &Arg| -> Option<String> {
+        match arg {
+            Arg::Literal(s) => Some(s.clone()),
+            Arg::Param(n) => {
+                let bytes = (*params.get(n.checked_sub(1)?)?)?;
+                String::from_utf8(bytes.to_vec()).ok()
+            }
+        }
+    };
+    let mut settings = Vec::new();
+    for call in calls {
+        let (Some(name), Some(value)) = (resolve(&call.name), resolve(&call.value)) else {
+            return Kind::Unreadable("a set_config parameter pgmux cannot read");
+        };
+        let folded = name.to_ascii_lowercase();
+        if matches!(folded.as_str(), "role" | "session_authorization") {
+            return Kind::Holds;
+        }
+        let call = crate::protocol::params::set_config(&name, &value, false);
+        settings.push(Setting {
+            sql: format!("SELECT {call}"),
+            name: folded,
+        });
+    }
+    Kind::Set(settings)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! statement pgmux cannot read with certainty pins its client for the rest of the session.
 //! Pure bookkeeping: no I/O.
 
+mod bound;
 pub mod classify;
 mod held;
 pub mod lex;
@@ -21,6 +22,10 @@ pub use held::{Change, Held, Replay};
 pub use pins::{check_query, read_check, PinSlots, Pins};
 
 use std::sync::Arc;
+
+/// The most changes one transaction may stage (each bounded as a statement is); past them the
+/// client is pinned instead.
+const MAX_STAGED: usize = 4 * held::MAX_ENTRIES;
 
 /// What one message's replies will confirm: its statements' kinds, and how many replies came.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +161,9 @@ impl SessionState {
         }
         match tag {
             b'Q' => {
-                let text = body.split(|&b| b == 0).next().unwrap_or(body);
+                // The server reads up to the first NUL; what follows one inside is at worst
+                // read for nothing.
+                let text = body.strip_suffix(b"\0").unwrap_or(body);
                 match classify(text, standard_strings) {
                     None => Outcome::Pass,
                     Some(kinds) => self.admit(kinds.into()),
@@ -164,19 +171,24 @@ impl SessionState {
             }
             b'P' => {
                 let mut parts = body.splitn(3, |&b| b == 0);
-                let (Some(name), Some(text)) = (parts.next(), parts.next()) else {
+                let (Some(name), Some(text), Some(types)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
                     return Outcome::Pass;
                 };
-                let kinds = classify(text, standard_strings);
+                let kinds = classify(text, standard_strings).map(|k| bound::declared(k, types));
                 remember(&mut self.statements, name, kinds.map(Into::into));
                 Outcome::Pass
             }
             b'B' => {
                 let mut parts = body.splitn(3, |&b| b == 0);
-                let (Some(portal), Some(statement)) = (parts.next(), parts.next()) else {
+                let (Some(portal), Some(statement), rest) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
                     return Outcome::Pass;
                 };
-                let kinds = find(&self.statements, statement);
+                let kinds = find(&self.statements, statement)
+                    .map(|kinds| bound::resolve(kinds, rest.unwrap_or(&[])));
                 remember(&mut self.portals, portal, kinds);
                 Outcome::Pass
             }
@@ -273,6 +285,10 @@ impl SessionState {
         let tag = tag.strip_suffix(b"\0").unwrap_or(tag);
         let mut rolled_back_to = false;
         let mut stale = None;
+        if self.pins.contains(Pins::UNREADABLE) && tag != b"DISCARD ALL" {
+            // The session lives on its server alone: nothing to follow until DISCARD ALL.
+            return None;
+        }
         if let Some(effects) = effects {
             let kind = effects.kinds.get(effects.next).cloned();
             effects.next += 1;
@@ -430,6 +446,13 @@ impl SessionState {
     }
 
     fn stage(&mut self, change: Change) {
+        let staged: usize = self.staged.iter().map(|l| l.changes.len()).sum();
+        if staged >= MAX_STAGED {
+            // More than pgmux keeps for one transaction: the session stays on its server.
+            self.staged.clear();
+            self.pin_unreadable();
+            return;
+        }
         if self.staged.is_empty() {
             self.staged.push(Level::default());
         }
@@ -517,6 +540,8 @@ fn confirms(kind: &Kind, tag: &[u8]) -> bool {
         Kind::Savepoint(_) => tag == b"SAVEPOINT",
         Kind::Release(_) => tag == b"RELEASE",
         Kind::RollbackTo(_) => tag == b"ROLLBACK",
+        // Settled at Bind; one that reaches a reply was never bound.
+        Kind::SetBound(_) => false,
         Kind::Plain | Kind::Holds | Kind::Releases | Kind::Unreadable(_) | Kind::Unread => true,
     }
 }

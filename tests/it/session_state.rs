@@ -154,8 +154,9 @@ async fn settings_follow_their_client_across_servers_and_reset_brings_defaults_b
         .execute("SET enable_seqscan = off", &[])
         .await
         .unwrap();
+    // Row-level-security setups send the value as a parameter.
     client
-        .execute("SELECT set_config('myapp.tenant', 'a', false)", &[])
+        .execute("SELECT set_config('myapp.tenant', $1, false)", &[&"a"])
         .await
         .unwrap();
     let mover = Mover(pgmux.connect("state_settings", "state_settings").await);

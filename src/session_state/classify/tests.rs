@@ -77,6 +77,10 @@ fn session_settings_and_their_replay() {
     );
     assert!(matches!(
         one("SELECT set_config('app.user', $1, false)"),
+        Kind::SetBound(_)
+    ));
+    assert!(matches!(
+        one("SELECT set_config('app.user', current_user, false)"),
         Kind::Unreadable(_)
     ));
     assert!(matches!(
@@ -173,7 +177,12 @@ fn do_blocks_and_unreadable_text() {
         one("DO $$BEGIN EXECUTE 'SELECT 1'; END$$"),
         Kind::Unreadable(_)
     ));
-    assert!(matches!(one("SELECT 'unterminated"), Kind::Unreadable(_)));
+    assert!(matches!(
+        one("SET a.b = 'unterminated"),
+        Kind::Unreadable(_)
+    ));
+    // The server refuses it whole, so nothing follows from it.
+    assert_eq!(one("SELECT 'unterminated"), Kind::Plain);
 }
 
 #[test]
@@ -188,4 +197,62 @@ fn several_statements_keep_their_places() {
             Kind::Reset("a.b".into())
         ]
     );
+}
+
+#[test]
+fn backslashes_under_nonstandard_strings_are_not_replayed() {
+    let kinds = classify(br"SET myapp.x = 'a\b'", false).unwrap();
+    assert!(matches!(kinds[0], Kind::Unreadable(_)), "{kinds:?}");
+    let kinds = classify(br"SET myapp.x = E'a\b'", false).unwrap();
+    assert!(matches!(kinds[0], Kind::Set(_)), "{kinds:?}");
+    let kinds = classify(br"SET myapp.x = 'a'", true).unwrap();
+    assert!(matches!(kinds[0], Kind::Set(_)), "{kinds:?}");
+}
+
+#[test]
+fn the_glance_is_sure_only_of_plain() {
+    for sql in [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+        "UPDATE t SET x = 1",
+        "  insert into t values (1);  ",
+    ] {
+        assert!(plain_at_a_glance(sql.as_bytes()), "{sql}");
+    }
+    for sql in [
+        "SELECT 1; SET a.b = 1",
+        "SET work_mem = 1",
+        "set work_mem = 1",
+        "SELECT * INTO TEMP t FROM s",
+        "SELECT PG_ADVISORY_LOCK(1)",
+        "SELECT \"pg_try_advisory_lock\"(1)",
+        "SELECT Set_Config('a', 'b', false)",
+        "/* c */ SET a = 1",
+        "(SELECT 1)",
+        "do $$ begin end $$",
+        "CREATE TABLE x (y int)",
+        "SELECT ';'",
+        "",
+    ] {
+        assert!(!plain_at_a_glance(sql.as_bytes()), "{sql}");
+    }
+}
+
+#[test]
+fn the_glance_finds_each_word_in_any_case() {
+    for word in GLANCED {
+        let word = std::str::from_utf8(word).unwrap();
+        for text in [
+            word.to_string(),
+            word.to_ascii_uppercase(),
+            format!("x{word}y"),
+        ] {
+            assert!(mentions_glanced(text.as_bytes()), "{text}");
+        }
+    }
+    assert!(!mentions_glanced(
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"
+    ));
+    assert!(!mentions_glanced(b"SELECT 1 ;  "));
+    assert!(mentions_glanced(b"SELECT 1; SELECT 2"));
+    assert_eq!(one("SELECT \"pg_advisory_lock\"(1)"), Kind::Holds);
 }
