@@ -21,7 +21,11 @@ pub fn declared(mut kinds: Vec<Kind>, types: &[u8]) -> Vec<Kind> {
             .iter()
             .flat_map(|c| [c.name.param(), c.value.param()])
             .flatten()
-            .all(|n| TEXT_TYPES.contains(&oids.get(n - 1).copied().unwrap_or(0)));
+            .all(|n| {
+                // $0 is no parameter: the server refuses it, and so does this.
+                let declared = n.checked_sub(1).map(|i| oids.get(i).copied().unwrap_or(0));
+                declared.is_some_and(|oid| TEXT_TYPES.contains(&oid))
+            });
         if !texts {
             *kind = Kind::Unreadable("set_config of a parameter that is not text");
         }
@@ -125,6 +129,13 @@ mod tests {
             resolve(role, &bind_rest(&[Some("ROLE"), Some("x")]))[0],
             Kind::Holds
         );
+    }
+
+    #[test]
+    fn parameter_zero_is_unreadable_not_a_panic() {
+        let kinds = classify(b"SELECT set_config('a.b', $0, false)", true).unwrap();
+        let kinds = declared(kinds, &[]);
+        assert!(matches!(kinds[0], Kind::Unreadable(_)));
     }
 
     #[test]

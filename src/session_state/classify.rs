@@ -55,9 +55,15 @@ pub struct Setting {
 /// The statements of `query` in order, one [`Kind`] each; None when every one is
 /// [`Kind::Plain`] (almost always, and then nothing is allocated).
 pub fn classify(query: &[u8], standard_strings: bool) -> Option<Vec<Kind>> {
-    if plain_at_a_glance(query) {
-        return None;
+    match plain_at_a_glance(query) {
+        true => None,
+        false => read(query, standard_strings),
     }
+}
+
+/// [`classify`] without the glance: every statement lexed and read. The fuzzer holds the
+/// glance to it.
+pub fn read(query: &[u8], standard_strings: bool) -> Option<Vec<Kind>> {
     let mut kinds: Option<Vec<Kind>> = None;
     let mut seen = 0;
     statements(query, standard_strings, |tokens| {
@@ -101,7 +107,7 @@ const GLANCED: [&[u8]; 3] = [b"temp", b"set_config", b"advisory"];
 /// The hot path's shortcut, sure only of "plain": one statement (a `;` only at the end), whose
 /// first word is none of [`READ_BY_FIRST_WORD`], with none of [`GLANCED`] anywhere. Anything
 /// else is lexed. A byte scan, no tokens.
-fn plain_at_a_glance(query: &[u8]) -> bool {
+pub fn plain_at_a_glance(query: &[u8]) -> bool {
     let start = query
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -205,11 +211,9 @@ impl Words<'_> {
     }
 
     /// The statement's text from token `i` to its end.
-    fn rest(&self, i: usize) -> &str {
-        let (Some(first), Some(last)) = (self.tokens.get(i), self.tokens.last()) else {
-            return "";
-        };
-        std::str::from_utf8(&self.input[first.start..last.end]).unwrap_or("")
+    fn rest(&self, i: usize) -> Option<&str> {
+        let (first, last) = (self.tokens.get(i)?, self.tokens.last()?);
+        std::str::from_utf8(&self.input[first.start..last.end]).ok()
     }
 
     fn name(&self, i: usize) -> Option<String> {
@@ -390,7 +394,10 @@ fn set(w: &Words) -> Kind {
         return Kind::Reset(name);
     }
     Kind::Set(vec![Setting {
-        sql: format!("SET {}", w.rest(at)),
+        sql: match w.rest(at) {
+            Some(rest) => format!("SET {rest}"),
+            None => return Kind::Unreadable("a SET that is not UTF-8"),
+        },
         name,
     }])
 }
@@ -452,7 +459,10 @@ fn prepare(w: &Words, standard_strings: bool) -> Kind {
     }
     Kind::Prepare {
         name,
-        sql: w.rest(0).to_string(),
+        sql: match w.rest(0) {
+            Some(sql) => sql.to_string(),
+            None => return Kind::Unreadable("a PREPARE that is not UTF-8"),
+        },
     }
 }
 
