@@ -73,6 +73,10 @@ pub enum ClientError {
     Server(Arc<ServerError>),
     #[error("server connection closed unexpectedly")]
     ServerGone,
+    /// The settings of the client's session could not be given to a server (see
+    /// session_state): the session cannot go on as it was.
+    #[error("could not restore this session's settings on a server: {0}")]
+    SessionNotRestored(String),
     #[error("pool is shutting down")]
     PoolClosed,
     #[error("pgmux is shutting down")]
@@ -147,6 +151,7 @@ impl ClientError {
                 _ => fatal(code::CONNECTION_FAILURE),
             },
             ClientError::ServerGone => fatal(code::CONNECTION_FAILURE),
+            ClientError::SessionNotRestored(_) => fatal(code::CONNECTION_FAILURE),
             ClientError::PoolClosed => fatal(code::ADMIN_SHUTDOWN),
             ClientError::ShuttingDown => fatal(code::ADMIN_SHUTDOWN),
             ClientError::Killed => fatal(code::ADMIN_SHUTDOWN),
@@ -230,6 +235,7 @@ mod tests {
             (ClientError::TransactionInStatementMode, Some("0A000")),
             (ServerError::Closed.into(), Some("08006")),
             (ClientError::ServerGone, Some("08006")),
+            (ClientError::SessionNotRestored("x".into()), Some("08006")),
             (ClientError::PoolClosed, Some("57P01")),
             (ClientError::ShuttingDown, Some("57P01")),
             (ClientError::Killed, Some("57P01")),

@@ -203,11 +203,11 @@ impl Session<'_> {
     /// or the start of one so large that it streams (one the relay would hold until it is all
     /// there must be all there first: a slow sender would hold a server for nothing).
     fn ready_to_start(&self) -> Result<bool, ClientError> {
-        let rewriting = self.statements.capacity > 0;
+        let reading = self.statements.capacity > 0 || self.state.enabled();
         Ok(match frame::header(&self.client.buf)? {
             None => false,
             Some(h) if self.client.buf.len() >= h.total => true,
-            Some(h) => relay::streams(h.total) && !relay::held_whole(h.tag, h.total, rewriting),
+            Some(h) => relay::streams(h.total) && !relay::held_whole(h.tag, h.total, reading),
         })
     }
 
@@ -271,6 +271,11 @@ impl Session<'_> {
     /// gives it back if nothing. A server that cannot answer is closed, and the client with
     /// it: what its session held there is gone, as when a session-mode server dies.
     async fn check_pins(&mut self, mut server: PooledServer) -> Result<(), ClientError> {
+        // A cancel the client sent for its own statement must not reach the check (it is
+        // delivered first); a pinned client's is linked again below.
+        if self.login.cancel.unlink().await {
+            server.tracker.poison();
+        }
         if server.tracker.verdict() == Verdict::Idle {
             let login_user = server
                 .startup_params
@@ -309,6 +314,11 @@ impl Session<'_> {
     /// Keeps `server` linked to a pinned client: nothing to give it, it has the session.
     fn link_again(&mut self, server: PooledServer) {
         self.login.entry.set_state(ClientState::Active);
+        self.login.cancel.link(ServerKey {
+            addr: server.addr.clone(),
+            pid: server.backend_pid,
+            secret: server.backend_secret,
+        });
         let linked = Linked::new(
             server,
             self.login.mode,
@@ -451,10 +461,9 @@ impl Session<'_> {
     /// left there undone, the tracked parameters, then the client's own settings and SQL
     /// prepared statements. Only what differs.
     fn prelude(&mut self, server: &mut PooledServer) -> Prelude {
-        let replay = match self.state.enabled() {
-            true => Replay::between(&server.session, self.state.held()),
-            false => Replay::default(),
-        };
+        // Even a client that follows nothing (a reload may have turned the feature off) gets
+        // what another client left undone.
+        let replay = Replay::between(&server.session, self.state.held());
         if replay.is_empty() {
             let set_sql = self.login.params.set_statements(&server.params);
             if set_sql.is_some() {
@@ -465,6 +474,7 @@ impl Session<'_> {
             return Prelude {
                 sql: set_sql,
                 prepares: Vec::new(),
+                wait: false,
             };
         }
         // The replay changes these; what pgmux knew of their values on this server is stale.
@@ -483,6 +493,9 @@ impl Session<'_> {
         server.session = self.state.held().clone();
         Prelude {
             sql: (!sql.is_empty()).then_some(sql),
+            // Undoing another client's settings cannot fail; giving the server this client's
+            // can, and then its statements must not run there.
+            wait: !replay.redo.is_empty() || !replay.prepares.is_empty(),
             prepares: replay.prepares,
         }
     }
@@ -589,6 +602,10 @@ fn relay_failed(entry: &ClientEntry, error: RelayError) -> ClientError {
         RelayError::ClientClosed => closed_by_client(),
         RelayError::ClientProtocol(e) => ClientError::Protocol(e),
         RelayError::TransactionInStatementMode => ClientError::TransactionInStatementMode,
+        RelayError::SessionNotRestored(message) => {
+            tracing::warn!(user = %entry.user, database = %entry.database, error = %message, "could not restore a client's session on a server; closing the client");
+            ClientError::SessionNotRestored(message)
+        }
         RelayError::Server(e) => {
             tracing::warn!(
                 user = %entry.user,

@@ -185,17 +185,24 @@ impl ParamSet {
 /// and its own session, keep more.
 pub const MAX_VALUE_LEN: usize = 4096;
 
-/// `pg_catalog.set_config('name', E'value', local)`, with the value escaped for an E'' string.
+/// `pg_catalog.set_config(E'name', E'value', local)`, both escaped for an E'' string: a name a
+/// client chose must not end the string.
 pub(crate) fn set_config(name: &str, value: &str, local: bool) -> String {
-    let mut escaped = String::with_capacity(value.len() + 2);
-    for c in value.chars() {
+    let (name, value) = (escape(name), escape(value));
+    format!("pg_catalog.set_config(E'{name}', E'{value}', {local})")
+}
+
+/// Text for the inside of an E'' string.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
         match c {
             '\\' => escaped.push_str("\\\\"),
             '\'' => escaped.push_str("''"),
             c => escaped.push(c),
         }
     }
-    format!("pg_catalog.set_config('{name}', E'{escaped}', {local})")
+    escaped
 }
 
 #[cfg(test)]
@@ -236,9 +243,9 @@ mod tests {
         client.set("citus.shard_count", "4");
         assert_eq!(
             client.set_statements(&server).unwrap(),
-            "SELECT pg_catalog.set_config('application_name', E'it''s \\\\ here', false), \
-             pg_catalog.set_config('search_path', E'app, public', false), \
-             pg_catalog.set_config('citus.shard_count', E'4', false);"
+            "SELECT pg_catalog.set_config(E'application_name', E'it''s \\\\ here', false), \
+             pg_catalog.set_config(E'search_path', E'app, public', false), \
+             pg_catalog.set_config(E'citus.shard_count', E'4', false);"
         );
     }
 

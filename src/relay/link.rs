@@ -54,6 +54,8 @@ pub enum RelayError {
     Server(ServerError),
     #[error("transaction blocks not allowed in statement pooling mode")]
     TransactionInStatementMode,
+    #[error("could not restore the client's session on a server: {0}")]
+    SessionNotRestored(String),
 }
 
 /// What a step of the relay did.
@@ -111,6 +113,9 @@ impl Composed {
 pub struct Prelude {
     pub sql: Option<String>,
     pub prepares: Vec<(String, std::sync::Arc<str>)>,
+    /// The client's own messages wait for the prelude's answers: it gives the server the
+    /// client's settings, and should that fail, the client's statements must not run there.
+    pub wait: bool,
 }
 
 /// Where the relay is with the client's bytes.
@@ -156,6 +161,9 @@ pub struct Linked {
     counts: Counts,
     /// Transactions that ended on this link, for the session's transaction_timeout.
     transactions: u64,
+    /// The client's messages wait until the prelude is answered (see [`Prelude::wait`]); set
+    /// until the client is first scanned, so that the link is not at rest before then.
+    prelude_pending: bool,
 }
 
 impl Linked {
@@ -196,6 +204,7 @@ impl Linked {
             query_started: None,
             counts: Counts::default(),
             transactions: 0,
+            prelude_pending: prelude.wait,
         }
     }
 
@@ -286,6 +295,7 @@ impl Linked {
             _ => 0,
         };
         self.server.tracker.verdict() == Verdict::Idle
+            && !self.prelude_pending
             && !self.client_pass.mid_message()
             && !self.server_pass.mid_message()
             && self.to_server == Outgoing::Empty
@@ -303,8 +313,7 @@ impl Linked {
     ) -> Poll<Result<Step, RelayError>> {
         let mut progressed = false;
         loop {
-            let client_open =
-                self.to_server == Outgoing::Empty && self.server.tracker.owed() < OWED_LIMIT;
+            let client_open = self.client_open();
             if client_open && self.closing.is_none() {
                 match self.client_input {
                     ClientInput::Terminated => return Poll::Ready(Ok(Step::Terminate)),
@@ -348,8 +357,7 @@ impl Linked {
                     read = true;
                 }
             }
-            let client_open =
-                self.to_server == Outgoing::Empty && self.server.tracker.owed() < OWED_LIMIT;
+            let client_open = self.client_open();
             if client_open && self.closing.is_none() && self.client_input == ClientInput::Scanned {
                 let want = self.client_want;
                 if let Poll::Ready(result) = c.stream.poll_fill(cx, c.buf, want, CLIENT_READ) {
@@ -375,6 +383,14 @@ impl Linked {
             true => Poll::Ready(Ok(Step::Progress)),
             false => Poll::Pending,
         }
+    }
+
+    /// Whether the client's messages may be read and sent: what was scanned is written, the
+    /// server owes less than the limit, and no prelude the client waits for is unanswered.
+    fn client_open(&self) -> bool {
+        self.to_server == Outgoing::Empty
+            && self.server.tracker.owed() < OWED_LIMIT
+            && !(self.prelude_pending && self.server.tracker.owes_own())
     }
 
     /// Whether server bytes are buffered unscanned, or an answer of pgmux's own is due (between
@@ -410,6 +426,7 @@ impl Linked {
 
     /// Scans the client's buffered bytes and queues what goes to the server.
     fn scan_client(&mut self, c: &mut ClientSide<'_, '_>) -> Result<(), RelayError> {
+        self.prelude_pending = false;
         let server = &mut *self.server;
         let was_awaiting = server.tracker.awaiting_reply();
         let mut context = c
@@ -487,6 +504,9 @@ impl Linked {
         };
         self.server_unscanned = false;
         self.server_want = scan.want;
+        if let Some(message) = scan.restore_failed {
+            self.closing = Some(RelayError::SessionNotRestored(message));
+        }
         let len = if scan.composed {
             // The composed output stands for all of the scanned input.
             server.buf.advance(scan.end);

@@ -306,6 +306,9 @@ pub struct ServerScan {
     pub queries_done: u32,
     /// Forwarded ReadyForQuery messages saying idle: transactions completed.
     pub transactions_done: u32,
+    /// pgmux's own statements that give the server the client's session failed, with the
+    /// server's message: the client's own must not run there.
+    pub restore_failed: Option<String>,
 }
 
 /// Server messages pgmux reads whole: the ones it looks inside, and errors it may log.
@@ -335,6 +338,11 @@ fn follow_reply(tag: u8, body: &[u8], side: &mut ServerSide) -> bool {
     let state = &mut *side.state;
     match side.tracker.head_mut() {
         Some((Handling::Own, Some(Token::Replay(name)))) if tag == b'E' => {
+            let fields = backend::parse_error_fields(body);
+            if fields.code == sqlstate::DUPLICATE_PREPARED_STATEMENT {
+                // The server holds a statement of that name pgmux knows nothing of.
+                return false;
+            }
             tracing::debug!(statement = %name, "a client's SQL prepared statement could not be prepared again");
             state.replay_failed(name);
             side.server_held
@@ -353,6 +361,7 @@ fn follow_reply(tag: u8, body: &[u8], side: &mut ServerSide) -> bool {
                     Some(Stale::All) => side.server_params.forget_all(),
                     None => {}
                 },
+                b's' => state.on_suspended(effects, side.server_held),
                 b'E' => state.on_error(effects),
                 _ => state.on_ready(
                     effects.as_deref(),
@@ -407,6 +416,11 @@ pub fn scan_server(
                 break;
             }
             let missing = h.total - available;
+            if h.tag == b'E' && side.state.enabled() {
+                // An error too large to hold fails the client's transaction all the same.
+                follow_reply(h.tag, &[], &mut side);
+            }
+            let tracker = &mut *side.tracker;
             *pass = match tracker.server_message(h.tag, None) {
                 Route::Forward => Passthrough::Forwarding(missing),
                 Route::Swallow => {
@@ -425,7 +439,7 @@ pub fn scan_server(
         let end = pos + h.total;
         let body = &buf[pos + 5..end];
         let replay_failed = side.state.enabled()
-            && matches!(h.tag, b'C' | b'E' | b'Z')
+            && matches!(h.tag, b'C' | b'E' | b'Z' | b's')
             && follow_reply(h.tag, body, &mut side);
         let tracker = &mut *side.tracker;
         let route = tracker.server_message(h.tag, body.first().copied());
@@ -457,9 +471,10 @@ pub fn scan_server(
             }
             b'E' if route == Route::Swallow && !replay_failed => {
                 let f = backend::parse_error_fields(body);
-                tracing::warn!(code = %f.code, message = %f.message, "restoring client parameters failed; the server will be closed");
+                tracing::warn!(code = %f.code, message = %f.message, "restoring a client's session failed; the server will be closed");
                 // Its settings are not what pgmux believes: no other client may get it.
                 tracker.poison();
+                result.restore_failed.get_or_insert(f.message);
             }
             _ => {}
         }

@@ -405,10 +405,10 @@ impl ServerConn {
         self.own_query_row(sql).await.map(|_| ())
     }
 
-    /// Like [`ServerConn::run_own_query`], returning the first row it draws, if any, each value
+    /// Like [`ServerConn::run_own_query`], returning the last row it draws, if any, each value
     /// as text (None for NULL).
     pub async fn own_query_row(&mut self, sql: &str) -> Result<Option<Row>, ServerError> {
-        let mut first_row = None;
+        let mut last_row = None;
         if !self.buf.is_empty() {
             // Unread bytes belong to someone else's reply: this connection cannot be trusted.
             return Err(self.unusable(ServerError::Unexpected('?')));
@@ -424,7 +424,7 @@ impl ServerConn {
             self.tracker.server_message(tag, body.first().copied());
             match tag {
                 b'E' => failure = Some(parse_error_fields(&body)),
-                b'D' if first_row.is_none() => first_row = data_row(&body),
+                b'D' => last_row = data_row(&body),
                 // A reset query may drop every prepared statement.
                 b'C' if crate::prepared::forgets_all_statements(&body) => {
                     self.statements.clear();
@@ -442,7 +442,7 @@ impl ServerConn {
                     }
                     return match failure {
                         Some(f) => Err(ServerError::Refused(f)),
-                        None => Ok(first_row),
+                        None => Ok(last_row),
                     };
                 }
                 _ => {}

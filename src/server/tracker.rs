@@ -375,6 +375,13 @@ impl<T> Tracker<T> {
         }
     }
 
+    /// Whether the reply now owed answers one of pgmux's own statements.
+    pub fn owes_own(&self) -> bool {
+        self.pending
+            .front()
+            .is_some_and(|p| p.handling == Handling::Own)
+    }
+
     /// Whether an answer of pgmux's own is due now.
     pub fn answer_due(&self) -> bool {
         self.pending

@@ -116,7 +116,7 @@ mod tests {
             resolved[0],
             Kind::Set(vec![Setting {
                 name: "app.user".into(),
-                sql: "SELECT pg_catalog.set_config('app.user', E'it''s 42', false)".into()
+                sql: "SELECT pg_catalog.set_config(E'app.user', E'it''s 42', false)".into()
             }])
         );
         let resolved = resolve(kinds.clone(), &bind_rest(&[None]));

@@ -39,6 +39,9 @@ pub enum Kind {
     Unreadable(&'static str),
     /// Text too large for pgmux to hold and read: followed from its replies' tags alone.
     Unread,
+    /// Text the lexer finds broken (an unterminated string, a statement that starts with no
+    /// word): the server refuses it whole, and should it not, it pins once it ran.
+    Broken,
     /// `SELECT set_config($1, $2, false)`: settings once a Bind gives the parameters.
     SetBound(Vec<SetConfig>),
 }
@@ -80,7 +83,8 @@ pub fn read(query: &[u8], standard_strings: bool) -> Option<Vec<Kind>> {
 
 /// First words of the statements [`statement`] reads for themselves; every other statement is
 /// read only for the names in [`GLANCED`].
-const READ_BY_FIRST_WORD: [&[u8]; 16] = [
+const READ_BY_FIRST_WORD: [&[u8]; 17] = [
+    b"load",
     b"set",
     b"reset",
     b"prepare",
@@ -100,9 +104,16 @@ const READ_BY_FIRST_WORD: [&[u8]; 16] = [
 ];
 
 /// What any statement must contain, in any case, for [`functions`] or [`select_set_config`]
-/// to find something: pg_temp and TEMP[ORARY], set_config, the advisory lock functions.
+/// to find something: pg_temp and TEMP[ORARY], set_config, the advisory lock functions,
+/// pg_settings, dblink_connect.
 #[cfg(test)]
-const GLANCED: [&[u8]; 3] = [b"temp", b"set_config", b"advisory"];
+const GLANCED: [&[u8]; 5] = [
+    b"temp",
+    b"set_config",
+    b"advisory",
+    b"pg_settings",
+    b"dblink_connect",
+];
 
 /// The hot path's shortcut, sure only of "plain": one statement (a `;` only at the end), whose
 /// first word is none of [`READ_BY_FIRST_WORD`], with none of [`GLANCED`] anywhere. Anything
@@ -110,7 +121,7 @@ const GLANCED: [&[u8]; 3] = [b"temp", b"set_config", b"advisory"];
 pub fn plain_at_a_glance(query: &[u8]) -> bool {
     let start = query
         .iter()
-        .position(|b| !b.is_ascii_whitespace())
+        .position(|&b| !super::lex::is_space(b))
         .unwrap_or(query.len());
     let rest = &query[start..];
     let word_len = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
@@ -146,9 +157,13 @@ fn mentions_glanced(text: &[u8]) -> bool {
     for (at, &b) in text.iter().enumerate() {
         let found = match GLANCE_STOPS[usize::from(b)] {
             Stop::No => continue,
-            Stop::Semicolon => !text[at + 1..].iter().all(u8::is_ascii_whitespace),
+            Stop::Semicolon => !text[at + 1..].iter().all(|&b| super::lex::is_space(b)),
             Stop::M => around(at, b"te", b"p"),
-            Stop::Underscore => around(at, b"set", b"config"),
+            Stop::Underscore => {
+                around(at, b"set", b"config")
+                    || around(at, b"pg", b"settings")
+                    || around(at, b"dblink", b"connect")
+            }
             Stop::V => around(at, b"ad", b"isory"),
         };
         if found {
@@ -254,10 +269,13 @@ fn backslash_in_plain_string(input: &[u8], tokens: &[Token]) -> bool {
 fn shape(input: &[u8], tokens: &[Token], standard_strings: bool) -> Kind {
     let w = Words { input, tokens };
     if tokens.iter().any(|t| t.kind == TokenKind::Broken) {
-        return Kind::Unreadable("a statement pgmux cannot read");
+        return Kind::Broken;
     }
     let Some(first) = tokens.first().filter(|t| t.kind == TokenKind::Word) else {
-        return functions(&w, standard_strings);
+        return match tokens.first().map(|t| t.kind) {
+            Some(TokenKind::Punct(b'(')) => functions(&w, standard_strings),
+            _ => Kind::Broken,
+        };
     };
     // Folded on the stack: this runs for every statement.
     let mut folded = [0u8; 12];
@@ -308,6 +326,7 @@ fn shape(input: &[u8], tokens: &[Token], standard_strings: bool) -> Kind {
             savepoint(&w, at, Kind::RollbackTo)
         }
         b"listen" => Kind::Holds,
+        b"load" => Kind::Unreadable("LOAD"),
         b"unlisten" | b"close" | b"drop" => Kind::Releases,
         b"declare" => match hold_cursor(&w) {
             true => Kind::Holds,
@@ -388,6 +407,10 @@ fn set(w: &Words) -> Kind {
         "transaction_isolation" | "transaction_read_only" | "transaction_deferrable" => {
             return Kind::Plain
         }
+        // With pg_temp first, tables made without a schema are temporary.
+        "search_path" if (value_at..w.len()).any(|i| w.name(i).as_deref() == Some("pg_temp")) => {
+            return Kind::Unreadable("a search_path with pg_temp")
+        }
         _ => {}
     }
     if resets {
@@ -411,7 +434,8 @@ fn setting_name(w: &Words, at: usize) -> Option<(String, usize)> {
         name.push_str(&w.name(next + 1)?);
         next += 2;
     }
-    Some((name, next))
+    // Setting names match whatever their case, quoted or not.
+    Some((name.to_ascii_lowercase(), next))
 }
 
 /// `RESET ...`.
@@ -487,6 +511,16 @@ fn creates_temporary(w: &Words) -> bool {
 /// `DO [LANGUAGE l] 'body'`: a body that changes settings or runs dynamic SQL is unreadable;
 /// one that may hold or release server-only state is checked like a statement.
 fn do_block(w: &Words, standard_strings: bool) -> Kind {
+    if let Some(at) = w.find(1, "language") {
+        // Only PL/pgSQL reads as SQL does.
+        let language = w.name(at + 1).or_else(|| {
+            let t = w.tokens.get(at + 1)?;
+            string_value(w.input, t)
+        });
+        if language.as_deref() != Some("plpgsql") {
+            return Kind::Unreadable("a DO block in a language pgmux does not read");
+        }
+    }
     let Some(body) = w
         .tokens
         .iter()
@@ -498,10 +532,23 @@ fn do_block(w: &Words, standard_strings: bool) -> Kind {
         return Kind::Unreadable("a DO block pgmux cannot read");
     };
     let mut kind = Kind::Plain;
-    super::lex::Lexer::new(text.as_bytes(), standard_strings)
-        .filter(|t| t.kind == TokenKind::Word)
+    let bytes = text.as_bytes();
+    super::lex::Lexer::new(bytes, standard_strings)
+        .filter(|t| {
+            matches!(
+                t.kind,
+                TokenKind::Word | TokenKind::Quoted | TokenKind::Broken
+            )
+        })
         .for_each(|t| {
-            let word = text.as_bytes()[t.start..t.end].to_ascii_lowercase();
+            let word = match t.kind {
+                TokenKind::Word => bytes[t.start..t.end].to_ascii_lowercase(),
+                TokenKind::Quoted => match identifier(bytes, &t) {
+                    Some(name) => name.to_ascii_lowercase().into_bytes(),
+                    None => b"execute".to_vec(),
+                },
+                _ => b"execute".to_vec(),
+            };
             let found = match word.as_slice() {
                 b"set" | b"reset" | b"set_config" | b"prepare" | b"deallocate" | b"discard"
                 | b"execute" => {
@@ -561,26 +608,41 @@ fn functions(w: &Words, _standard_strings: bool) -> Kind {
         }
         let unquoted;
         let text = match token.kind {
-            TokenKind::Quoted => {
-                unquoted = w.name(i).unwrap_or_default();
-                unquoted.as_bytes()
-            }
+            TokenKind::Quoted => match w.name(i) {
+                Some(name) => {
+                    unquoted = name;
+                    unquoted.as_bytes()
+                }
+                // U&"..." names anything at all.
+                None => return Kind::Unreadable("a Unicode-escaped name"),
+            },
             _ => w.text(i),
         };
         let found = match text.len() {
             // pg_temp
             7 if text.eq_ignore_ascii_case(b"pg_temp") && w.is_punct(i + 1, b'.') => Kind::Holds,
-            // INTO TEMP[ORARY]
+            // CREATE [GLOBAL | LOCAL] TEMP[ORARY], INTO [GLOBAL | LOCAL] TEMP[ORARY], and so
+            // in EXPLAIN ANALYZE too.
             4 | 9
                 if (text.eq_ignore_ascii_case(b"temp")
                     || text.eq_ignore_ascii_case(b"temporary"))
                     && i > 0
-                    && w.is(i - 1, "into") =>
+                    && ["into", "create", "replace", "global", "local"]
+                        .iter()
+                        .any(|before| w.is(i - 1, before)) =>
             {
                 Kind::Holds
             }
             10 if text.eq_ignore_ascii_case(b"set_config") && w.is_punct(i + 1, b'(') => {
                 Kind::Unreadable("set_config with arguments pgmux cannot read")
+            }
+            // A rule on the view calls set_config.
+            11 if text.eq_ignore_ascii_case(b"pg_settings") && w.is(0, "update") => {
+                Kind::Unreadable("an UPDATE of pg_settings")
+            }
+            // Named connections of the session.
+            14 if text.eq_ignore_ascii_case(b"dblink_connect") => {
+                Kind::Unreadable("dblink_connect")
             }
             16..=27 if w.is_punct(i + 1, b'(') => match advisory(&text.to_ascii_lowercase()) {
                 Some(true) => Kind::Holds,

@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-/// The most settings, and SQL prepared statements, one session may have followed; past
-/// either, or past [`MAX_BYTES`] of their text, the client is pinned instead.
+/// The most settings, and SQL prepared statements, pgmux follows for one session, and the
+/// most text of theirs; a statement that would add more is refused.
 pub const MAX_ENTRIES: usize = 64;
+pub const MAX_PREPARED: usize = 256;
 pub const MAX_BYTES: usize = 256 * 1024;
 
 /// Settings and SQL prepared statements, in the order they were last changed.
@@ -57,15 +58,20 @@ impl Held {
         }
     }
 
-    /// Whether this much is more than pgmux keeps for one session.
-    pub fn over_bound(&self) -> bool {
-        let bytes: usize = self
-            .settings
+    /// The bytes of text it holds.
+    pub fn bytes(&self) -> usize {
+        self.settings
             .iter()
             .chain(&self.prepared)
             .map(|(n, s)| n.len() + s.len())
-            .sum();
-        self.settings.len() > MAX_ENTRIES || self.prepared.len() > MAX_ENTRIES || bytes > MAX_BYTES
+            .sum()
+    }
+
+    /// Whether this much is more than pgmux keeps for one session.
+    pub fn over_bound(&self) -> bool {
+        self.settings.len() > MAX_ENTRIES
+            || self.prepared.len() > MAX_PREPARED
+            || self.bytes() > MAX_BYTES
     }
 
     fn setting(&self, name: &str) -> Option<&Arc<str>> {

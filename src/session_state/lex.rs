@@ -58,11 +58,12 @@ impl<'a> Lexer<'a> {
     fn skip_space(&mut self) -> bool {
         loop {
             match self.peek(0) {
-                Some(b) if b.is_ascii_whitespace() => self.pos += 1,
+                Some(b) if is_space(b) => self.pos += 1,
                 Some(b'-') if self.peek(1) == Some(b'-') => {
+                    // As PostgreSQL's scanner: a line comment ends at either line break.
                     while let Some(b) = self.peek(0) {
                         self.pos += 1;
-                        if b == b'\n' {
+                        if b == b'\n' || b == b'\r' {
                             break;
                         }
                     }
@@ -254,6 +255,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Whitespace as PostgreSQL's scanner reads it: space, tab, the line breaks, form feed and
+/// (from PostgreSQL 16) vertical tab.
+pub fn is_space(b: u8) -> bool {
+    b.is_ascii_whitespace() || b == 0x0b
+}
+
 pub fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
@@ -281,14 +288,21 @@ pub fn statements(
     // Inside a BEGIN ATOMIC body: how many CASE ... END are open in it, plus one.
     let mut atomic = 0usize;
     let mut previous_word_begin = false;
+    // Only CREATE FUNCTION and CREATE PROCEDURE have bodies: a statement that starts so.
+    let mut creates = false;
     for token in Lexer::new(input, standard_strings) {
         let text = &input[token.start..token.end];
+        if len == 0 {
+            creates = token.kind == TokenKind::Word && text.eq_ignore_ascii_case(b"create");
+        }
         match token.kind {
             TokenKind::Punct(b'(') => depth += 1,
             TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
             TokenKind::Word if atomic > 0 && text.eq_ignore_ascii_case(b"case") => atomic += 1,
             TokenKind::Word if atomic > 0 && text.eq_ignore_ascii_case(b"end") => atomic -= 1,
-            TokenKind::Word if previous_word_begin && text.eq_ignore_ascii_case(b"atomic") => {
+            TokenKind::Word
+                if creates && previous_word_begin && text.eq_ignore_ascii_case(b"atomic") =>
+            {
                 atomic = 1
             }
             _ => {}
@@ -423,6 +437,12 @@ mod tests {
             ["SELECT /* ; /* ; */ ; */ 1", "z"]
         );
         assert_eq!(split("SELECT 1 -- ;\n; w"), ["SELECT 1", "w"]);
+        assert_eq!(split("SELECT 1; --x\rSET a = 1"), ["SELECT 1", "SET a = 1"]);
+        assert_eq!(split("\x0bSET a = 1"), ["SET a = 1"]);
+        assert_eq!(
+            split("SELECT begin atomic FROM s; SET a = 1"),
+            ["SELECT begin atomic FROM s", "SET a = 1"]
+        );
         assert_eq!(
             split("CREATE RULE r AS ON INSERT TO t DO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2)); v"),
             ["CREATE RULE r AS ON INSERT TO t DO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2))", "v"]

@@ -88,6 +88,8 @@ pub struct SessionState {
     cap: usize,
     /// standard_conforming_strings as the client has it, for reading its strings.
     pub standard_strings: bool,
+    /// A SET of standard_conforming_strings went out and its answer has not come.
+    strings_changing: bool,
     /// A pin that started or ended and was not logged yet.
     changed: Option<PinChange>,
 }
@@ -116,6 +118,7 @@ impl SessionState {
             slots,
             cap,
             standard_strings: true,
+            strings_changing: false,
             changed: None,
         }
     }
@@ -155,7 +158,6 @@ impl SessionState {
 
     /// A client message on its way to the server (whole, header included for the tag).
     pub fn on_client(&mut self, tag: u8, body: &[u8]) -> Outcome {
-        let standard_strings = self.standard_strings;
         if !self.enabled {
             return Outcome::Pass;
         }
@@ -164,7 +166,7 @@ impl SessionState {
                 // The server reads up to the first NUL; what follows one inside is at worst
                 // read for nothing.
                 let text = body.strip_suffix(b"\0").unwrap_or(body);
-                match classify(text, standard_strings) {
+                match self.classify(text) {
                     None => Outcome::Pass,
                     Some(kinds) => self.admit(kinds.into()),
                 }
@@ -176,8 +178,13 @@ impl SessionState {
                 else {
                     return Outcome::Pass;
                 };
-                let kinds = classify(text, standard_strings).map(|k| bound::declared(k, types));
-                remember(&mut self.statements, name, kinds.map(Into::into));
+                // A name in use is refused by the server (and by pgmux's prepared statements):
+                // what it stands for stays. The unnamed statement is replaced.
+                if !name.is_empty() && find(&self.statements, name).is_some() {
+                    return Outcome::Pass;
+                }
+                let kinds = self.classify(text).map(|k| bound::declared(k, types));
+                self.remember_statement(name, kinds.map(Into::into));
                 Outcome::Pass
             }
             b'B' => {
@@ -189,7 +196,7 @@ impl SessionState {
                 };
                 let kinds = find(&self.statements, statement)
                     .map(|kinds| bound::resolve(kinds, rest.unwrap_or(&[])));
-                remember(&mut self.portals, portal, kinds);
+                self.remember_portal(portal, kinds);
                 Outcome::Pass
             }
             b'E' => {
@@ -203,14 +210,84 @@ impl SessionState {
                 let (kind, name) = (body.first(), body.get(1..).unwrap_or(&[]));
                 let name = name.split(|&b| b == 0).next().unwrap_or(name);
                 match kind {
-                    Some(b'S') => remember(&mut self.statements, name, None),
-                    Some(b'P') => remember(&mut self.portals, name, None),
+                    Some(b'S') => self.remember_statement(name, None),
+                    Some(b'P') => self.remember_portal(name, None),
                     _ => {}
                 }
                 Outcome::Pass
             }
             _ => Outcome::Pass,
         }
+    }
+
+    /// A statement's kinds as the client's standard_conforming_strings reads it; while a SET
+    /// of that setting is not answered yet, as both values read it, or unreadable where the
+    /// two disagree.
+    fn classify(&mut self, text: &[u8]) -> Option<Vec<Kind>> {
+        let kinds = classify(text, self.standard_strings);
+        if !self.strings_changing {
+            if kinds
+                .as_ref()
+                .is_some_and(|k| k.iter().any(sets_standard_strings))
+            {
+                self.strings_changing = true;
+            }
+            return kinds;
+        }
+        let other = classify(text, !self.standard_strings);
+        match kinds == other {
+            true => kinds,
+            false => Some(vec![Kind::Unreadable(
+                "a statement read two ways while standard_conforming_strings changes",
+            )]),
+        }
+    }
+
+    /// Records a protocol-level statement's kinds; past what pgmux keeps, the oldest is
+    /// forgotten, and so the client is pinned (what it stood for may run unseen).
+    fn remember_statement(&mut self, name: &[u8], kinds: Option<Arc<[Kind]>>) {
+        if !remember(&mut self.statements, name, kinds) {
+            self.pin_unreadable();
+        }
+    }
+
+    fn remember_portal(&mut self, name: &[u8], kinds: Option<Arc<[Kind]>>) {
+        if !remember(&mut self.portals, name, kinds) {
+            self.pin_unreadable();
+        }
+    }
+
+    /// Why a message is refused for what it would add past what pgmux follows of a session:
+    /// more settings, SQL prepared statements or text than it keeps. PostgreSQL's own error
+    /// for a limit, in place, rather than a pin the pool did not plan for.
+    fn past_bounds(&self, kinds: &[Kind]) -> Option<String> {
+        let (mut settings, mut prepared) = (0, 0);
+        for kind in kinds {
+            match kind {
+                Kind::Set(s) => settings += s.len(),
+                Kind::Prepare { .. } => prepared += 1,
+                _ => {}
+            }
+        }
+        if settings == 0 && prepared == 0 {
+            return None;
+        }
+        let staged: usize = self.staged.iter().map(|l| l.changes.len()).sum();
+        let held = &self.committed;
+        let bytes = held.bytes() + size(kinds);
+        let over = held.settings.len() + settings > held::MAX_ENTRIES
+            || held.prepared.len() + prepared > held::MAX_PREPARED
+            || staged + settings + prepared > MAX_STAGED
+            || bytes > held::MAX_BYTES;
+        over.then(|| {
+            format!(
+                "pgmux follows at most {} settings and {} SQL prepared statements of one \
+                 session, {} KiB in all, in transaction pooling: RESET or DEALLOCATE some first",
+                held::MAX_ENTRIES,
+                held::MAX_PREPARED,
+                held::MAX_BYTES / 1024
+            )
+        })
     }
 
     /// A message too large for pgmux to hold, of which `head` is the start of the body: a
@@ -225,7 +302,7 @@ impl SessionState {
             b'Q' => self.admit(kinds),
             b'P' => {
                 let name = head.split(|&b| b == 0).next().unwrap_or(&[]);
-                remember(&mut self.statements, name, Some(kinds));
+                self.remember_statement(name, Some(kinds));
                 Outcome::Pass
             }
             b'B' if head.iter().filter(|&&b| b == 0).count() >= 2 => self.on_client(tag, head),
@@ -241,12 +318,15 @@ impl SessionState {
 
     /// Decides, before a message goes out, what its statements may make the server hold.
     fn admit(&mut self, kinds: Arc<[Kind]>) -> Outcome {
+        if let Some(refusal) = self.past_bounds(&kinds) {
+            return Outcome::Refuse(refusal);
+        }
         let acquires = kinds
             .iter()
             .any(|k| matches!(k, Kind::Holds | Kind::Unreadable(_)));
         let releases = kinds
             .iter()
-            .any(|k| matches!(k, Kind::Releases | Kind::Unread));
+            .any(|k| matches!(k, Kind::Releases | Kind::Unread | Kind::Broken));
         if acquires && self.slot == Slot::Free {
             if !self.slots.try_take(self.cap) {
                 return Outcome::Refuse(format!(
@@ -338,8 +418,10 @@ impl SessionState {
                     rolled_back_to = true;
                     self.rollback_to(&name);
                 }
-                Some(Kind::Unreadable(_)) => self.pin_unreadable(),
-                Some(Kind::Unread) if session_tag(tag) => self.pin_unreadable(),
+                Some(Kind::Unreadable(_) | Kind::Broken) => self.pin_unreadable(),
+                // What it did to server-held state the check finds; settings made inside data
+                // changes are what pgmux cannot see of functions either.
+                Some(Kind::Unread) if !data_tag(tag) => self.pin_unreadable(),
                 _ => {}
             }
         }
@@ -351,6 +433,22 @@ impl SessionState {
             }
         }
         stale
+    }
+
+    /// A PortalSuspended for the client: the Execute ran as far as its row limit, so a
+    /// set_config it carries ran (its CommandComplete would have said `SELECT 1`).
+    pub fn on_suspended(&mut self, effects: Option<&mut Effects>, server: &mut Held) {
+        let Some(effects) = effects else {
+            return;
+        };
+        match effects.kinds.get(effects.next) {
+            Some(Kind::Set(s)) if s.first().is_some_and(|s| s.sql.starts_with("SELECT")) => {
+                self.on_command_complete(Some(effects), b"SELECT 1", server);
+            }
+            Some(Kind::Plain | Kind::Holds | Kind::Releases) => effects.next += 1,
+            // Anything else draws no rows: what it did is not what its text said.
+            _ => self.pin_unreadable(),
+        }
     }
 
     /// An ErrorResponse for the client, answering the message with `effects` if any.
@@ -383,6 +481,8 @@ impl SessionState {
         if idle {
             self.failed = false;
         }
+        // Its ParameterStatus, if any, came before this.
+        self.strings_changing = false;
     }
 
     /// A PREPARE pgmux replayed failed on the server: the statement is gone for the client too
@@ -542,16 +642,31 @@ fn confirms(kind: &Kind, tag: &[u8]) -> bool {
         Kind::RollbackTo(_) => tag == b"ROLLBACK",
         // Settled at Bind; one that reaches a reply was never bound.
         Kind::SetBound(_) => false,
-        Kind::Plain | Kind::Holds | Kind::Releases | Kind::Unreadable(_) | Kind::Unread => true,
+        Kind::Plain
+        | Kind::Holds
+        | Kind::Releases
+        | Kind::Unreadable(_)
+        | Kind::Unread
+        | Kind::Broken => true,
     }
 }
 
-/// Whether a CommandComplete tag is of a statement that changes what pgmux follows.
-fn session_tag(tag: &[u8]) -> bool {
-    matches!(
-        tag,
-        b"SET" | b"RESET" | b"PREPARE" | b"DEALLOCATE" | b"DEALLOCATE ALL" | b"DISCARD ALL"
-    )
+fn sets_standard_strings(kind: &Kind) -> bool {
+    match kind {
+        Kind::Set(settings) => settings
+            .iter()
+            .any(|s| s.name == "standard_conforming_strings"),
+        Kind::Reset(name) => name == "standard_conforming_strings",
+        Kind::ResetAll | Kind::DiscardAll | Kind::SetBound(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether a CommandComplete tag is of a data change or a COPY.
+fn data_tag(tag: &[u8]) -> bool {
+    [&b"INSERT "[..], b"UPDATE ", b"DELETE ", b"MERGE ", b"COPY "]
+        .iter()
+        .any(|t| tag.starts_with(t))
 }
 
 fn find(list: &[(Vec<u8>, Arc<[Kind]>)], name: &[u8]) -> Option<Arc<[Kind]>> {
@@ -561,20 +676,39 @@ fn find(list: &[(Vec<u8>, Arc<[Kind]>)], name: &[u8]) -> Option<Arc<[Kind]>> {
     list.iter().find(|(n, _)| n == name).map(|(_, k)| k.clone())
 }
 
-/// Records (or, with None, forgets) the kinds of a named statement or portal. Bounded: past
-/// the bound the oldest goes, and a statement pgmux forgot runs as if plain, which is why a
-/// client with that many is pinned first (see [`held::MAX_ENTRIES`]).
-fn remember(list: &mut Vec<(Vec<u8>, Arc<[Kind]>)>, name: &[u8], kinds: Option<Arc<[Kind]>>) {
+/// Records (or, with None, forgets) the kinds of a named statement or portal; returns false
+/// when the list is full and the oldest had to go.
+fn remember(
+    list: &mut Vec<(Vec<u8>, Arc<[Kind]>)>,
+    name: &[u8],
+    kinds: Option<Arc<[Kind]>>,
+) -> bool {
     if list.is_empty() && kinds.is_none() {
-        return;
+        return true;
     }
     list.retain(|(n, _)| n != name);
-    if let Some(kinds) = kinds {
-        if list.len() >= held::MAX_ENTRIES {
-            list.remove(0);
-        }
-        list.push((name.to_vec(), kinds));
+    let Some(kinds) = kinds else {
+        return true;
+    };
+    let full = list.len() >= held::MAX_ENTRIES
+        || list.iter().map(|(n, k)| n.len() + size(k)).sum::<usize>() > held::MAX_BYTES;
+    if full {
+        list.remove(0);
     }
+    list.push((name.to_vec(), kinds));
+    !full
+}
+
+/// About how many bytes kinds hold.
+fn size(kinds: &[Kind]) -> usize {
+    kinds
+        .iter()
+        .map(|k| match k {
+            Kind::Set(settings) => settings.iter().map(|s| s.name.len() + s.sql.len()).sum(),
+            Kind::Prepare { name, sql } => name.len() + sql.len(),
+            _ => 16,
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -65,11 +65,15 @@ impl Pins {
 
 /// The one query that reads back what a session holds that only its server can: one row of
 /// five booleans, in the order of [`Pins::NAMES`]. `login_user` is who the server connection
-/// logged in as.
+/// logged in as. The client's own statement_timeout (its settings are on the server) does not
+/// apply to it.
 pub fn check_query(login_user: &str) -> String {
     let user = login_user.replace('\'', "''").replace('\\', "\\\\");
     format!(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()), \
+        "SET LOCAL statement_timeout = 0; \
+         SELECT EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) \
+         OR EXISTS (SELECT FROM pg_catalog.pg_proc WHERE pronamespace = pg_catalog.pg_my_temp_schema()) \
+         OR EXISTS (SELECT FROM pg_catalog.pg_type WHERE typnamespace = pg_catalog.pg_my_temp_schema()), \
          EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable), \
          EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()), \
          EXISTS (SELECT FROM pg_catalog.pg_listening_channels()), \

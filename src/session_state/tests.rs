@@ -195,7 +195,7 @@ fn unreadable_statements_pin_until_the_session_ends() {
     run(
         &mut s,
         &mut server,
-        "SELECT set_config('a.b', $1, false)",
+        "SELECT set_config('a.b', current_user, false)",
         &["SELECT 1"],
         true,
     );
@@ -238,4 +238,56 @@ fn off_means_nothing_is_followed() {
         Outcome::Pass
     );
     assert!(!s.pinned());
+}
+
+#[test]
+fn a_parse_of_a_name_in_use_changes_nothing() {
+    let mut s = state(1);
+    s.on_client(b'P', b"s1\0SELECT pg_advisory_lock($1)\0\0\0");
+    // Refused by the server with 42P05: s1 is still the lock.
+    s.on_client(b'P', b"s1\0SELECT 1\0\0\0");
+    s.on_client(b'B', b"\0s1\0\0\0\0\0\0\0");
+    assert!(matches!(
+        s.on_client(b'E', b"\0\0\0\0\0"),
+        Outcome::Follow(_)
+    ));
+    assert!(s.check_due());
+}
+
+#[test]
+fn a_set_config_cut_short_by_a_row_limit_still_counts() {
+    let (mut s, mut server) = (state(1), Held::default());
+    s.on_client(b'P', b"\0SELECT set_config('app.t', $1, false)\0\0\0");
+    s.on_client(b'B', b"\0\0\0\0\0\x01\0\0\0\x01a\0\0");
+    let Outcome::Follow(mut e) = s.on_client(b'E', b"\0\0\0\0\x01") else {
+        panic!("followed");
+    };
+    s.on_suspended(Some(&mut e), &mut server);
+    s.on_ready(None, true, &mut server);
+    assert_eq!(settings(s.held()), ["app.t"]);
+}
+
+#[test]
+fn past_the_bounds_statements_are_refused() {
+    let (mut s, mut server) = (state(1), Held::default());
+    for i in 0..held::MAX_ENTRIES {
+        let sql = format!("SET app.s{i} = 1");
+        run(&mut s, &mut server, &sql, &["SET"], true);
+    }
+    let refused = run(&mut s, &mut server, "SET app.one_more = 1", &[], true);
+    assert!(matches!(refused, Outcome::Refuse(_)), "{refused:?}");
+    assert!(!s.pinned());
+}
+
+#[test]
+fn while_standard_conforming_strings_changes_both_readings_must_agree() {
+    let mut s = state(1);
+    s.standard_strings = false;
+    let _ = s.on_client(b'Q', b"SET standard_conforming_strings = on\0");
+    // With backslashes escaping this is one string; without, a string, then SET ROLE.
+    let out = s.on_client(b'Q', b"SELECT 'x\\'; SET ROLE admin; -- '\0");
+    let Outcome::Follow(e) = out else {
+        panic!("{out:?}");
+    };
+    assert!(matches!(e.kinds[0], Kind::Unreadable(_)), "{e:?}");
 }

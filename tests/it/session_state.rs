@@ -228,8 +228,11 @@ async fn a_temporary_table_pins_its_client_until_dropped() {
         .await
         .unwrap();
     pinned_becomes(&pgmux, 1).await;
+    // The mover would take the server the client just let go, were it not pinned.
+    let mover = Mover(pgmux.connect("state_temp", "state_temp").await);
     let mut servers = HashSet::new();
     for n in 1..=50 {
+        mover.before(n as usize).await;
         client
             .execute("INSERT INTO pgmux_state_tmp VALUES ($1)", &[&n])
             .await
@@ -241,6 +244,7 @@ async fn a_temporary_table_pins_its_client_until_dropped() {
         assert_eq!(seen[0], n.to_string());
         assert_eq!(seen[1], (n * (n + 1) / 2).to_string());
         servers.insert(seen[2].clone());
+        mover.after(n as usize).await;
     }
     assert_eq!(servers.len(), 1, "a pinned client stays on its server");
     let shown = pgmux.shared().registry.all();
@@ -303,14 +307,16 @@ async fn a_with_hold_cursor_is_fetched_across_transactions() {
         )
         .await
         .unwrap();
+    let mover = Mover(pgmux.connect("state_cursor", "state_cursor").await);
     let mut fetched = Vec::new();
-    for _ in 0..10 {
+    for round in 0..10 {
+        mover.before(round).await;
         for m in client.simple_query("FETCH 10 FROM numbers").await.unwrap() {
             if let SimpleQueryMessage::Row(r) = m {
                 fetched.push(r.get(0).unwrap().parse::<i32>().unwrap());
             }
         }
-        tokio::task::yield_now().await;
+        mover.after(round).await;
     }
     assert_eq!(fetched, (1..=100).collect::<Vec<_>>());
     pinned_becomes(&pgmux, 1).await;
@@ -482,5 +488,147 @@ async fn node_pg_migrate_runs_through_transaction_pooling() {
     );
     pinned_becomes(&pgmux, 0).await;
     assert!(churn.finish().await > 0);
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_pins_and_notifications_arrive_between_transactions() {
+    use futures_util::StreamExt;
+    let pgmux = pool_of_two("state_listen", "").await;
+    let churn = Churn::start(&pgmux, "state_listen", 2).await;
+    let url = pgmux.url("state_listen", "state_listen", "app");
+    let (listener, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = heard_tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN pgmux_state_channel")
+        .await
+        .unwrap();
+    pinned_becomes(&pgmux, 1).await;
+    let notifier = pgmux.connect("state_listen", "state_listen").await;
+    for i in 0..5 {
+        notifier
+            .batch_execute(&format!("NOTIFY pgmux_state_channel, 'n{i}'"))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+            .await
+            .expect("a notification within 10 s");
+        assert_eq!(got.as_deref(), Some(format!("n{i}").as_str()));
+        assert_eq!(one(&listener, "SELECT 1").await, "1");
+    }
+    listener.batch_execute("UNLISTEN *").await.unwrap();
+    pinned_becomes(&pgmux, 0).await;
+    drop((listener, notifier));
+    assert!(churn.finish().await > 0);
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_role_pins_until_reset() {
+    let pg = shared_cluster();
+    let role_line = own_role(pg, "state_role").await;
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.pool_size = 2;
+    cfg.userlist.push_str(&role_line);
+    let pgmux = cfg.start().await;
+    // Other superuser clients beside it must never find themselves someone else.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let client = pgmux.connect("postgres", "postgres").await;
+        let stop = stop.clone();
+        others.push(tokio::spawn(async move {
+            let mut rounds = 0;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(one(&client, "SELECT current_user").await, "postgres");
+                rounds += 1;
+                tokio::task::yield_now().await;
+            }
+            rounds
+        }));
+    }
+    let client = pgmux.connect("postgres", "postgres").await;
+    client.batch_execute("SET ROLE state_role").await.unwrap();
+    pinned_becomes(&pgmux, 1).await;
+    for _ in 0..10 {
+        assert_eq!(one(&client, "SELECT current_user").await, "state_role");
+    }
+    client.batch_execute("RESET ROLE").await.unwrap();
+    pinned_becomes(&pgmux, 0).await;
+    assert_eq!(one(&client, "SELECT current_user").await, "postgres");
+    stop.store(true, Ordering::Relaxed);
+    for other in others {
+        assert!(other.await.expect("another client failed") > 0);
+    }
+    drop(client);
+    pgmux.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_cannot_be_restored_ends_rather_than_run_elsewhere() {
+    let pg = shared_cluster();
+    let admin = pg.admin().await;
+    admin
+        .batch_execute(
+            "DROP TEXT SEARCH CONFIGURATION IF EXISTS public.pgmux_state_ts; \
+             CREATE TEXT SEARCH CONFIGURATION public.pgmux_state_ts (COPY = simple); \
+             CREATE TABLE IF NOT EXISTS pgmux_state_ran (setting text); \
+             TRUNCATE pgmux_state_ran; GRANT ALL ON pgmux_state_ran TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    let pgmux = pool_of_two("state_restore", "").await;
+    let client = pgmux.connect("state_restore", "state_restore").await;
+    client
+        .batch_execute("SET default_text_search_config = 'public.pgmux_state_ts'")
+        .await
+        .unwrap();
+    let mover = Mover(pgmux.connect("state_restore", "state_restore").await);
+    for round in 0..4 {
+        mover.before(round).await;
+        let seen = one(&client, "SHOW default_text_search_config").await;
+        assert_eq!(seen, "public.pgmux_state_ts");
+        mover.after(round).await;
+    }
+    // Its setting can no longer be given to a server: the client must not run elsewhere
+    // with the default instead.
+    admin
+        .batch_execute("DROP TEXT SEARCH CONFIGURATION public.pgmux_state_ts")
+        .await
+        .unwrap();
+    let mut ended = None;
+    for round in 0..6 {
+        mover.before(round).await;
+        let result = client
+            .simple_query(
+                "INSERT INTO pgmux_state_ran VALUES (current_setting('default_text_search_config'))",
+            )
+            .await;
+        mover.after(round).await;
+        if let Err(e) = result {
+            ended = Some(e);
+            break;
+        }
+    }
+    let error = ended.expect("the client's session could not be restored, so it ends");
+    assert_eq!(sqlstate(&error).as_deref(), Some("08006"), "{error:?}");
+    // Its statement never ran with the server's default in place of its own setting.
+    let wrong = one(
+        &admin,
+        "SELECT count(*) FROM pgmux_state_ran WHERE setting <> 'public.pgmux_state_ts'",
+    )
+    .await;
+    assert_eq!(wrong, "0", "the client's statement ran without its setting");
+    drop(client);
     pgmux.stop().await;
 }

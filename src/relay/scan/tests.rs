@@ -285,3 +285,92 @@ fn answers_wait_for_a_message_passing_in_pieces_to_end() {
     let want = concat(&[first, description[7..].to_vec(), msg(b'1', b"")]);
     assert_eq!(got, want, "ParseComplete after the whole RowDescription");
 }
+
+/// Both scans with session state followed: what the server is sent, what the client gets.
+fn with_state(
+    state: &mut SessionState,
+    held: &mut Held,
+    requests: &[u8],
+    replies: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let mut f = Fixture::default();
+    let mut t = Tracker::new();
+    let mut out = BytesMut::new();
+    let s = scan_client(
+        requests,
+        &mut Passthrough::default(),
+        &mut t,
+        &mut f.context(0),
+        state,
+        &mut out,
+    )
+    .unwrap();
+    let sent = match s.composed {
+        true => out.to_vec(),
+        false => requests[s.skip..s.forward].to_vec(),
+    };
+    let (mut sp, mut cp) = (ParamSet::default(), ParamSet::default());
+    let side = ServerSide {
+        tracker: &mut t,
+        server_params: &mut sp,
+        client_params: &mut cp,
+        state,
+        server_held: held,
+    };
+    let mut out = BytesMut::new();
+    let s = scan_server(
+        replies,
+        &mut Passthrough::default(),
+        side,
+        &mut f.context(0),
+        &mut out,
+    )
+    .unwrap();
+    let got = match s.composed {
+        true => out.to_vec(),
+        false => replies[s.swallow..s.end].to_vec(),
+    };
+    assert_eq!(t.verdict(), Verdict::Idle);
+    (sent, got)
+}
+
+#[test]
+fn a_statement_past_the_pin_cap_never_reaches_the_server() {
+    let mut state = SessionState::new(true, Default::default(), 0);
+    let mut held = Held::default();
+    let query = msg(b'Q', b"CREATE TEMP TABLE t (x int)\0");
+    let error = msg(b'E', b"SERROR\0C26000\0Mno such statement\0\0");
+    let replies = concat(&[error, msg(b'Z', b"I")]);
+    let (sent, got) = with_state(&mut state, &mut held, &query, &replies);
+    assert_eq!(sent[0], b'D', "a Describe that fails goes in its place");
+    assert_eq!(&sent[sent.len() - 5..], b"S\0\0\0\x04");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("C53400") && text.contains("max_pinned_servers"),
+        "{text}"
+    );
+    assert_eq!(&got[got.len() - 6..], &msg(b'Z', b"I")[..]);
+    assert!(!state.pinned());
+}
+
+#[test]
+fn a_set_is_followed_through_both_scans() {
+    let mut state = SessionState::new(true, Default::default(), 1);
+    let mut held = Held::default();
+    let query = msg(b'Q', b"SELECT 1; SET work_mem = '8MB'\0");
+    let replies = concat(&[
+        msg(
+            b'T',
+            b"\0\x01x\0\0\0\0\0\0\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
+        ),
+        msg(b'D', b"\0\x01\0\0\0\x011"),
+        msg(b'C', b"SELECT 1\0"),
+        msg(b'C', b"SET\0"),
+        msg(b'Z', b"I"),
+    ]);
+    let (sent, got) = with_state(&mut state, &mut held, &query, &replies);
+    assert_eq!(sent, query);
+    assert_eq!(got, replies);
+    assert_eq!(state.held().settings.len(), 1);
+    assert_eq!(held, *state.held(), "the server's record follows");
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::session_state::classify::read;
 
 fn one(sql: &str) -> Kind {
     match classify(sql.as_bytes(), true) {
@@ -72,7 +73,7 @@ fn session_settings_and_their_replay() {
         one("SELECT pg_catalog.set_config('app.user', 'it''s', false)"),
         set(
             "app.user",
-            "SELECT pg_catalog.set_config('app.user', E'it''s', false)"
+            "SELECT pg_catalog.set_config(E'app.user', E'it''s', false)"
         )
     );
     assert!(matches!(
@@ -177,12 +178,14 @@ fn do_blocks_and_unreadable_text() {
         one("DO $$BEGIN EXECUTE 'SELECT 1'; END$$"),
         Kind::Unreadable(_)
     ));
-    assert!(matches!(
-        one("SET a.b = 'unterminated"),
-        Kind::Unreadable(_)
-    ));
-    // The server refuses it whole, so nothing follows from it.
+    assert_eq!(one("SET a.b = 'unterminated"), Kind::Broken);
+    // The glance passes it as plain: one statement, no word that matters. Read, it is broken,
+    // and the server refuses it whole.
     assert_eq!(one("SELECT 'unterminated"), Kind::Plain);
+    assert_eq!(
+        read(b"SELECT 'unterminated", true),
+        Some(vec![Kind::Broken])
+    );
 }
 
 #[test]
@@ -255,4 +258,48 @@ fn the_glance_finds_each_word_in_any_case() {
     assert!(!mentions_glanced(b"SELECT 1 ;  "));
     assert!(mentions_glanced(b"SELECT 1; SELECT 2"));
     assert_eq!(one("SELECT \"pg_advisory_lock\"(1)"), Kind::Holds);
+}
+
+#[test]
+fn what_the_text_hides_is_found_or_unreadable() {
+    for sql in [
+        "SELECT * INTO LOCAL TEMP t FROM s",
+        "SELECT * INTO GLOBAL TEMPORARY t FROM s",
+        "EXPLAIN ANALYZE CREATE TEMP TABLE t AS SELECT 1",
+        "CREATE FUNCTION pg_temp.f() RETURNS int AS 'SELECT 1' LANGUAGE sql",
+        "DO $$BEGIN PERFORM \"pg_advisory_lock\"(1); END$$",
+    ] {
+        assert_eq!(one(sql), Kind::Holds, "{sql}");
+    }
+    for sql in [
+        "SELECT U&\"pg_advisory_lock\"(1)",
+        "DO LANGUAGE plperl $$ spi_exec_query('SET a.b = 1') $$",
+        "DO $$BEGIN PERFORM \"set_config\"('a.b', 'c', false); END$$",
+        "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'",
+        "LOAD 'auto_explain'",
+        "SET search_path = pg_temp, public",
+        "SELECT dblink_connect('c', 'dbname=x')",
+    ] {
+        assert!(
+            matches!(one(sql), Kind::Unreadable(_)),
+            "{sql}: {:?}",
+            one(sql)
+        );
+    }
+    assert_eq!(
+        one("DO LANGUAGE plpgsql $$BEGIN PERFORM 1; END$$"),
+        Kind::Plain
+    );
+    assert_eq!(one("SELECT * FROM pg_settings"), Kind::Plain);
+    let kinds = classify(b"1; SET a.b = 1", true).unwrap();
+    assert_eq!(kinds[0], Kind::Broken);
+}
+
+#[test]
+fn setting_names_fold_quoted_or_not() {
+    assert_eq!(
+        one("SET \"TimeZone\" = 'UTC'"),
+        set("timezone", "SET \"TimeZone\" = 'UTC'")
+    );
+    assert_eq!(one("RESET \"WORK_MEM\""), Kind::Reset("work_mem".into()));
 }
