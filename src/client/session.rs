@@ -91,7 +91,7 @@ pub async fn run(
     let follows = login.mode == PoolMode::Transaction && general.follow_session_state;
     let pin_cap = config.max_pinned_servers(&login.pool.database, &login.pool.user);
     let mut state = SessionState::new(follows, login.pool.pinned.clone(), pin_cap);
-    state.standard_strings = login.params.get("standard_conforming_strings") != Some("off");
+    state.set_standard_strings(login.params.get("standard_conforming_strings") != Some("off"));
     let log_pinning = general.log_pinning || general.verbose > 0;
     let mut session = Session {
         client,

@@ -350,6 +350,8 @@ fn follow_reply(tag: u8, body: &[u8], side: &mut ServerSide) -> bool {
             true
         }
         Some((Handling::Own, _)) => false,
+        // The common case: a reply that confirms nothing, nothing staged.
+        Some((_, None)) if !state.follows_replies() => false,
         Some((handling, token)) => {
             let effects = match token {
                 Some(Token::Session(effects)) if handling == Handling::Forward => Some(effects),
@@ -458,7 +460,7 @@ pub fn scan_server(
                     if route == Route::Forward {
                         side.client_params.set(name, value);
                         if name.eq_ignore_ascii_case("standard_conforming_strings") {
-                            side.state.standard_strings = value == "on";
+                            side.state.set_standard_strings(value == "on");
                         }
                     }
                 }

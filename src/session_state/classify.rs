@@ -133,9 +133,13 @@ pub fn plain_at_a_glance(query: &[u8]) -> bool {
         return false;
     }
     let word = &rest[..word_len];
-    if READ_BY_FIRST_WORD
-        .iter()
-        .any(|w| w.len() == word.len() && w.eq_ignore_ascii_case(word))
+    // Every word of READ_BY_FIRST_WORD is 2 to 10 letters; SELECT, INSERT, UPDATE and the
+    // like are sorted out by their first letter and length first.
+    let first = word[0] | 0x20;
+    if (2..=10).contains(&word.len())
+        && READ_BY_FIRST_WORD
+            .iter()
+            .any(|w| w[0] == first && w.len() == word.len() && w.eq_ignore_ascii_case(word))
     {
         return false;
     }
@@ -144,31 +148,48 @@ pub fn plain_at_a_glance(query: &[u8]) -> bool {
 }
 
 /// Whether `text` holds a second statement (a `;` with more after it), or any of [`GLANCED`]
-/// in any case: one pass that stops only at `;` and at the bytes those words have that SQL
-/// seldom has (`m`, `_`, `v`), looking around them.
+/// in any case, or a Unicode-escaped name: one pass that stops only at `;`, `&` and at the
+/// bytes those words have that SQL seldom has (`m`, `_`, `v`), looking around them.
 fn mentions_glanced(text: &[u8]) -> bool {
+    // The byte just before must be the word's, folded, before anything longer is compared.
     let around = |at: usize, before: &[u8], after: &[u8]| {
         at >= before.len()
+            && text[at - 1] | 0x20 == before[before.len() - 1]
             && text[at - before.len()..at].eq_ignore_ascii_case(before)
             && text
                 .get(at + 1..at + 1 + after.len())
                 .is_some_and(|a| a.eq_ignore_ascii_case(after))
     };
-    for (at, &b) in text.iter().enumerate() {
-        let found = match GLANCE_STOPS[usize::from(b)] {
-            Stop::No => continue,
-            Stop::Semicolon => !text[at + 1..].iter().all(|&b| super::lex::is_space(b)),
-            Stop::M => around(at, b"te", b"p"),
-            Stop::Underscore => {
-                around(at, b"set", b"config")
-                    || around(at, b"pg", b"settings")
-                    || around(at, b"dblink", b"connect")
+    // Eight bytes at a time: most hold no byte to stop at; those that may are looked at one
+    // by one.
+    let mut from = 0;
+    while from < text.len() {
+        let to = (from + 8).min(text.len());
+        if let Ok(chunk) = <[u8; 8]>::try_from(&text[from..to]) {
+            if !may_stop(u64::from_le_bytes(chunk)) {
+                from = to;
+                continue;
             }
-            Stop::V => around(at, b"ad", b"isory"),
-        };
-        if found {
-            return true;
         }
+        for at in from..to {
+            let found = match GLANCE_STOPS[usize::from(text[at])] {
+                Stop::No => continue,
+                Stop::Semicolon => !text[at + 1..].iter().all(|&b| super::lex::is_space(b)),
+                Stop::M => around(at, b"te", b"p"),
+                Stop::Underscore => {
+                    around(at, b"set", b"config")
+                        || around(at, b"pg", b"settings")
+                        || around(at, b"dblink", b"connect")
+                }
+                Stop::V => around(at, b"ad", b"isory"),
+                // U&"..." may spell any name without its letters.
+                Stop::Ampersand => at > 0 && text[at - 1] | 0x20 == b'u',
+            };
+            if found {
+                return true;
+            }
+        }
+        from = to;
     }
     false
 }
@@ -180,6 +201,22 @@ enum Stop {
     M,
     Underscore,
     V,
+    Ampersand,
+}
+
+/// Whether any byte of these eight may be one [`mentions_glanced`] stops at: folded as letters
+/// fold, equal to `m`, `v`, `_`, `;` or `&` (each test finds the zero bytes of a difference; the
+/// fold makes a few other bytes match too, which then are looked at one by one for nothing).
+fn may_stop(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
+    let folded = word | (ONES * 0x20);
+    has_zero(folded ^ (ONES * u64::from(b'm')))
+        | has_zero(folded ^ (ONES * u64::from(b'v')))
+        | has_zero(folded ^ (ONES * u64::from(b'_' | 0x20)))
+        | has_zero(folded ^ (ONES * u64::from(b';')))
+        | has_zero(folded ^ (ONES * u64::from(b'&')))
 }
 
 /// Where [`mentions_glanced`] stops, by byte.
@@ -191,6 +228,7 @@ const GLANCE_STOPS: [Stop; 256] = {
     stops[b'_' as usize] = Stop::Underscore;
     stops[b'v' as usize] = Stop::V;
     stops[b'V' as usize] = Stop::V;
+    stops[b'&' as usize] = Stop::Ampersand;
     stops
 };
 
@@ -613,8 +651,12 @@ fn functions(w: &Words, _standard_strings: bool) -> Kind {
                     unquoted = name;
                     unquoted.as_bytes()
                 }
-                // U&"..." names anything at all.
-                None => return Kind::Unreadable("a Unicode-escaped name"),
+                // U&"..." may spell any name at all.
+                None if w.text(i).first().is_some_and(|b| b | 0x20 == b'u') => {
+                    return Kind::Unreadable("a Unicode-escaped name")
+                }
+                // Not UTF-8: none of the names that matter.
+                None => continue,
             },
             _ => w.text(i),
         };

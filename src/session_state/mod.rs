@@ -23,6 +23,9 @@ pub use pins::{check_query, read_check, PinSlots, Pins};
 
 use std::sync::Arc;
 
+/// The longest Parse text remembered as plain.
+const PARSE_MEMO: usize = 256;
+
 /// The most changes one transaction may stage (each bounded as a statement is); past them the
 /// client is pinned instead.
 const MAX_STAGED: usize = 4 * held::MAX_ENTRIES;
@@ -87,9 +90,12 @@ pub struct SessionState {
     slots: Arc<PinSlots>,
     cap: usize,
     /// standard_conforming_strings as the client has it, for reading its strings.
-    pub standard_strings: bool,
+    standard_strings: bool,
     /// A SET of standard_conforming_strings went out and its answer has not come.
     strings_changing: bool,
+    /// The text of the last Parse found plain (at most [`PARSE_MEMO`] bytes; forgotten when
+    /// standard_conforming_strings may change how it reads).
+    last_plain_parse: Vec<u8>,
     /// A pin that started or ended and was not logged yet.
     changed: Option<PinChange>,
 }
@@ -119,7 +125,16 @@ impl SessionState {
             cap,
             standard_strings: true,
             strings_changing: false,
+            last_plain_parse: Vec::new(),
             changed: None,
+        }
+    }
+
+    /// The client's standard_conforming_strings changed (or is first known).
+    pub fn set_standard_strings(&mut self, on: bool) {
+        if self.standard_strings != on {
+            self.standard_strings = on;
+            self.last_plain_parse.clear();
         }
     }
 
@@ -172,10 +187,18 @@ impl SessionState {
                 }
             }
             b'P' => {
-                let mut parts = body.splitn(3, |&b| b == 0);
-                let (Some(name), Some(text), Some(types)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
+                // Drivers parse the same unnamed text over and over: known plain, it is
+                // not read again (nor even searched for its end).
+                let memo = &self.last_plain_parse;
+                if !memo.is_empty()
+                    && body.first() == Some(&0)
+                    && body.get(1..=memo.len()) == Some(&memo[..])
+                    && body.get(memo.len() + 1) == Some(&0)
+                {
+                    self.remember_statement(b"", None);
+                    return Outcome::Pass;
+                }
+                let Some((name, text, types)) = parse_parts(body) else {
                     return Outcome::Pass;
                 };
                 // A name in use is refused by the server (and by pgmux's prepared statements):
@@ -184,9 +207,16 @@ impl SessionState {
                     return Outcome::Pass;
                 }
                 let kinds = self.classify(text).map(|k| bound::declared(k, types));
+                if kinds.is_none() && text.len() <= PARSE_MEMO {
+                    self.last_plain_parse.clear();
+                    self.last_plain_parse.extend_from_slice(text);
+                }
                 self.remember_statement(name, kinds.map(Into::into));
                 Outcome::Pass
             }
+            // Most clients have no statement or portal pgmux follows: nothing to look up.
+            b'B' | b'C' if self.statements.is_empty() && self.portals.is_empty() => Outcome::Pass,
+            b'E' if self.portals.is_empty() => Outcome::Pass,
             b'B' => {
                 let mut parts = body.splitn(3, |&b| b == 0);
                 let (Some(portal), Some(statement), rest) =
@@ -348,6 +378,12 @@ impl SessionState {
             next: 0,
             failed: false,
         })
+    }
+
+    /// Whether replies that carry no effects of their own still matter: changes are staged,
+    /// an error came in their transaction, or a change of standard_conforming_strings waits.
+    pub fn follows_replies(&self) -> bool {
+        !self.staged.is_empty() || self.failed || self.strings_changing
     }
 
     /// A CommandComplete for the client (`tag` its body), with the effects of the message it
@@ -667,6 +703,14 @@ fn data_tag(tag: &[u8]) -> bool {
     [&b"INSERT "[..], b"UPDATE ", b"DELETE ", b"MERGE ", b"COPY "]
         .iter()
         .any(|t| tag.starts_with(t))
+}
+
+/// A Parse body's name, query text and what follows (the parameter types).
+fn parse_parts(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let name_end = memchr::memchr(0, body)?;
+    let rest = &body[name_end + 1..];
+    let text_end = memchr::memchr(0, rest)?;
+    Some((&body[..name_end], &rest[..text_end], &rest[text_end + 1..]))
 }
 
 fn find(list: &[(Vec<u8>, Arc<[Kind]>)], name: &[u8]) -> Option<Arc<[Kind]>> {

@@ -282,7 +282,7 @@ fn past_the_bounds_statements_are_refused() {
 #[test]
 fn while_standard_conforming_strings_changes_both_readings_must_agree() {
     let mut s = state(1);
-    s.standard_strings = false;
+    s.set_standard_strings(false);
     let _ = s.on_client(b'Q', b"SET standard_conforming_strings = on\0");
     // With backslashes escaping this is one string; without, a string, then SET ROLE.
     let out = s.on_client(b'Q', b"SELECT 'x\\'; SET ROLE admin; -- '\0");

@@ -256,6 +256,10 @@ fn the_glance_finds_each_word_in_any_case() {
         b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"
     ));
     assert!(!mentions_glanced(b"SELECT 1 ;  "));
+    assert!(mentions_glanced(
+        br#"SELECT U&"\0070g_\0061dvisory_lock"(1)"#
+    ));
+    assert!(!mentions_glanced(b"SELECT a & b"));
     assert!(mentions_glanced(b"SELECT 1; SELECT 2"));
     assert_eq!(one("SELECT \"pg_advisory_lock\"(1)"), Kind::Holds);
 }
