@@ -3,6 +3,8 @@
 //! ends (transaction and statement mode) or the client leaves (session mode), and give the
 //! server back. Client timeouts and stop signals are enforced here, around each relay step.
 
+mod pinning;
+
 use super::startup::Login;
 use super::timeouts::{Expiry, Phase, Timeouts};
 use super::waits::{read_holding_no_buffer, wait_turn, Deadlines};
@@ -15,7 +17,7 @@ use crate::protocol::frame;
 use crate::registry::{ClientEntry, ClientState};
 use crate::relay::{self, ClientSide, Composed, Linked, Prelude, RelayError, Step, Tail};
 use crate::server::tracker::Verdict;
-use crate::session_state::{self as state, PinChange, Replay, SessionState};
+use crate::session_state::{Replay, SessionState};
 use crate::signal::Stop;
 use crate::stats::{micros, PoolStats};
 use crate::Shared;
@@ -266,88 +268,6 @@ impl Session<'_> {
         }
     }
 
-    /// Asks the server what the client's session holds there that only it can (a statement
-    /// may have made or dropped some), then keeps the server for the client if anything, and
-    /// gives it back if nothing. A server that cannot answer is closed, and the client with
-    /// it: what its session held there is gone, as when a session-mode server dies.
-    async fn check_pins(&mut self, mut server: PooledServer) -> Result<(), ClientError> {
-        // A cancel the client sent for its own statement must not reach the check (it is
-        // delivered first); a pinned client's is linked again below.
-        if self.login.cancel.unlink().await {
-            server.tracker.poison();
-        }
-        if server.tracker.verdict() == Verdict::Idle {
-            let login_user = server
-                .startup_params
-                .iter()
-                .find(|(n, _)| n == "session_authorization")
-                .map_or(self.login.pool.user.clone(), |(_, v)| v.clone());
-            let sql = state::check_query(&login_user);
-            // Boxed: only clients whose statements may pin run it.
-            let pins = match Box::pin(server.own_query_row(&sql)).await {
-                Ok(Some(row)) => state::read_check(&row),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "checking a client's session state failed; closing server");
-                    None
-                }
-            };
-            match pins {
-                Some(pins) => self.state.checked(pins),
-                None => server.tracker.poison(),
-            }
-        }
-        if server.tracker.verdict() != Verdict::Idle {
-            self.state.leave();
-            self.note_pins();
-            self.release(server).await;
-            return Err(ClientError::ServerGone);
-        }
-        self.note_pins();
-        match self.state.pinned() {
-            true => self.link_again(server),
-            false => self.release(server).await,
-        }
-        Ok(())
-    }
-
-    /// Keeps `server` linked to a pinned client: nothing to give it, it has the session.
-    fn link_again(&mut self, server: PooledServer) {
-        self.login.entry.set_state(ClientState::Active);
-        self.login.cancel.link(ServerKey {
-            addr: server.addr.clone(),
-            pid: server.backend_pid,
-            secret: server.backend_secret,
-        });
-        let linked = Linked::new(
-            server,
-            self.login.mode,
-            &Prelude::default(),
-            &mut self.composed,
-        );
-        self.linked = Some(linked);
-    }
-
-    /// Shows a pin that started or ended in SHOW CLIENTS, and logs it where asked to.
-    fn note_pins(&mut self) {
-        let Some(change) = self.state.take_change() else {
-            return;
-        };
-        let entry = &self.login.entry;
-        entry.set_pins(self.state.pins());
-        if !self.log_pinning {
-            return;
-        }
-        match change {
-            PinChange::Pinned(pins) => {
-                tracing::info!(user = %entry.user, database = %entry.database, reason = %pins.describe(), "client pinned to its server")
-            }
-            PinChange::Unpinned => {
-                tracing::info!(user = %entry.user, database = %entry.database, "client unpinned from its server")
-            }
-        }
-    }
-
     /// Writes what the client was still owed when its server went back. It holds no server
     /// now, so a kill or a draining shutdown ends a client that does not read.
     async fn write_tail(&mut self, tail: Tail) -> Result<(), ClientError> {
@@ -463,7 +383,10 @@ impl Session<'_> {
     fn prelude(&mut self, server: &mut PooledServer) -> Prelude {
         // Even a client that follows nothing (a reload may have turned the feature off) gets
         // what another client left undone.
-        let replay = Replay::between(&server.session, self.state.held());
+        let replay = match server.session.is_empty() && self.state.held().is_empty() {
+            true => Replay::default(),
+            false => Replay::between(&server.session, self.state.held()),
+        };
         if replay.is_empty() {
             let set_sql = self.login.params.set_statements(&server.params);
             if set_sql.is_some() {
@@ -531,20 +454,6 @@ impl Session<'_> {
         if let Some(linked) = self.linked.take() {
             let (server, _unsent) = linked.unlink();
             self.release(server).await;
-        }
-    }
-
-    /// A pinned client is leaving its server: what it held there goes, with DISCARD ALL, so
-    /// that the next client finds the server as new (or it is closed).
-    async fn discard(&mut self, server: &mut PooledServer) {
-        if server.tracker.verdict() != Verdict::Idle {
-            return;
-        }
-        server.params.forget_all();
-        server.session = state::Held::default();
-        if let Err(e) = Box::pin(server.run_own_query("DISCARD ALL")).await {
-            tracing::warn!(error = %e, "discarding a pinned client's session failed; closing server");
-            server.tracker.poison();
         }
     }
 }

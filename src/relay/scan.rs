@@ -161,6 +161,7 @@ pub fn held_whole(tag: u8, total: usize, reading: bool) -> bool {
 }
 
 /// Tells the tracker of a client message that goes as it is, with what its replies confirm.
+#[inline]
 fn forwarded(tag: u8, outcome: Outcome, tracker: &mut Tracker) {
     match (outcome, tag) {
         (Outcome::Follow(effects), b'Q') => tracker.expect(
@@ -213,7 +214,12 @@ pub fn scan_client(
                 break;
             }
             let msg = &buf[pos..pos + h.total];
-            let outcome = state.on_client(h.tag, &msg[5..]);
+            // Only what may carry or name a statement's text; and nothing when not followed.
+            let outcome = match state.enabled() && matches!(h.tag, b'Q' | b'P' | b'B' | b'E' | b'C')
+            {
+                true => state.on_client(h.tag, &msg[5..]),
+                false => Outcome::Pass,
+            };
             if let Outcome::Refuse(message) = &outcome {
                 composer.flush(buf, pos, out);
                 let code = sqlstate::CONFIGURATION_LIMIT_EXCEEDED;

@@ -4,7 +4,12 @@
 //! confirms the statement ran (its CommandComplete), and asks the server itself, between
 //! transactions, which state only it can hold (temporary tables, cursors, locks...).
 
+pub use super::glance::plain_at_a_glance;
+#[cfg(test)]
+use super::glance::{mentions_glanced, GLANCED};
 use super::lex::{identifier, statements, string_value, Token, TokenKind};
+use super::set_config::select_set_config;
+pub use super::set_config::{settings_of, Arg, SetConfig};
 use std::ops::ControlFlow;
 
 /// What one top-level statement does to session state, as far as its text tells.
@@ -81,200 +86,49 @@ pub fn read(query: &[u8], standard_strings: bool) -> Option<Vec<Kind>> {
     kinds
 }
 
-/// First words of the statements [`statement`] reads for themselves; every other statement is
-/// read only for the names in [`GLANCED`].
-const READ_BY_FIRST_WORD: [&[u8]; 17] = [
-    b"load",
-    b"set",
-    b"reset",
-    b"prepare",
-    b"deallocate",
-    b"discard",
-    b"savepoint",
-    b"release",
-    b"rollback",
-    b"abort",
-    b"listen",
-    b"unlisten",
-    b"close",
-    b"drop",
-    b"declare",
-    b"create",
-    b"do",
-];
-
-/// What any statement must contain, in any case, for [`functions`] or [`select_set_config`]
-/// to find something: pg_temp and TEMP[ORARY], set_config, the advisory lock functions,
-/// pg_settings, dblink_connect.
-#[cfg(test)]
-const GLANCED: [&[u8]; 5] = [
-    b"temp",
-    b"set_config",
-    b"advisory",
-    b"pg_settings",
-    b"dblink_connect",
-];
-
-/// The hot path's shortcut, sure only of "plain": one statement (a `;` only at the end), whose
-/// first word is none of [`READ_BY_FIRST_WORD`], with none of [`GLANCED`] anywhere. Anything
-/// else is lexed. A byte scan, no tokens.
-pub fn plain_at_a_glance(query: &[u8]) -> bool {
-    let start = query
-        .iter()
-        .position(|&b| !super::lex::is_space(b))
-        .unwrap_or(query.len());
-    let rest = &query[start..];
-    let word_len = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
-    let after_word = rest.get(word_len).copied();
-    if word_len == 0
-        || after_word
-            .is_some_and(|b| super::lex::is_ident_start(b) || b.is_ascii_digit() || b == b'$')
-    {
-        return false;
-    }
-    let word = &rest[..word_len];
-    // Every word of READ_BY_FIRST_WORD is 2 to 10 letters; SELECT, INSERT, UPDATE and the
-    // like are sorted out by their first letter and length first.
-    let first = word[0] | 0x20;
-    if (2..=10).contains(&word.len())
-        && READ_BY_FIRST_WORD
-            .iter()
-            .any(|w| w[0] == first && w.len() == word.len() && w.eq_ignore_ascii_case(word))
-    {
-        return false;
-    }
-    // A `;` with more after it is a second statement.
-    !mentions_glanced(rest)
-}
-
-/// Whether `text` holds a second statement (a `;` with more after it), or any of [`GLANCED`]
-/// in any case, or a Unicode-escaped name: one pass that stops only at `;`, `&` and at the
-/// bytes those words have that SQL seldom has (`m`, `_`, `v`), looking around them.
-fn mentions_glanced(text: &[u8]) -> bool {
-    // The byte just before must be the word's, folded, before anything longer is compared.
-    let around = |at: usize, before: &[u8], after: &[u8]| {
-        at >= before.len()
-            && text[at - 1] | 0x20 == before[before.len() - 1]
-            && text[at - before.len()..at].eq_ignore_ascii_case(before)
-            && text
-                .get(at + 1..at + 1 + after.len())
-                .is_some_and(|a| a.eq_ignore_ascii_case(after))
-    };
-    // Eight bytes at a time: most hold no byte to stop at; those that may are looked at one
-    // by one.
-    let mut from = 0;
-    while from < text.len() {
-        let to = (from + 8).min(text.len());
-        if let Ok(chunk) = <[u8; 8]>::try_from(&text[from..to]) {
-            if !may_stop(u64::from_le_bytes(chunk)) {
-                from = to;
-                continue;
-            }
-        }
-        for at in from..to {
-            let found = match GLANCE_STOPS[usize::from(text[at])] {
-                Stop::No => continue,
-                Stop::Semicolon => !text[at + 1..].iter().all(|&b| super::lex::is_space(b)),
-                Stop::M => around(at, b"te", b"p"),
-                Stop::Underscore => {
-                    around(at, b"set", b"config")
-                        || around(at, b"pg", b"settings")
-                        || around(at, b"dblink", b"connect")
-                }
-                Stop::V => around(at, b"ad", b"isory"),
-                // U&"..." may spell any name without its letters.
-                Stop::Ampersand => at > 0 && text[at - 1] | 0x20 == b'u',
-            };
-            if found {
-                return true;
-            }
-        }
-        from = to;
-    }
-    false
-}
-
-#[derive(Clone, Copy)]
-enum Stop {
-    No,
-    Semicolon,
-    M,
-    Underscore,
-    V,
-    Ampersand,
-}
-
-/// Whether any byte of these eight may be one [`mentions_glanced`] stops at: folded as letters
-/// fold, equal to `m`, `v`, `_`, `;` or `&` (each test finds the zero bytes of a difference; the
-/// fold makes a few other bytes match too, which then are looked at one by one for nothing).
-fn may_stop(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
-    let folded = word | (ONES * 0x20);
-    has_zero(folded ^ (ONES * u64::from(b'm')))
-        | has_zero(folded ^ (ONES * u64::from(b'v')))
-        | has_zero(folded ^ (ONES * u64::from(b'_' | 0x20)))
-        | has_zero(folded ^ (ONES * u64::from(b';')))
-        | has_zero(folded ^ (ONES * u64::from(b'&')))
-}
-
-/// Where [`mentions_glanced`] stops, by byte.
-const GLANCE_STOPS: [Stop; 256] = {
-    let mut stops = [Stop::No; 256];
-    stops[b';' as usize] = Stop::Semicolon;
-    stops[b'm' as usize] = Stop::M;
-    stops[b'M' as usize] = Stop::M;
-    stops[b'_' as usize] = Stop::Underscore;
-    stops[b'v' as usize] = Stop::V;
-    stops[b'V' as usize] = Stop::V;
-    stops[b'&' as usize] = Stop::Ampersand;
-    stops
-};
-
 /// A statement's tokens, with the input they point into.
-struct Words<'a> {
-    input: &'a [u8],
-    tokens: &'a [Token],
+pub(super) struct Words<'a> {
+    pub(super) input: &'a [u8],
+    pub(super) tokens: &'a [Token],
 }
 
 impl Words<'_> {
-    fn text(&self, i: usize) -> &[u8] {
+    pub(super) fn text(&self, i: usize) -> &[u8] {
         self.tokens
             .get(i)
             .map_or(&[][..], |t| &self.input[t.start..t.end])
     }
 
     /// Whether token `i` is the unquoted keyword `word` (lower case).
-    fn is(&self, i: usize, word: &str) -> bool {
+    pub(super) fn is(&self, i: usize, word: &str) -> bool {
         self.tokens
             .get(i)
             .is_some_and(|t| t.kind == TokenKind::Word)
             && self.text(i).eq_ignore_ascii_case(word.as_bytes())
     }
 
-    fn is_punct(&self, i: usize, p: u8) -> bool {
+    pub(super) fn is_punct(&self, i: usize, p: u8) -> bool {
         self.tokens
             .get(i)
             .is_some_and(|t| t.kind == TokenKind::Punct(p))
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.tokens.len()
     }
 
     /// The statement's text from token `i` to its end.
-    fn rest(&self, i: usize) -> Option<&str> {
+    pub(super) fn rest(&self, i: usize) -> Option<&str> {
         let (first, last) = (self.tokens.get(i)?, self.tokens.last()?);
         std::str::from_utf8(&self.input[first.start..last.end]).ok()
     }
 
-    fn name(&self, i: usize) -> Option<String> {
+    pub(super) fn name(&self, i: usize) -> Option<String> {
         identifier(self.input, self.tokens.get(i)?)
     }
 
     /// Index of the first token after `i` that is the keyword `word`.
-    fn find(&self, from: usize, word: &str) -> Option<usize> {
+    pub(super) fn find(&self, from: usize, word: &str) -> Option<usize> {
         (from..self.len()).find(|&i| self.is(i, word))
     }
 }
@@ -698,138 +552,6 @@ fn functions(w: &Words, _standard_strings: bool) -> Kind {
         }
     }
     kind
-}
-
-/// `SELECT [pg_catalog.]set_config(name, value, false) [, ...]`, the name and value each a
-/// string constant or a parameter (`$1`, maybe cast to text), the local flag a boolean
-/// constant: the settings it makes (once a Bind gives the parameters, see [`bind_settings`]).
-/// None when the statement has another shape.
-fn select_set_config(w: &Words, standard_strings: bool) -> Option<Kind> {
-    let _ = standard_strings;
-    let mut at = 1;
-    let mut calls = Vec::new();
-    loop {
-        if w.is(at, "pg_catalog") && w.is_punct(at + 1, b'.') {
-            at += 2;
-        }
-        if !(w.is(at, "set_config") && w.is_punct(at + 1, b'(')) {
-            return None;
-        }
-        let (name, next) = argument(w, at + 2)?;
-        if !w.is_punct(next, b',') {
-            return None;
-        }
-        let (value, next) = argument(w, next + 1)?;
-        if !w.is_punct(next, b',') || !w.is_punct(next + 2, b')') {
-            return None;
-        }
-        let local = match w.tokens.get(next + 1)?.kind {
-            TokenKind::Word if w.is(next + 1, "true") => true,
-            TokenKind::Word if w.is(next + 1, "false") => false,
-            TokenKind::String { .. } => {
-                match string_value(w.input, &w.tokens[next + 1])?
-                    .to_ascii_lowercase()
-                    .as_str()
-                {
-                    "true" | "on" | "t" | "yes" | "1" => true,
-                    "false" | "off" | "f" | "no" | "0" => false,
-                    _ => return None,
-                }
-            }
-            _ => return None,
-        };
-        at = next + 3;
-        if !local {
-            calls.push(SetConfig { name, value });
-        }
-        match () {
-            _ if at == w.len() => break,
-            _ if w.is_punct(at, b',') => at += 1,
-            _ => return None,
-        }
-    }
-    if calls.is_empty() {
-        return Some(Kind::Plain);
-    }
-    if calls
-        .iter()
-        .any(|c| c.name.param().is_some() || c.value.param().is_some())
-    {
-        return Some(Kind::SetBound(calls));
-    }
-    Some(settings_of(&calls, &[]))
-}
-
-/// One argument of set_config at token `at`: a string constant or `$n`, maybe with a
-/// `::text` or `::varchar` cast; and the index after it.
-fn argument(w: &Words, at: usize) -> Option<(Arg, usize)> {
-    let token = w.tokens.get(at)?;
-    let arg = match token.kind {
-        TokenKind::String { .. } => Arg::Literal(string_value(w.input, token)?),
-        TokenKind::Param => Arg::Param(std::str::from_utf8(&w.text(at)[1..]).ok()?.parse().ok()?),
-        _ => return None,
-    };
-    let mut next = at + 1;
-    if w.is_punct(next, b':') && w.is_punct(next + 1, b':') {
-        if !(w.is(next + 2, "text") || w.is(next + 2, "varchar")) {
-            return None;
-        }
-        next += 3;
-    }
-    Some((arg, next))
-}
-
-/// A set_config argument: a constant, or the value of a Bind parameter (numbered from 1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Arg {
-    Literal(String),
-    Param(usize),
-}
-
-impl Arg {
-    pub fn param(&self) -> Option<usize> {
-        match self {
-            Arg::Param(n) => Some(*n),
-            Arg::Literal(_) => None,
-        }
-    }
-}
-
-/// One `set_config(name, value, false)` call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetConfig {
-    pub name: Arg,
-    pub value: Arg,
-}
-
-/// What set_config calls do, with `params` the Bind's parameter values (None for NULL): the
-/// settings they make; a role set this way is checked like SET ROLE.
-pub fn settings_of(calls: &[SetConfig], params: &[Option<&[u8]>]) -> Kind {
-    let resolve = |arg: &Arg| -> Option<String> {
-        match arg {
-            Arg::Literal(s) => Some(s.clone()),
-            Arg::Param(n) => {
-                let bytes = (*params.get(n.checked_sub(1)?)?)?;
-                String::from_utf8(bytes.to_vec()).ok()
-            }
-        }
-    };
-    let mut settings = Vec::new();
-    for call in calls {
-        let (Some(name), Some(value)) = (resolve(&call.name), resolve(&call.value)) else {
-            return Kind::Unreadable("a set_config parameter pgmux cannot read");
-        };
-        let folded = name.to_ascii_lowercase();
-        if matches!(folded.as_str(), "role" | "session_authorization") {
-            return Kind::Holds;
-        }
-        let call = crate::protocol::params::set_config(&name, &value, false);
-        settings.push(Setting {
-            sql: format!("SELECT {call}"),
-            name: folded,
-        });
-    }
-    Kind::Set(settings)
 }
 
 #[cfg(test)]

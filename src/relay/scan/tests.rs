@@ -41,6 +41,17 @@ fn server(
     )
 }
 
+/// scan_client with prepared statements managed (session state not followed).
+fn prepared_scan(
+    buf: &[u8],
+    p: &mut Passthrough,
+    t: &mut Tracker,
+    ctx: &mut crate::prepared::Context,
+    out: &mut BytesMut,
+) -> Result<ClientScan, ProtocolError> {
+    scan_client(buf, p, t, ctx, &mut SessionState::off(), out)
+}
+
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
     v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
@@ -82,26 +93,10 @@ fn a_message_to_rewrite_waits_until_whole() {
     let mut p = Passthrough::default();
     let mut f = Fixture::default();
     let mut out = BytesMut::new();
-    let s = scan_client(
-        &parse[..9],
-        &mut p,
-        &mut t,
-        &mut f.context(10),
-        &mut SessionState::off(),
-        &mut out,
-    )
-    .unwrap();
+    let s = prepared_scan(&parse[..9], &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
     assert_eq!((s.forward, s.want), (0, parse.len() - 9));
     assert!(!p.mid_message());
-    let s = scan_client(
-        &parse,
-        &mut p,
-        &mut t,
-        &mut f.context(10),
-        &mut SessionState::off(),
-        &mut out,
-    )
-    .unwrap();
+    let s = prepared_scan(&parse, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
     assert_eq!(s.forward, parse.len());
     assert!(s.composed, "renamed for the server");
 }
@@ -189,40 +184,16 @@ fn the_rest_of_a_dropped_message_is_never_forwarded() {
     let mut f = Fixture::default();
     let (mut t, mut p, mut out) = (Tracker::new(), Passthrough::default(), BytesMut::new());
     let first = msg(b'P', b"a\0select 1\0\0\0");
-    let s = scan_client(
-        &first,
-        &mut p,
-        &mut t,
-        &mut f.context(10),
-        &mut SessionState::off(),
-        &mut out,
-    )
-    .unwrap();
+    let s = prepared_scan(&first, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
     assert_eq!(s.forward, first.len());
     let mut large = vec![b'P'];
     large.extend_from_slice(&((HELD_LIMIT as u32) * 2).to_be_bytes());
     large.extend_from_slice(b"a\0xx");
-    let s = scan_client(
-        &large,
-        &mut p,
-        &mut t,
-        &mut f.context(10),
-        &mut SessionState::off(),
-        &mut out,
-    )
-    .unwrap();
+    let s = prepared_scan(&large, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
     assert_eq!(s.forward, large.len());
     assert!(matches!(p, Passthrough::Dropping(_)));
     let rest = msg(b'Q', b"y");
-    let s = scan_client(
-        &rest,
-        &mut p,
-        &mut t,
-        &mut f.context(10),
-        &mut SessionState::off(),
-        &mut out,
-    )
-    .unwrap();
+    let s = prepared_scan(&rest, &mut p, &mut t, &mut f.context(10), &mut out).unwrap();
     assert_eq!(s.forward, rest.len(), "consumed");
     let sent = match s.composed {
         true => &out[..],
@@ -246,12 +217,11 @@ fn answers_wait_for_a_message_passing_in_pieces_to_end() {
         msg(b'D', b"Ss1\0"),
         msg(b'P', b"s2\0select 1\0\0\0"),
     ]);
-    scan_client(
+    prepared_scan(
         &batch,
         &mut client_pass,
         &mut t,
         &mut f.context(10),
-        &mut SessionState::off(),
         &mut out,
     )
     .unwrap();
