@@ -254,7 +254,11 @@ impl Session<'_> {
                 if self.state.check_due() && !draining {
                     // The client may have its ReadyForQuery already (the relay writes as it
                     // goes): its next statement waits in its socket until this is done.
-                    self.write_tail(tail).await?;
+                    if let Err(e) = self.write_tail(tail).await {
+                        // Released, not dropped: a server that holds the session is cleaned.
+                        self.release(server).await;
+                        return Err(e);
+                    }
                     self.check_pins(server).await?;
                 } else {
                     self.release(server).await;
