@@ -212,10 +212,6 @@ impl Linked {
         &self.server
     }
 
-    pub fn server_mut(&mut self) -> &mut ServerConn {
-        &mut self.server
-    }
-
     pub fn tracker(&self) -> &StatementTracker {
         &self.server.tracker
     }

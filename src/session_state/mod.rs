@@ -534,7 +534,7 @@ impl SessionState {
     /// The server answered the check: what it holds now.
     pub fn checked(&mut self, held: Pins) {
         self.check_due = false;
-        let pins = held.with(self.pins.intersect_unreadable());
+        let pins = held.with(self.pins.unreadable_only());
         let (was, had) = (self.slot == Slot::Pinned, self.pins);
         self.pins = pins;
         if pins.is_empty() {
@@ -653,15 +653,6 @@ impl Drop for SessionState {
     /// However the session ends, its place among the pool's pinned servers is given back.
     fn drop(&mut self) {
         self.release_slot();
-    }
-}
-
-impl Pins {
-    fn intersect_unreadable(self) -> Pins {
-        match self.contains(Pins::UNREADABLE) {
-            true => Pins::UNREADABLE,
-            false => Pins::NONE,
-        }
     }
 }
 

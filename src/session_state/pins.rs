@@ -54,6 +54,11 @@ impl Pins {
             .join(",")
     }
 
+    /// Of these reasons, the one no check can end.
+    pub fn unreadable_only(self) -> Pins {
+        Pins(self.0 & Pins::UNREADABLE.0)
+    }
+
     pub fn bits(self) -> u8 {
         self.0
     }
