@@ -99,19 +99,29 @@ impl Cancels {
         }
     }
 
+    /// Registers a client moved here by a takeover under the key it already has; None if a
+    /// client of this process holds that key.
+    pub fn adopt(&self, key: (u32, u32)) -> Option<Arc<CancelSlot>> {
+        let slot = Arc::new(CancelSlot::default());
+        match lock(&self.map).entry(key) {
+            std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(slot).clone()),
+            std::collections::hash_map::Entry::Occupied(_) => None,
+        }
+    }
+
     pub fn unregister(&self, key: (u32, u32)) {
         lock(&self.map).remove(&key);
     }
 
     /// Handles a CancelRequest: forwards it to the server the client is linked to, if any.
-    pub async fn cancel(&self, pid: u32, secret: u32) {
+    /// False when no client here has the key.
+    pub async fn cancel(&self, pid: u32, secret: u32) -> bool {
         let Some(slot) = lock(&self.map).get(&(pid, secret)).cloned() else {
-            tracing::debug!("cancel request with an unknown key dropped");
-            return;
+            return false;
         };
         let Some(server) = slot.begin_cancel() else {
             tracing::debug!("cancel request for a client holding no server dropped");
-            return;
+            return true;
         };
         let delivered = match tokio::time::timeout(CANCEL_DELIVERY_TIMEOUT, deliver(server.clone()))
             .await
@@ -130,6 +140,7 @@ impl Cancels {
             }
         };
         slot.end_cancel(delivered);
+        true
     }
 }
 

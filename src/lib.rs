@@ -24,6 +24,7 @@ pub mod shutdown;
 pub mod signal;
 pub mod stats;
 pub mod stream;
+pub mod takeover;
 pub mod tls;
 
 use auth::scram::ScramKeys;
@@ -59,6 +60,8 @@ pub struct Shared {
     /// Every distinct named prepared statement some client holds, by its exact bytes.
     pub statements: prepared::Registry,
     pub metrics: metrics::Metrics,
+    /// What a takeover (online upgrade) shares with the rest of the process.
+    pub handover: takeover::Handover,
     /// The file RELOAD and SIGHUP read.
     config_path: Mutex<Option<std::path::PathBuf>>,
 }
@@ -80,6 +83,7 @@ impl Shared {
             registry: Default::default(),
             statements: Default::default(),
             metrics: Default::default(),
+            handover: Default::default(),
             config_path: Mutex::new(None),
         }
     }
@@ -227,12 +231,53 @@ pub struct Server;
 impl Server {
     /// Binds the listen address and the Unix socket, and starts accepting clients.
     pub async fn bind(config: Config) -> std::io::Result<Running> {
+        let bound = listener::bind(&config.general)?;
+        let metrics = match &config.general.metrics_addr {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr.as_str()).await?),
+            None => None,
+        };
+        Server::start(config, bound, metrics)
+    }
+
+    /// Takes the place of the running pgmux that `taken` came from: serves on its sockets,
+    /// then takes each of its clients as it comes.
+    pub async fn take_over(config: Config, taken: takeover::Taken) -> std::io::Result<Running> {
+        let mut taken = taken;
+        let sockets = std::mem::take(&mut taken.listeners);
+        let (bound, metrics) = listener::taken(sockets, config.general.listen_port)?;
+        let metrics = match (metrics, &config.general.metrics_addr) {
+            (Some(socket), Some(_)) => Some(tokio::net::TcpListener::from_std(socket)?),
+            // The old process served metrics and this one is told not to: the socket closes.
+            (Some(_), None) => None,
+            (None, Some(addr)) => Some(tokio::net::TcpListener::bind(addr.as_str()).await?),
+            (None, None) => None,
+        };
+        let running = Server::start(config, bound, metrics)?;
+        tracing::info!(
+            old_pid = taken.old_pid,
+            "took the running pgmux's sockets over; taking its clients"
+        );
+        let shared = running.shared.clone();
+        tokio::spawn(takeover::receive(taken, shared, client::adopt));
+        Ok(running)
+    }
+
+    fn start(
+        config: Config,
+        bound: listener::Bound,
+        metrics: Option<tokio::net::TcpListener>,
+    ) -> std::io::Result<Running> {
         let listener::Bound {
             listeners,
             local_addr,
             socket_file,
-        } = listener::bind(&config.general)?;
+        } = bound;
         let shared = Arc::new(Shared::new(config));
+        for socket in &listeners {
+            shared
+                .handover
+                .keep_listener(socket.kind(), socket.as_fd())?;
+        }
         // Pools whose server login is fixed by config start now, so min_pool_size servers are
         // open before the first client arrives.
         let config = shared.config();
@@ -249,10 +294,13 @@ impl Server {
             let config = || sweeper.config();
             pool::drop_unused_pools(&sweeper.pools, config, stop).await
         });
-        let metrics_addr = match &config.general.metrics_addr {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
+        let metrics_addr = match metrics {
+            Some(listener) => {
+                use std::os::fd::AsFd;
                 let bound = listener.local_addr()?;
+                shared
+                    .handover
+                    .keep_listener(takeover::ListenerKind::Metrics, listener.as_fd())?;
                 tracing::info!(%bound, "serving Prometheus metrics on /metrics");
                 tokio::spawn(metrics::serve(listener, shared.clone(), stop_rx.clone()));
                 Some(bound)
@@ -331,7 +379,13 @@ impl Running {
     }
 
     /// Stops accepting, ends client sessions and closes idle servers.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        if self.shared.handover.given_away() {
+            // The new process listens on it now.
+            if let Some(file) = self.unix_socket.as_mut() {
+                file.give_away();
+            }
+        }
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;

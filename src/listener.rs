@@ -65,6 +65,41 @@ pub fn bind(general: &General) -> std::io::Result<Bound> {
     })
 }
 
+/// The sockets a takeover handed over (the old process's), as if just bound: the Unix socket's
+/// file is this process's now, removed when it shuts down. The metrics endpoint's socket is
+/// returned apart.
+pub fn taken(
+    sockets: Vec<(crate::takeover::ListenerKind, std::os::fd::OwnedFd)>,
+    listen_port: u16,
+) -> std::io::Result<(Bound, Option<std::net::TcpListener>)> {
+    use crate::notify::Activated;
+    use crate::takeover::ListenerKind;
+    let mut listening = Vec::new();
+    let mut metrics = None;
+    let mut socket_file = None;
+    for (kind, fd) in sockets {
+        match kind {
+            ListenerKind::Tcp => listening.push(Activated::Tcp(fd.into())),
+            ListenerKind::Unix(path) => {
+                let path = PathBuf::from(path);
+                socket_file = Some(SocketFile {
+                    identity: identity(&path),
+                    path,
+                });
+                listening.push(Activated::Unix(fd.into()));
+            }
+            ListenerKind::Metrics => {
+                let socket = std::net::TcpListener::from(fd);
+                socket.set_nonblocking(true)?;
+                metrics = Some(socket);
+            }
+        }
+    }
+    let mut bound = adopt(listening, listen_port)?;
+    bound.socket_file = socket_file;
+    Ok((bound, metrics))
+}
+
 /// The sockets systemd passed, TCP and Unix; a Unix one's clients are shown with the port in
 /// its name (`.s.PGSQL.<port>`), else `listen_port`.
 fn adopt(activated: Vec<crate::notify::Activated>, listen_port: u16) -> std::io::Result<Bound> {
@@ -133,6 +168,26 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// What a takeover hands over for this socket.
+    pub fn kind(&self) -> crate::takeover::ListenerKind {
+        use crate::takeover::ListenerKind;
+        match self {
+            Listener::Tcp(_) => ListenerKind::Tcp,
+            Listener::Unix(_, address) => match address {
+                Address::Unix { path, .. } => ListenerKind::Unix(path.to_string_lossy().into()),
+                Address::Tcp(_) => ListenerKind::Unix(String::new()),
+            },
+        }
+    }
+
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Listener::Tcp(socket) => socket.as_fd(),
+            Listener::Unix(socket, _) => socket.as_fd(),
+        }
+    }
+
     async fn accept(&self) -> std::io::Result<ClientConn> {
         match self {
             Listener::Tcp(socket) => {
@@ -156,15 +211,19 @@ pub async fn accept_loop(socket: Listener, shared: Arc<Shared>, mut stop: watch:
     let mut socket = Some(socket);
     let mut shutdown = shared.shutdown.watch();
     let leaves_the_fleet = shared.config().general.so_reuseport;
+    // False while a new process takes this one's place (a takeover): it accepts instead.
+    let mut accepting = shared.handover.accepting();
     loop {
+        let open = *accepting.borrow_and_update();
         let accept = async {
             match &socket {
-                Some(socket) => socket.accept().await,
-                None => std::future::pending().await,
+                Some(socket) if open => socket.accept().await,
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = stop.changed() => break,
+            Ok(()) = accepting.changed() => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             Ok(()) = shutdown.changed(), if leaves_the_fleet && socket.is_some() => {
                 if shutdown.borrow_and_update().is_some() {
@@ -200,6 +259,13 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path).ok()?;
     Some((meta.dev(), meta.ino()))
+}
+
+impl SocketFile {
+    /// Leaves the file where it is when this is dropped: a takeover gave it to a new process.
+    pub fn give_away(&mut self) {
+        self.identity = None;
+    }
 }
 
 impl Drop for SocketFile {

@@ -19,6 +19,23 @@ struct Cli {
     /// Config file, as a positional argument (like pgbouncer's).
     #[arg(value_name = "CONFIG")]
     config_positional: Option<PathBuf>,
+    /// Online upgrade: take the listening sockets and the clients of the pgmux running on
+    /// this config's Unix socket, which exits once it holds none (PgBouncer's old -R).
+    #[arg(short = 'R', long)]
+    takeover: bool,
+    /// With --takeover: the running pgmux's Unix socket (its file, or the directory of
+    /// .s.PGSQL.<listen_port>), when not this config's unix_socket_dir.
+    #[arg(long, value_name = "PATH", requires = "takeover")]
+    takeover_socket: Option<PathBuf>,
+    /// With --takeover: seconds a client in a transaction may take to finish it before the
+    /// old process closes it with 57P01.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30.0,
+        requires = "takeover"
+    )]
+    takeover_timeout: f64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -70,7 +87,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.general.verbose, config.general.log_format);
-    match run(config, path) {
+    let takeover = match cli.takeover {
+        false => None,
+        true => match takeover_plan(&config, cli.takeover_socket, cli.takeover_timeout) {
+            Ok(plan) => Some(plan),
+            Err(e) => {
+                eprintln!("pgmux: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match run(config, path, takeover) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -129,7 +156,36 @@ fn init_logging(verbose: u8, format: pgmux::config::LogFormat) {
     }
 }
 
-fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+/// Where the running pgmux is, and how long its clients in a transaction may take.
+struct TakeoverPlan {
+    socket: PathBuf,
+    deadline: std::time::Duration,
+}
+
+fn takeover_plan(
+    config: &Config,
+    socket: Option<PathBuf>,
+    timeout: f64,
+) -> Result<TakeoverPlan, String> {
+    let socket_name = format!(".s.PGSQL.{}", config.general.listen_port);
+    let socket = match socket {
+        Some(path) if path.is_dir() => path.join(socket_name),
+        Some(path) => path,
+        None if config.general.unix_socket_dir.is_empty() => {
+            return Err(
+                "--takeover finds the running pgmux through its Unix socket: set \
+                 unix_socket_dir, or name the socket with --takeover-socket"
+                    .into(),
+            )
+        }
+        None => PathBuf::from(&config.general.unix_socket_dir).join(socket_name),
+    };
+    let deadline = std::time::Duration::try_from_secs_f64(timeout)
+        .map_err(|_| format!("--takeover-timeout {timeout}: not a number of seconds"))?;
+    Ok(TakeoverPlan { socket, deadline })
+}
+
+fn run(config: Config, path: PathBuf, takeover: Option<TakeoverPlan>) -> anyhow::Result<()> {
     let workers = config.general.worker_threads();
     // One worker: the single-threaded scheduler, which hands tasks around without the
     // work-stealing machinery (atomics, idle-worker bookkeeping) that only pays with several.
@@ -149,11 +205,26 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     runtime.block_on(async {
         // Handlers first: a signal that arrives once clients can connect must not kill us.
         let signals = Signals::install()?;
-        let running = pgmux::Server::bind(config)
-            .await
-            .context("binding the listen address")?;
+        let running = match takeover {
+            None => {
+                let running = pgmux::Server::bind(config)
+                    .await
+                    .context("binding the listen address")?;
+                pgmux::notify::ready();
+                running
+            }
+            Some(plan) => {
+                let taken = pgmux::takeover::request(&plan.socket, plan.deadline)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("takeover failed, the running pgmux serves on: {e}")
+                    })?;
+                pgmux::Server::take_over(config, taken)
+                    .await
+                    .context("serving on the sockets taken over")?
+            }
+        };
         running.shared.set_config_path(path);
-        pgmux::notify::ready();
         serve_until_stopped(&running, signals).await?;
         tracing::info!("shutting down");
         running.shutdown().await;

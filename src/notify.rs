@@ -45,6 +45,15 @@ pub fn stopping() {
     notify("STOPPING=1");
 }
 
+/// After a takeover: this process is the service's main process now (the unit needs
+/// NotifyAccess=all to take this from a process it did not start).
+pub fn main_pid() {
+    notify(&format!(
+        "MAINPID={}\nREADY=1\nSTATUS=accepting connections (took over)",
+        std::process::id()
+    ));
+}
+
 /// First file descriptor systemd passes with socket activation.
 const LISTEN_FDS_START: i32 = 3;
 
@@ -93,7 +102,7 @@ pub fn activated_listeners() -> Vec<Activated> {
 }
 
 /// The address family of socket `fd`, or None if it is not a socket.
-fn socket_family(fd: i32) -> Option<i32> {
+pub(crate) fn socket_family(fd: i32) -> Option<i32> {
     // SAFETY: an all-zero sockaddr_storage is valid, and getsockname writes at most `len`
     // bytes into it.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };

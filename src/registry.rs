@@ -118,6 +118,8 @@ pub struct NewClient<'a> {
     pub addr: Address,
     pub local_addr: Option<Address>,
     pub application_name: &'a str,
+    /// When it connected, if not now (a client another process took over).
+    pub connect_time: Option<SystemTime>,
 }
 
 #[derive(Default)]
@@ -133,6 +135,8 @@ struct Clients {
     consoles: BTreeMap<u64, Arc<ClientEntry>>,
     /// A draining shutdown has begun: clients added from now on start with it raised.
     draining: bool,
+    /// A takeover is handing clients over: clients added from now on are asked to move too.
+    moving: bool,
     /// Pool clients per client database and per client user, for max_db_client_connections
     /// and max_user_client_connections.
     per_database: HashMap<String, usize>,
@@ -189,12 +193,15 @@ impl Registry {
             client.user,
             client.database,
             client.server_user,
-            client.addr,
-            client.local_addr,
+            (client.addr, client.local_addr),
             client.application_name,
+            client.connect_time.unwrap_or_else(SystemTime::now),
         );
         if clients.draining {
             entry.signal.raise(Stop::Draining);
+        }
+        if clients.moving {
+            entry.signal.raise(Stop::Moving);
         }
         Clients::count(&mut clients.per_database, client.database, true);
         Clients::count(&mut clients.per_user, client.user, true);
@@ -206,6 +213,11 @@ impl Registry {
     /// A guard that forgets client `id` when dropped.
     pub fn listed(&self, id: u64) -> Listed<'_> {
         Listed { registry: self, id }
+    }
+
+    /// Pool clients connected now.
+    pub fn pool_clients(&self) -> usize {
+        lock(&self.clients).by_id.len()
     }
 
     /// Pool clients of `database` connected now.
@@ -232,7 +244,15 @@ impl Registry {
         local_addr: Option<Address>,
         application_name: &str,
     ) -> Arc<ClientEntry> {
-        let entry = self.entry(user, database, "", addr, local_addr, application_name);
+        let addrs = (addr, local_addr);
+        let entry = self.entry(
+            user,
+            database,
+            "",
+            addrs,
+            application_name,
+            SystemTime::now(),
+        );
         entry.set_state(ClientState::Active);
         lock(&self.clients).consoles.insert(entry.id, entry.clone());
         entry
@@ -243,9 +263,9 @@ impl Registry {
         user: &str,
         database: &str,
         server_user: &str,
-        addr: Address,
-        local_addr: Option<Address>,
+        (addr, local_addr): (Address, Option<Address>),
         application_name: &str,
+        connect_time: SystemTime,
     ) -> Arc<ClientEntry> {
         Arc::new(ClientEntry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
@@ -254,7 +274,7 @@ impl Registry {
             server_user: server_user.to_owned(),
             addr,
             local_addr,
-            connect_time: SystemTime::now(),
+            connect_time,
             application_name: Mutex::new(application_name.to_owned()),
             state: AtomicU8::new(ClientState::Idle as u8),
             server: Mutex::new(None),
@@ -319,6 +339,27 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// A takeover: every pool client, present and to come, moves to the new process when
+    /// between transactions (if it can).
+    pub fn move_all(&self) {
+        let mut clients = lock(&self.clients);
+        clients.moving = true;
+        for entry in clients.by_id.values() {
+            entry.signal.raise(Stop::Moving);
+        }
+    }
+
+    /// The takeover failed: every client stays.
+    pub fn stop_moving(&self) {
+        let mut clients = lock(&self.clients);
+        clients.moving = false;
+        for entry in clients.by_id.values() {
+            entry.signal.lower(Stop::Moving);
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -371,12 +412,28 @@ mod tests {
             addr: "127.0.0.1:5".parse().unwrap(),
             local_addr: None,
             application_name: "app",
+            connect_time: None,
         }
     }
 
     fn add(r: &Registry, user: &str, database: &str) -> Arc<ClientEntry> {
         r.add(client(user, database), ClientCaps::default())
             .unwrap()
+    }
+
+    #[test]
+    fn a_takeover_asks_present_and_later_clients_to_move_until_it_fails() {
+        let r = Registry::default();
+        let before = add(&r, "a", "db");
+        r.move_all();
+        let after = add(&r, "b", "db");
+        assert!(before.signal.is_raised(Stop::Moving));
+        assert!(after.signal.is_raised(Stop::Moving));
+        assert_eq!(r.pool_clients(), 2);
+        r.stop_moving();
+        assert!(!before.signal.is_raised(Stop::Moving));
+        assert!(!after.signal.is_raised(Stop::Moving));
+        assert!(!add(&r, "c", "db").signal.is_raised(Stop::Moving));
     }
 
     #[test]

@@ -43,6 +43,12 @@ impl ShutdownState {
         });
     }
 
+    /// Ends a process whose clients and sockets a new process took over: at once, and without
+    /// telling the service manager that the service stops (the new process is it now).
+    pub fn begin_handed_over(&self) {
+        self.tx.send_replace(Some(ShutdownMode::Immediate));
+    }
+
     pub fn mode(&self) -> Option<ShutdownMode> {
         *self.tx.borrow()
     }

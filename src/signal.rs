@@ -19,6 +19,10 @@ pub enum Stop {
     Killed = 1,
     /// A shutdown that lets transactions in flight finish: stop when between transactions.
     Draining = 2,
+    /// A takeover: hand the client over to the new process when between transactions. Not a
+    /// stop for a session that cannot move (TLS, session mode, pinned): it stays until it
+    /// leaves or the takeover's deadline kills it.
+    Moving = 4,
 }
 
 /// The stops raised for one client, and the waker of its session's task.
@@ -33,6 +37,11 @@ impl Signal {
     pub fn raise(&self, why: Stop) {
         self.raised.fetch_or(why as u8, Ordering::Release);
         self.waker.wake();
+    }
+
+    /// Takes `why` back (a takeover that failed, or that refused this client).
+    pub fn lower(&self, why: Stop) {
+        self.raised.fetch_and(!(why as u8), Ordering::Release);
     }
 
     /// Whether `why` has been raised.
@@ -58,6 +67,17 @@ impl Signal {
         Stopped {
             signal: self,
             draining_counts,
+            moving_counts: false,
+        }
+    }
+
+    /// As [`Signal::stopped`] between transactions, and also resolving with `Moving` once a
+    /// takeover asks for the client.
+    pub fn stopped_or_moving(&self) -> Stopped<'_> {
+        Stopped {
+            signal: self,
+            draining_counts: true,
+            moving_counts: true,
         }
     }
 }
@@ -66,18 +86,28 @@ impl Signal {
 pub struct Stopped<'a> {
     signal: &'a Signal,
     draining_counts: bool,
+    moving_counts: bool,
+}
+
+impl Stopped<'_> {
+    fn ready(&self) -> Option<Stop> {
+        match self.signal.pending(self.draining_counts) {
+            None if self.moving_counts && self.signal.is_raised(Stop::Moving) => Some(Stop::Moving),
+            pending => pending,
+        }
+    }
 }
 
 impl Future for Stopped<'_> {
     type Output = Stop;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Stop> {
-        if let Some(stop) = self.signal.pending(self.draining_counts) {
+        if let Some(stop) = self.ready() {
             return Poll::Ready(stop);
         }
         self.signal.waker.register(cx.waker());
         // A raise between the check and the registration would have found no waker.
-        match self.signal.pending(self.draining_counts) {
+        match self.ready() {
             Some(stop) => Poll::Ready(stop),
             None => Poll::Pending,
         }
@@ -101,6 +131,25 @@ mod tests {
         s.raise(Stop::Killed);
         assert_eq!(s.pending(false), Some(Stop::Killed));
         assert_eq!(s.pending(true), Some(Stop::Killed));
+    }
+
+    #[test]
+    fn moving_counts_only_where_asked_and_can_be_lowered() {
+        let s = Signal::default();
+        s.raise(Stop::Moving);
+        assert_eq!(s.pending(true), None, "moving is no stop by itself");
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut moving = std::pin::pin!(s.stopped_or_moving());
+        assert_eq!(moving.as_mut().poll(&mut cx), Poll::Ready(Stop::Moving));
+        let mut stopped = std::pin::pin!(s.stopped(true));
+        assert_eq!(stopped.as_mut().poll(&mut cx), Poll::Pending);
+        s.lower(Stop::Moving);
+        assert!(!s.is_raised(Stop::Moving));
+        let mut moving = std::pin::pin!(s.stopped_or_moving());
+        assert_eq!(moving.as_mut().poll(&mut cx), Poll::Pending);
+        s.raise(Stop::Draining);
+        assert_eq!(moving.as_mut().poll(&mut cx), Poll::Ready(Stop::Draining));
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! One task per client: startup and authentication (startup.rs), then the session that borrows
 //! servers and relays (session.rs). Failures become ErrorResponses in one place (error.rs).
 
+mod adopt;
 mod auth;
 mod auth_query;
 mod error;
@@ -10,6 +11,7 @@ mod startup;
 mod timeouts;
 mod waits;
 
+pub use adopt::adopt;
 pub use auth_query::AuthLookups;
 pub use error::ClientError;
 pub(crate) use startup::pool_for;
@@ -87,7 +89,7 @@ pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>) {
         Err(_) => Err(ClientError::LoginTimeout),
         Ok(Err(e)) => Err(e),
         Ok(Ok(None)) => Ok(()),
-        Ok(Ok(Some(Admitted::Pool(login)))) => session::run(&mut conn, login, &shared).await,
+        Ok(Ok(Some(Admitted::Pool(login)))) => session::run(&mut conn, login, &shared, None).await,
         Ok(Ok(Some(Admitted::Console {
             user,
             role,
@@ -96,23 +98,35 @@ pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>) {
             let console = crate::admin::serve(&mut conn, &user, &application_name, role, &shared);
             Box::pin(console).await
         }
+        Ok(Ok(Some(Admitted::Takeover))) => {
+            if let Stream::Unix(stream) = std::mem::replace(&mut conn.stream, Stream::Detached) {
+                let buffered = std::mem::take(&mut conn.buf);
+                Box::pin(crate::takeover::give(stream, buffered, shared.clone())).await;
+            }
+            Ok(())
+        }
     };
     if let Err(e) = result {
-        match &e {
-            // Logged where the database is known too.
-            e if e.is_authentication_failure() => {}
-            ClientError::Io(_) => {
-                tracing::debug!(peer = %conn.peer, error = %e, "client connection error")
-            }
-            _ => tracing::info!(peer = %conn.peer, error = %e, "client closed with error"),
-        }
-        let mut out = BytesMut::new();
-        e.write_response(&mut out);
-        if !out.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.stream.send(&out)).await;
-        }
+        tell_why(&mut conn, e).await;
     }
     shared.clients.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Logs why a client is closed, and tells it with an ErrorResponse where there is one.
+async fn tell_why(conn: &mut ClientConn, e: ClientError) {
+    match &e {
+        // Logged where the database is known too.
+        e if e.is_authentication_failure() => {}
+        ClientError::Io(_) => {
+            tracing::debug!(peer = %conn.peer, error = %e, "client connection error")
+        }
+        _ => tracing::info!(peer = %conn.peer, error = %e, "client closed with error"),
+    }
+    let mut out = BytesMut::new();
+    e.write_response(&mut out);
+    if !out.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.stream.send(&out)).await;
+    }
 }
 
 #[cfg(test)]

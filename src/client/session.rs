@@ -3,7 +3,10 @@
 //! ends (transaction and statement mode) or the client leaves (session mode), and give the
 //! server back. Client timeouts and stop signals are enforced here, around each relay step.
 
+mod moving;
 mod pinning;
+
+pub use moving::Restored;
 
 use super::startup::Login;
 use super::timeouts::{Expiry, Phase, Timeouts};
@@ -66,12 +69,23 @@ struct Session<'a> {
     shared_control: &'a crate::control::Control,
 }
 
+/// How a session's serving ended without an error.
+enum Ended {
+    /// The client left (Terminate).
+    Left,
+    /// A takeover asks for the client, and it is between transactions and can move.
+    Moving,
+}
+
+/// Serves a logged-in client until it leaves, or until a takeover moves it to the new
+/// process; a client moved here from another process starts with what it `restored`.
 pub async fn run(
     client: &mut ClientConn,
     login: Box<Login>,
     shared: &Arc<Shared>,
+    restored: Option<Restored>,
 ) -> Result<(), ClientError> {
-    if shared.config().general.log_connections {
+    if shared.config().general.log_connections && restored.is_none() {
         tracing::info!(user = %login.entry.user, database = %login.entry.database, peer = %client.peer, "client connected");
     }
     // However the session ends, a panic included, the client leaves the registry, and its
@@ -115,10 +129,25 @@ pub async fn run(
         log_pinning,
         shared_control: &shared.control,
     };
-    let result = session.serve().await;
+    if let Some(restored) = restored {
+        session.restore(restored, &shared.statements);
+    }
+    let mut moved = false;
+    let result = loop {
+        match session.serve().await {
+            Ok(Ended::Moving) => {
+                if session.hand_over(&shared.handover).await {
+                    moved = true;
+                    break Ok(());
+                }
+            }
+            Ok(Ended::Left) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
     session.finish().await;
     shared.cancels.unregister(cancel_key);
-    if shared.config().general.log_disconnections {
+    if shared.config().general.log_disconnections && !moved {
         let (login, peer) = (&session.login, &session.client.peer);
         tracing::info!(user = %login.entry.user, database = %login.entry.database, %peer, "client disconnected");
     }
@@ -126,15 +155,18 @@ pub async fn run(
 }
 
 impl Session<'_> {
-    /// Borrow, relay, release, until the client leaves.
-    async fn serve(&mut self) -> Result<(), ClientError> {
+    /// Borrow, relay, release, until the client leaves or moves.
+    async fn serve(&mut self) -> Result<Ended, ClientError> {
         loop {
             let deadline = self.deadline();
             let Some(linked) = self.linked.as_mut() else {
+                if self.login.entry.signal.is_raised(Stop::Moving) && self.may_move() {
+                    return Ok(Ended::Moving);
+                }
                 if !self.ready_to_start()? {
                     self.read_client_idle(deadline).await?;
                 } else if self.client.buf[0] == b'X' {
-                    return Ok(());
+                    return Ok(Ended::Left);
                 } else {
                     self.acquire().await?;
                 }
@@ -154,7 +186,7 @@ impl Session<'_> {
             self.note_pins();
             match step? {
                 Step::Progress => {}
-                Step::Terminate => return Ok(()),
+                Step::Terminate => return Ok(Ended::Left),
                 Step::Idle => self.transaction_over().await?,
             }
         }
@@ -217,6 +249,7 @@ impl Session<'_> {
         &mut self,
         deadline: Option<(Instant, Expiry)>,
     ) -> Result<(), ClientError> {
+        let may_move = self.may_move();
         let read = read_holding_no_buffer(&mut self.client.stream, &mut self.client.buf);
         let read = async {
             match deadline {
@@ -227,13 +260,23 @@ impl Session<'_> {
                 },
             }
         };
-        // An idle client holds no server: a draining shutdown ends it now.
+        // An idle client holds no server: a draining shutdown ends it now, and a takeover
+        // moves it now if it can move.
+        let signal = &self.login.entry.signal;
+        let stop = match may_move {
+            true => signal.stopped_or_moving(),
+            false => signal.stopped(true),
+        };
         let n = tokio::select! {
             // Fixed order, reads first: no random start to draw, and a read that is ready is
             // taken without polling the rest.
             biased;
             n = read => n?,
-            stop = self.login.entry.signal.stopped(true) => return Err(stopped(stop)),
+            stop = stop => match stop {
+                // Back to the session's loop, which hands the client over.
+                Stop::Moving => return Ok(()),
+                stop => return Err(stopped(stop)),
+            },
         };
         if n == 0 {
             return Err(closed_by_client());
@@ -534,7 +577,9 @@ fn relay_failed(entry: &ClientEntry, error: RelayError) -> ClientError {
 fn stopped(stop: Stop) -> ClientError {
     match stop {
         Stop::Killed => ClientError::Killed,
-        Stop::Draining => ClientError::ShuttingDown,
+        // Moving never ends a session by itself; were it to, the client is told as if the
+        // old process shut down.
+        Stop::Draining | Stop::Moving => ClientError::ShuttingDown,
     }
 }
 

@@ -39,6 +39,8 @@ pub enum Admitted {
         /// The startup packet's application_name, for SHOW CLIENTS.
         application_name: String,
     },
+    /// A new pgmux process asks, on the Unix socket, to take this one's place.
+    Takeover,
 }
 
 /// A logged-in client, ready for its session. Its user and database are its entry's (the
@@ -206,6 +208,18 @@ pub async fn login(
                 tokio::spawn(async move { cancel(&shared, pid, secret).await });
                 return Ok(None);
             }
+            StartupPacket::Takeover if matches!(conn.stream, Stream::Unix(_)) => {
+                return Ok(Some(Admitted::Takeover));
+            }
+            StartupPacket::Takeover => {
+                // Over TCP it is a code like any other PostgreSQL does not know.
+                let code = startup::TAKEOVER_REQUEST;
+                return Err(ProtocolError::UnsupportedVersion {
+                    major: (code >> 16) as u16,
+                    minor: code as u16,
+                }
+                .into());
+            }
             StartupPacket::Startup { minor, params } => break (minor, params),
         }
     };
@@ -275,6 +289,7 @@ pub async fn login(
         addr: conn.peer.clone(),
         local_addr: conn.stream.local_address(general.listen_port),
         application_name: client_params.get("application_name").unwrap_or(""),
+        connect_time: None,
     };
     let entry = shared
         .registry
@@ -451,7 +466,12 @@ async fn cancel(shared: &Shared, pid: u32, secret: u32) {
     match crate::peers::route(&config, pid, secret) {
         crate::peers::Route::Here => {
             let (pid, secret) = crate::peers::registered_key(config.general.peer_id, pid, secret);
-            shared.cancels.cancel(pid, secret).await
+            // During a takeover a client may still be in the old process.
+            if !shared.cancels.cancel(pid, secret).await
+                && !shared.handover.forward_cancel(pid, secret)
+            {
+                tracing::debug!("cancel request with an unknown key dropped");
+            }
         }
         crate::peers::Route::Forward { peer, secret } => {
             shared.peer_pools.forward(&config, peer, pid, secret).await
@@ -575,7 +595,7 @@ pub(crate) fn pool_for(
 }
 
 /// The settings of a pool of a database the caller found in `config`.
-fn settings_of(config: &Config, database: &str, server_user: &str) -> PoolSettings {
+pub(super) fn settings_of(config: &Config, database: &str, server_user: &str) -> PoolSettings {
     PoolSettings::from_config(config, database, server_user)
         .expect("the database was looked up in the same config")
 }

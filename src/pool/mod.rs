@@ -216,6 +216,18 @@ impl Pool {
         !matches!(*lock(&self.credentials), ServerCredentials::None)
     }
 
+    /// The SCRAM keys it logs in with, when a client's login taught them (ClientKey,
+    /// ServerKey): what a takeover carries so the new process can log in as that client too.
+    pub fn learned_scram_keys(&self) -> Option<([u8; 32], [u8; 32])> {
+        match *lock(&self.credentials) {
+            ServerCredentials::ScramKeys {
+                client_key,
+                server_key,
+            } => Some((client_key, server_key)),
+            _ => None,
+        }
+    }
+
     pub fn welcome(&self) -> Option<Welcome> {
         lock(&self.welcome).clone()
     }

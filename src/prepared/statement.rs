@@ -116,6 +116,10 @@ impl ClientStatements {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Arc<Statement>)> {
+        self.by_name.iter()
+    }
 }
 
 /// The statements one server connection has prepared, with their last use for LRU eviction.

@@ -9,6 +9,10 @@ pub const MAX_STARTUP_LEN: usize = 10_000;
 pub const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
 const CANCEL_REQUEST: u32 = 80_877_102;
+/// pgmux's own request code (1234.7000), from a new pgmux process asking this one to hand it
+/// its sockets and clients. Honoured only on the Unix socket, from the same OS user; anywhere
+/// else it is refused as PostgreSQL refuses any code it does not know.
+pub const TAKEOVER_REQUEST: u32 = 80_878_424;
 
 /// One packet of the startup phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +23,8 @@ pub enum StartupPacket {
         pid: u32,
         secret: u32,
     },
+    /// A new pgmux process asks for this one's sockets and clients (see [`TAKEOVER_REQUEST`]).
+    Takeover,
     Startup {
         /// Minor version the client asked for (major is always 3).
         minor: u16,
@@ -63,9 +69,10 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket, ProtocolError> {
             pid: u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]),
             secret: u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]),
         }),
-        SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => Err(ProtocolError::MalformedStartup(
-            "request code with unexpected length",
-        )),
+        TAKEOVER_REQUEST if rest.is_empty() => Ok(StartupPacket::Takeover),
+        SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST | TAKEOVER_REQUEST => Err(
+            ProtocolError::MalformedStartup("request code with unexpected length"),
+        ),
         _ => {
             let major = (code >> 16) as u16;
             let minor = (code & 0xffff) as u16;
@@ -130,6 +137,11 @@ mod tests {
             }
         );
         assert!(parse(&packet(CANCEL_REQUEST, &body[..4])).is_err());
+        assert_eq!(
+            parse(&packet(TAKEOVER_REQUEST, b"")).unwrap(),
+            StartupPacket::Takeover
+        );
+        assert!(parse(&packet(TAKEOVER_REQUEST, &body)).is_err());
     }
 
     #[test]

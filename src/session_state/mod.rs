@@ -16,6 +16,7 @@ pub mod classify;
 mod glance;
 mod held;
 pub mod lex;
+mod moving;
 mod names;
 mod pins;
 mod set_config;

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod pg;
+pub mod process;
 pub mod raw;
 
 use pgmux::config::Config;

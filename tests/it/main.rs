@@ -27,6 +27,7 @@ mod session_state;
 mod shutdown;
 mod startup;
 mod streaming;
+mod takeover;
 mod timeouts;
 mod tls;
 mod transaction_mode;

@@ -1,84 +1,11 @@
 //! Shutdown by signal, as PgBouncer does it: SIGINT lets transactions in flight finish, SIGTERM
 //! waits for clients to leave, new clients are refused with 57P01, and pgmux exits 0.
 
+use crate::harness::process::Process;
 use crate::harness::raw::{self, error_code, Raw};
 use crate::harness::{eventually, own_role, shared_cluster, sqlstate, PgmuxConfig, TempDir};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// pgmux as a separate process, so it can be signalled and its exit status read.
-struct Process {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Process {
-    async fn start(cfg: PgmuxConfig<'_>) -> Process {
-        let dir = TempDir::new("shutdown");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let text = cfg
-            .render(dir.path())
-            .replace("listen_port = 0", &format!("listen_port = {port}"));
-        let path = dir.path().join("pgmux.toml");
-        std::fs::write(&path, text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pgmux"))
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("pgmux.log")).unwrap())
-            .spawn()
-            .unwrap();
-        eventually(Duration::from_secs(10), "pgmux listening", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        Process {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill with the pid of a child we started.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-    }
-
-    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(std::time::Instant::now() < deadline, "pgmux did not exit");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, user: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user={user} password={user} dbname=app",
-            self.port
-        )
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn refused_with_57p01(port: u16) {
     let mut c = Raw::connect(port).await;
@@ -201,7 +128,7 @@ async fn sighup_reloads_the_config_file() {
     cfg.userlist.push_str("\"admin\" \"adminpw\"\n");
     cfg.general = "admin_users = [\"admin\"]".into();
     let pgmux = Process::start(cfg).await;
-    let path = pgmux._dir.path().join("pgmux.toml");
+    let path = pgmux.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
@@ -332,7 +259,7 @@ async fn connections_are_logged_unless_turned_off() {
         // Stopping the process makes sure every line it wrote is in the file.
         pgmux.signal(libc::SIGTERM);
         assert_eq!(pgmux.exit_code(Duration::from_secs(10)).await, Some(0));
-        let log = std::fs::read_to_string(pgmux._dir.path().join("pgmux.log")).unwrap();
+        let log = pgmux.log();
         for line in ["client connected", "client disconnected"] {
             assert_eq!(log.contains(line), logged, "{settings:?}: {line}\n{log}");
         }

@@ -1,0 +1,378 @@
+//! Online upgrade: `pgmux --takeover` takes the running process's sockets and clients while
+//! they work. Every client keeps its connection, its answers, its prepared statements, its
+//! settings and its cancel key; the old process exits 0. A takeover that fails at any step
+//! leaves the old process serving every client it had.
+
+use crate::harness::process::{spawn, Process};
+use crate::harness::{eventually, own_role, shared_cluster, sqlstate, PgmuxConfig};
+use pgmux::takeover::channel::Channel;
+use pgmux::takeover::wire::{Message, FORMAT};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+/// Transactions each client completes once the new process serves it alone.
+const ROUNDS_AFTER: usize = 15;
+
+fn socket_path(dir: &Path, port: u16) -> std::path::PathBuf {
+    dir.join(format!(".s.PGSQL.{port}"))
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+fn unix_url(process: &Process) -> String {
+    format!(
+        "host={} port={} user=mover password=mover dbname=app",
+        process.dir().display(),
+        process.port
+    )
+}
+
+async fn start(pg: &crate::harness::ClusterInfo) -> Process {
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "mover").await;
+    cfg.pool_size = 10;
+    cfg.general = "admin_users = [\"mover\"]".into();
+    Process::start(cfg).await
+}
+
+/// A process started by the test, ended when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What kind of work a client does in a loop, each checking it gets its own answers.
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    /// BEGIN, a query with its own values, COMMIT.
+    Transactions,
+    /// One statement prepared before the takeover, executed after it too.
+    Prepared,
+    /// Transactions that sleep inside, so a takeover meets them mid-transaction.
+    Long,
+    /// As Transactions, over the Unix socket.
+    Unix,
+}
+
+/// Returns the transactions done, and the client, still connected.
+async fn work(client: Client, id: i32, kind: Work, moved: Arc<AtomicBool>) -> (usize, Client) {
+    let prepared = client
+        .prepare("SELECT $1::int * 2, $2::text")
+        .await
+        .unwrap();
+    let mut after = 0;
+    let mut n = 0i32;
+    while after < ROUNDS_AFTER {
+        n += 1;
+        let tag = format!("client {id} round {n}");
+        match kind {
+            Work::Transactions | Work::Unix => {
+                client.batch_execute("BEGIN").await.unwrap();
+                let row = client
+                    .query_one("SELECT $1::int + 0, $2::text", &[&id, &tag])
+                    .await
+                    .unwrap_or_else(|e| panic!("{kind:?} {tag}: {e}"));
+                assert_eq!(
+                    (row.get::<_, i32>(0), row.get::<_, String>(1)),
+                    (id, tag.clone())
+                );
+                client.batch_execute("COMMIT").await.unwrap();
+            }
+            Work::Prepared => {
+                let row = client
+                    .query_one(&prepared, &[&n, &tag])
+                    .await
+                    .unwrap_or_else(|e| panic!("{kind:?} {tag}: {e}"));
+                assert_eq!(
+                    (row.get::<_, i32>(0), row.get::<_, String>(1)),
+                    (2 * n, tag.clone())
+                );
+            }
+            Work::Long => {
+                client.batch_execute("BEGIN").await.unwrap();
+                client
+                    .execute("INSERT INTO moved_rows VALUES ($1, $2)", &[&id, &n])
+                    .await
+                    .unwrap_or_else(|e| panic!("{kind:?} {tag}: {e}"));
+                client.batch_execute("SELECT pg_sleep(0.3)").await.unwrap();
+                client.batch_execute("COMMIT").await.unwrap();
+            }
+        }
+        if moved.load(Ordering::Acquire) {
+            after += 1;
+        }
+    }
+    if let Work::Long = kind {
+        let row = client
+            .query_one(
+                "SELECT count(*), max(n) FROM moved_rows WHERE who = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, i64>(0),
+            n as i64,
+            "client {id}: every row committed once"
+        );
+        assert_eq!(row.get::<_, Option<i32>>(1), Some(n));
+    }
+    (n as usize, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_working_clients_move_to_a_new_process_and_the_old_one_exits() {
+    let pg = shared_cluster();
+    let admin = pg.admin().await;
+    admin
+        .batch_execute(
+            "DROP TABLE IF EXISTS moved_rows; CREATE TABLE moved_rows (who int, n int); \
+             GRANT ALL ON moved_rows TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    let mut old = start(pg).await;
+    let moved = Arc::new(AtomicBool::new(false));
+    let kinds = [
+        (Work::Transactions, 20),
+        (Work::Prepared, 10),
+        (Work::Long, 5),
+        (Work::Unix, 5),
+    ];
+    let mut workers = Vec::new();
+    let mut id = 0;
+    for (kind, count) in kinds {
+        for _ in 0..count {
+            id += 1;
+            let url = match kind {
+                Work::Unix => unix_url(&old),
+                _ => old.url("mover"),
+            };
+            let client = connect(&url).await;
+            workers.push(tokio::spawn(work(client, id, kind, moved.clone())));
+        }
+    }
+    // Idle clients with settings of their own, and one that will cancel its own query with
+    // the key it was given by the old process.
+    let mut idle = Vec::new();
+    for i in 0..10 {
+        let client = connect(&old.url("mover")).await;
+        client
+            .batch_execute(&format!("SET work_mem = '{}MB'", 64 + i))
+            .await
+            .unwrap();
+        idle.push(client);
+    }
+    let canceller = connect(&old.url("mover")).await;
+    let token = canceller.cancel_token();
+    // Every worker is in its loop before the takeover starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    let log = old.dir().join("new.log");
+    let mut new = Child(spawn(
+        &old.config_path(),
+        &["--takeover", "--takeover-timeout", "20"],
+        &log,
+    ));
+    let code = old.exit_code(Duration::from_secs(30)).await;
+    let new_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        code,
+        Some(0),
+        "old log:\n{}\nnew log:\n{new_log}",
+        old.log()
+    );
+    assert!(
+        new.0.try_wait().unwrap().is_none(),
+        "the new process runs on:\n{new_log}"
+    );
+    assert!(new_log.contains("takeover complete"), "{new_log}");
+    eprintln!("takeover took {:?}", started.elapsed());
+    moved.store(true, Ordering::Release);
+
+    // The new process listens where the old one did, on TCP and the Unix socket.
+    let fresh = connect(&old.url("mover")).await;
+    assert_eq!(
+        fresh
+            .query_one("SELECT 7", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
+    assert!(socket_path(old.dir(), old.port).exists());
+    let fresh_unix = connect(&unix_url(&old)).await;
+    fresh_unix.batch_execute("SELECT 1").await.unwrap();
+
+    let mut done = 0;
+    let mut still_connected = Vec::new();
+    for w in workers {
+        let (n, client) = w.await.expect("every client finishes every transaction");
+        done += n;
+        still_connected.push(client);
+    }
+    eprintln!("{done} transactions across the takeover");
+    for (i, client) in idle.iter().enumerate() {
+        let row = client.query_one("SHOW work_mem", &[]).await.unwrap();
+        assert_eq!(
+            row.get::<_, String>(0),
+            format!("{}MB", 64 + i),
+            "idle client {i}"
+        );
+    }
+
+    // A cancel with the key from before the upgrade stops the query it was sent for.
+    let sleeper = tokio::spawn(async move {
+        let result = canceller.batch_execute("SELECT pg_sleep(20)").await;
+        (result, canceller)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    token.cancel_query(NoTls).await.unwrap();
+    let (result, canceller) = tokio::time::timeout(Duration::from_secs(2), sleeper)
+        .await
+        .expect("the cancel lands within 2 s")
+        .unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err:?}");
+    canceller.batch_execute("SELECT 1").await.unwrap();
+    eprintln!("cancel landed in {:?}", sent.elapsed());
+
+    // SHOW CLIENTS on the new process lists every client that moved.
+    let console = connect(&format!(
+        "host=127.0.0.1 port={} user=mover password=mover dbname=pgbouncer",
+        old.port
+    ))
+    .await;
+    let rows = console.simple_query("SHOW CLIENTS").await.unwrap();
+    let app_clients = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .filter(|r| r.get("database") == Some("app") && r.get("user") == Some("mover"))
+        .count();
+    // 40 workers, 10 idle, the canceller, and the two fresh clients.
+    assert_eq!(app_clients, 53, "SHOW CLIENTS lists every client");
+    drop(still_connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_with_a_broken_config_leaves_the_old_process_serving() {
+    let pg = shared_cluster();
+    let old = start(pg).await;
+    let client = connect(&old.url("mover")).await;
+    client.batch_execute("SET work_mem = '9MB'").await.unwrap();
+    let broken = old.dir().join("broken.toml");
+    std::fs::write(&broken, "[pgmux]\nlisten_port = \"six\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+        .args(["--takeover", "--config"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_port"));
+    let row = client.query_one("SHOW work_mem", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "9MB");
+    connect(&old.url("mover"))
+        .await
+        .batch_execute("SELECT 1")
+        .await
+        .unwrap();
+}
+
+/// Speaks the takeover protocol by hand as a new process would, up to `Hello`.
+async fn ask(process: &Process, format: u32) -> Channel {
+    use tokio::io::AsyncWriteExt;
+    let path = socket_path(process.dir(), process.port);
+    let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    let mut packet = 8u32.to_be_bytes().to_vec();
+    packet.extend_from_slice(&pgmux::protocol::startup::TAKEOVER_REQUEST.to_be_bytes());
+    stream.write_all(&packet).await.unwrap();
+    let mut channel = Channel::new(stream, Default::default());
+    let hello = Message::Hello {
+        format,
+        version: "test".into(),
+        deadline_ms: 10_000,
+    };
+    channel.send(&hello, &[]).await.unwrap();
+    channel
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_of_another_format_is_refused_and_nothing_changes() {
+    let pg = shared_cluster();
+    let old = start(pg).await;
+    let client = connect(&old.url("mover")).await;
+    let mut channel = ask(&old, FORMAT + 1).await;
+    match channel.recv().await.unwrap().0 {
+        Message::Refused { reason } => assert!(reason.contains("format"), "{reason}"),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    client.batch_execute("SELECT 1").await.unwrap();
+    connect(&old.url("mover"))
+        .await
+        .batch_execute("SELECT 1")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_dies_half_way_leaves_every_client_with_the_old_one() {
+    let pg = shared_cluster();
+    let old = start(pg).await;
+    let client = connect(&old.url("mover")).await;
+    client.batch_execute("SET work_mem = '11MB'").await.unwrap();
+    let mut channel = ask(&old, FORMAT).await;
+    assert!(matches!(
+        channel.recv().await.unwrap().0,
+        Message::Welcome { .. }
+    ));
+    let (listeners, fds) = channel.recv().await.unwrap();
+    assert!(matches!(listeners, Message::Listeners(_)));
+    drop(fds);
+    channel.send(&Message::Listening, &[]).await.unwrap();
+    // The idle client is offered at once; the "new process" takes it and dies before its Ack.
+    let (offered, socket) = channel.recv().await.unwrap();
+    let Message::Client { client: moved, .. } = offered else {
+        panic!("expected a client, got {offered:?}");
+    };
+    assert_eq!(
+        (moved.user.as_str(), moved.database.as_str()),
+        ("mover", "app")
+    );
+    drop(socket);
+    drop(channel);
+    // The old process serves it again, settings and all, and accepts new clients again.
+    let row = eventually(
+        Duration::from_secs(10),
+        "the old process serves on",
+        || async { client.query_one("SHOW work_mem", &[]).await.ok() },
+    )
+    .await;
+    assert_eq!(row.get::<_, String>(0), "11MB");
+    let fresh = tokio::time::timeout(Duration::from_secs(5), connect(&old.url("mover")))
+        .await
+        .expect("the old process accepts again");
+    fresh.batch_execute("SELECT 1").await.unwrap();
+    assert!(
+        old.log().contains("takeover failed, serving on as before"),
+        "{}",
+        old.log()
+    );
+}
