@@ -105,6 +105,14 @@ impl Shared {
         }
     }
 
+    /// The file RELOAD and SIGHUP read, if pgmux was started from one.
+    pub fn config_path(&self) -> Option<std::path::PathBuf> {
+        self.config_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn set_config_path(&self, path: std::path::PathBuf) {
         *self.config_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
     }
@@ -112,12 +120,7 @@ impl Shared {
     /// Re-reads the config file and applies it; a file that does not validate is refused whole
     /// and the config in force stays. Returns every problem, one per line, on refusal.
     pub fn reload_from_file(&self) -> Result<(), String> {
-        let path = self
-            .config_path
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(path) = path else {
+        let Some(path) = self.config_path() else {
             return Err("pgmux was started without a config file to reload".into());
         };
         match Config::load(&path) {

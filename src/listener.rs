@@ -81,11 +81,14 @@ pub fn taken(
         match kind {
             ListenerKind::Tcp => listening.push(Activated::Tcp(fd.into())),
             ListenerKind::Unix(path) => {
-                let path = PathBuf::from(path);
-                socket_file = Some(SocketFile {
-                    identity: identity(&path),
-                    path,
-                });
+                // No path: the old process did not make the file either (socket activation).
+                if !path.is_empty() {
+                    let path = PathBuf::from(path);
+                    socket_file = Some(SocketFile {
+                        identity: identity(&path),
+                        path,
+                    });
+                }
                 listening.push(Activated::Unix(fd.into()));
             }
             ListenerKind::Metrics => {

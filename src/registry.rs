@@ -220,6 +220,11 @@ impl Registry {
         lock(&self.clients).by_id.len()
     }
 
+    /// Admin console sessions connected now.
+    pub fn console_count(&self) -> usize {
+        lock(&self.clients).consoles.len()
+    }
+
     /// Pool clients of `database` connected now.
     pub fn clients_of_database(&self, database: &str) -> usize {
         lock(&self.clients)

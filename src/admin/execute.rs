@@ -162,6 +162,26 @@ impl Outcome {
     }
 }
 
+/// UPGRADE [seconds]: starts a new process of the binary at this one's path that takes its
+/// sockets and clients over; clients in a transaction get `seconds` (30 by default) to finish.
+fn upgrade(shared: &Shared, deadline: Option<&str>) -> Outcome {
+    let deadline = match deadline.map(str::parse::<f64>) {
+        None => None,
+        Some(Ok(seconds)) if seconds.is_finite() && seconds >= 0.0 => Some(seconds),
+        Some(_) => return error(code::SYNTAX_ERROR, "UPGRADE takes a number of seconds"),
+    };
+    match crate::takeover::successor::start(shared.config_path(), deadline) {
+        Ok(pid) => Outcome::Done {
+            tag: "UPGRADE".into(),
+            notice: Some(Notice {
+                message: format!("pgmux process {pid} is taking over"),
+                detail: Some("this process exits once the new one holds every client; the log tells how it went".into()),
+            }),
+        },
+        Err(message) => error(code::OBJECT_NOT_IN_PREREQUISITE_STATE, message),
+    }
+}
+
 /// Runs one console statement.
 pub async fn execute(shared: &Shared, role: Role, sql: &str) -> Outcome {
     let command = match parse::parse(sql) {
@@ -221,6 +241,7 @@ pub async fn execute(shared: &Shared, role: Role, sql: &str) -> Outcome {
                 Err(message) => error(code::OBJECT_NOT_IN_PREREQUISITE_STATE, message),
             }
         }
+        Command::Control { name, arg } if name == "UPGRADE" => upgrade(shared, arg.as_deref()),
         Command::Control { name, .. } if name == "RELOAD" => match shared.reload_from_file() {
             Ok(()) => done("RELOAD"),
             Err(problems) => error(

@@ -160,7 +160,7 @@ async fn run(conn: &mut ClientConn, role: Role, shared: &Arc<Shared>) -> Result<
 /// SHOW HELP, one line per form, laid out as PgBouncer's: every command the console runs.
 /// SUSPEND and SHOW FDS|SOCKETS|ACTIVE_SOCKETS are known by name but answered "not supported",
 /// so they are not offered here.
-const USAGE: [&str; 16] = [
+const USAGE: [&str; 17] = [
     "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION",
     "SHOW LISTS|MEM|STATE|PEERS|PEER_POOLS",
     "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS",
@@ -177,6 +177,7 @@ const USAGE: [&str; 16] = [
     "SHUTDOWN",
     "SHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS",
     "WAIT_CLOSE [<db>]",
+    "UPGRADE [<seconds>]",
 ];
 
 /// SHOW HELP's NOTICE: PgBouncer's message, and the commands in its detail, one a line.

@@ -16,8 +16,9 @@ pub enum Command {
     },
 }
 
-/// Control commands PgBouncer's console has; the console knows every one by name.
-pub const CONTROL_COMMANDS: [&str; 12] = [
+/// Control commands PgBouncer's console has, and pgmux's UPGRADE; the console knows every one
+/// by name.
+pub const CONTROL_COMMANDS: [&str; 13] = [
     "PAUSE",
     "RESUME",
     "DISABLE",
@@ -30,6 +31,8 @@ pub const CONTROL_COMMANDS: [&str; 12] = [
     "RELOAD",
     "SHUTDOWN",
     "SET",
+    // pgmux's own: start a new process that takes this one's place (online upgrade).
+    "UPGRADE",
 ];
 
 fn unquote(word: &str) -> String {

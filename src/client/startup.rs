@@ -208,11 +208,15 @@ pub async fn login(
                 tokio::spawn(async move { cancel(&shared, pid, secret).await });
                 return Ok(None);
             }
-            StartupPacket::Takeover if matches!(conn.stream, Stream::Unix(_)) => {
-                return Ok(Some(Admitted::Takeover));
-            }
             StartupPacket::Takeover => {
-                // Over TCP it is a code like any other PostgreSQL does not know.
+                if let Stream::Unix(unix) = &conn.stream {
+                    match crate::takeover::may_take_over(unix) {
+                        Ok(()) => return Ok(Some(Admitted::Takeover)),
+                        Err(why) => tracing::warn!("takeover refused: {why}"),
+                    }
+                }
+                // Over TCP, or from another OS user, it is a code like any other that
+                // PostgreSQL does not know.
                 let code = startup::TAKEOVER_REQUEST;
                 return Err(ProtocolError::UnsupportedVersion {
                     major: (code >> 16) as u16,

@@ -29,11 +29,6 @@ const EMPTY_CHECK: Duration = Duration::from_millis(50);
 /// the request.
 pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
     let mut channel = Channel::new(stream, buffered);
-    if let Err(why) = same_user(channel.stream()) {
-        tracing::warn!("takeover refused: {why}");
-        refuse(&mut channel, &why).await;
-        return;
-    }
     let deadline = match hello(&mut channel, &shared).await {
         Ok(deadline) => deadline,
         Err(why) => {
@@ -71,8 +66,9 @@ pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
     }
 }
 
-/// Only the OS user pgmux runs as (or root) may take its clients.
-fn same_user(stream: &UnixStream) -> Result<(), String> {
+/// Only the OS user pgmux runs as (or root) may take its clients; anyone else is answered as
+/// PostgreSQL answers a request code it does not know, by the caller.
+pub fn may_take_over(stream: &UnixStream) -> Result<(), String> {
     let peer = stream
         .peer_cred()
         .map_err(|e| format!("cannot tell who asks: {e}"))?;
@@ -200,7 +196,7 @@ async fn move_clients(
 ) -> Result<(), String> {
     let mut next_id = 0u64;
     let mut closed = false;
-    while shared.registry.pool_clients() > 0 {
+    while clients_held(shared) > 0 {
         tokio::select! {
             offer = queue.recv() => {
                 let Some(offer) = offer else {
@@ -230,6 +226,13 @@ async fn move_clients(
         }
     }
     Ok(())
+}
+
+/// Connections this process still serves, console sessions and this takeover's own aside:
+/// logged-in clients, and those still logging in (they move once in).
+fn clients_held(shared: &Shared) -> usize {
+    let connections = shared.clients.load(Ordering::Acquire);
+    connections.saturating_sub(shared.registry.console_count() + 1)
 }
 
 /// Sends one client and waits for the new process to take it or refuse it; cancels the new

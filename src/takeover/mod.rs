@@ -3,6 +3,7 @@
 //!
 //! - `wire.rs`: the messages, pure. `channel.rs`: them over a Unix socket, with descriptors.
 //! - `give.rs`: the running (old) process's side. `take.rs`: the new process's side.
+//! - `successor.rs`: starting the new process from the old one (the console's UPGRADE).
 //! - [`Handover`] here: what the rest of pgmux shares with a takeover under way: copies of
 //!   the listening sockets, the line clients offer themselves on, whether to accept.
 //!
@@ -11,10 +12,11 @@
 
 pub mod channel;
 mod give;
+pub mod successor;
 mod take;
 pub mod wire;
 
-pub use give::give;
+pub use give::{give, may_take_over};
 pub use take::{receive, request, Taken};
 pub use wire::{ListenerKind, MovedClient};
 

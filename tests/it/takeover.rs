@@ -376,3 +376,172 @@ async fn a_new_process_that_dies_half_way_leaves_every_client_with_the_old_one()
         old.log()
     );
 }
+
+/// Whether `err` is how a client closed by a shutdown sees it: 57P01, or the connection gone.
+fn closed_as_by_a_shutdown(err: &tokio_postgres::Error) -> bool {
+    err.is_closed() || sqlstate(err).as_deref() == Some("57P01")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_cannot_move_stay_until_the_deadline_and_cancels_reach_them_meanwhile() {
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "mover").await;
+    cfg.extra = format!(
+        "[databases.app_session]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"app\"\n\
+         pool_mode = \"session\"\n",
+        pg.port
+    );
+    let mut old = Process::start(cfg).await;
+    let session_url = old.url("mover").replace("dbname=app", "dbname=app_session");
+    let session = connect(&session_url).await;
+    session.batch_execute("SELECT 1").await.unwrap();
+    let pinned = connect(&old.url("mover")).await;
+    pinned
+        .batch_execute("CREATE TEMP TABLE mine (x int); INSERT INTO mine VALUES (1)")
+        .await
+        .unwrap();
+    let in_transaction = connect(&old.url("mover")).await;
+    in_transaction
+        .batch_execute("BEGIN; SELECT 1")
+        .await
+        .unwrap();
+    let mover = connect(&old.url("mover")).await;
+    mover.batch_execute("SET work_mem = '13MB'").await.unwrap();
+    let sleeper = connect(&old.url("mover")).await;
+    let token = sleeper.cancel_token();
+    let sleeping = tokio::spawn(async move {
+        let result = sleeper.batch_execute("SELECT pg_sleep(30)").await;
+        (result, sleeper)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let log = old.dir().join("new.log");
+    let _new = Child(spawn(
+        &old.config_path(),
+        &["-R", "--takeover-timeout", "3"],
+        &log,
+    ));
+    eventually(
+        Duration::from_secs(10),
+        "the new process accepts",
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("took the running pgmux's sockets over")
+                .then_some(())
+        },
+    )
+    .await;
+    // The cancel reaches the new process, which passes it to the old one, where the query is.
+    let sent = Instant::now();
+    token.cancel_query(NoTls).await.unwrap();
+    let (result, sleeper) = tokio::time::timeout(Duration::from_secs(2), sleeping)
+        .await
+        .expect("the cancel lands within 2 s")
+        .unwrap();
+    assert_eq!(sqlstate(&result.unwrap_err()).as_deref(), Some("57014"));
+    eprintln!(
+        "cancel passed back to the old process in {:?}",
+        sent.elapsed()
+    );
+
+    // Until the deadline the clients that cannot move are served where they are.
+    let row = pinned.query_one("SELECT x FROM mine", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    session.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(
+        old.exit_code(Duration::from_secs(20)).await,
+        Some(0),
+        "{}",
+        old.log()
+    );
+    for (name, client) in [
+        ("session mode", &session),
+        ("pinned", &pinned),
+        ("in a transaction", &in_transaction),
+    ] {
+        let err = client.batch_execute("SELECT 1").await.unwrap_err();
+        assert!(closed_as_by_a_shutdown(&err), "{name}: {err:?}");
+    }
+    let row = mover.query_one("SHOW work_mem", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "13MB");
+    sleeper.batch_execute("SELECT 1").await.unwrap();
+}
+
+/// A process the test did not start itself but caused to start (the console's UPGRADE), ended
+/// by its pid when dropped.
+struct Successor(i32);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        // SAFETY: kill with the pid of the process this test caused to start.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_upgrade_command_starts_the_new_process_itself() {
+    let pg = shared_cluster();
+    let mut old = start(pg).await;
+    let client = connect(&old.url("mover")).await;
+    client.batch_execute("SET work_mem = '17MB'").await.unwrap();
+    let console = connect(&format!(
+        "host=127.0.0.1 port={} user=mover password=mover dbname=pgbouncer",
+        old.port
+    ))
+    .await;
+    let err = console.simple_query("UPGRADE soon").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42601"));
+    console.simple_query("UPGRADE 5").await.unwrap();
+    let pid = eventually(
+        Duration::from_secs(10),
+        "the new process's pid logged",
+        || async {
+            let log = old.log();
+            let line = log.lines().find(|l| l.contains("started a new pgmux"))?;
+            let pid = line.split("pid=").nth(1)?.split_whitespace().next()?;
+            pid.parse::<i32>().ok()
+        },
+    )
+    .await;
+    let _successor = Successor(pid);
+    assert_eq!(
+        old.exit_code(Duration::from_secs(20)).await,
+        Some(0),
+        "{}",
+        old.log()
+    );
+    let row = client.query_one("SHOW work_mem", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "17MB");
+    assert!(old.log().contains("takeover complete"), "{}", old.log());
+    connect(&old.url("mover"))
+        .await
+        .batch_execute("SELECT 1")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_the_takeover_code_is_answered_as_any_unknown_protocol() {
+    use crate::harness::raw::{error_code, Raw};
+    let pg = shared_cluster();
+    let old = start(pg).await;
+    let mut answers = Vec::new();
+    for code in [pgmux::protocol::startup::TAKEOVER_REQUEST, 2 << 16] {
+        let mut c = Raw::connect(old.port).await;
+        let mut packet = 8u32.to_be_bytes().to_vec();
+        packet.extend_from_slice(&code.to_be_bytes());
+        c.send(&packet).await;
+        let (tag, body) = c.read().await.expect("an answer");
+        answers.push((tag as char, error_code(&body)));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, 'E');
+    connect(&old.url("mover"))
+        .await
+        .batch_execute("SELECT 1")
+        .await
+        .unwrap();
+}

@@ -1,0 +1,45 @@
+//! Starting the process that takes this one's place (the console's UPGRADE): the binary at the
+//! path this process was started from, which a package upgrade may have replaced since, run
+//! with `--takeover` and this process's config file. Started by this process, it stays in the
+//! same service (a systemd unit's control group), and becomes its main process once it holds
+//! every client.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Starts the successor; returns its process id. `deadline` is --takeover-timeout's seconds.
+pub fn start(config: Option<PathBuf>, deadline: Option<f64>) -> Result<u32, String> {
+    let config = config.ok_or("pgmux was started without a config file to hand on")?;
+    let binary = binary()?;
+    let mut command = Command::new(&binary);
+    command.arg("--takeover").arg("--config").arg(&config);
+    if let Some(seconds) = deadline {
+        command.arg("--takeover-timeout").arg(seconds.to_string());
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id();
+    tracing::info!(pid, binary = %binary.display(), "started a new pgmux to take over");
+    // Reaped here if it gives up; if it takes over, it outlives this process.
+    std::thread::spawn(move || match child.wait() {
+        Ok(status) if !status.success() => tracing::error!(
+            pid,
+            %status,
+            "the new pgmux exited without taking over; this process serves on"
+        ),
+        _ => {}
+    });
+    Ok(pid)
+}
+
+/// The path of this process's binary, even once a newer file replaced it there.
+fn binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find pgmux's binary: {e}"))?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    })
+}
