@@ -100,6 +100,9 @@ impl Shared {
     /// once between transactions.
     pub fn begin_shutdown(&self, mode: shutdown::ShutdownMode) {
         self.shutdown.begin(mode);
+        // A process shutting down is not taken over; in a fleet its sockets must close when
+        // its accept loops let go of them.
+        self.handover.forget_listeners();
         if shutdown::draining(self.shutdown.mode()) {
             self.registry.drain_all();
         }
@@ -248,6 +251,14 @@ impl Server {
         let mut taken = taken;
         let sockets = std::mem::take(&mut taken.listeners);
         let (bound, metrics) = listener::taken(sockets, config.general.listen_port)?;
+        let configured = listener::listen_address(&config.general);
+        if bound.local_addr.is_some_and(|taken| taken != configured) {
+            tracing::warn!(
+                taken = ?bound.local_addr,
+                %configured,
+                "serving on the sockets taken over; listen_addr and listen_port apply at a restart"
+            );
+        }
         let metrics = match (metrics, &config.general.metrics_addr) {
             (Some(socket), Some(_)) => Some(tokio::net::TcpListener::from_std(socket)?),
             // The old process served metrics and this one is told not to: the socket closes.
@@ -276,10 +287,11 @@ impl Server {
             socket_file,
         } = bound;
         let shared = Arc::new(Shared::new(config));
+        let own_file = socket_file.as_ref().map(|f| f.path.as_path());
         for socket in &listeners {
             shared
                 .handover
-                .keep_listener(socket.kind(), socket.as_fd())?;
+                .keep_listener(socket.kind(own_file), socket.as_fd())?;
         }
         // Pools whose server login is fixed by config start now, so min_pool_size servers are
         // open before the first client arrives.

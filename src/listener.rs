@@ -80,9 +80,9 @@ pub fn taken(
     for (kind, fd) in sockets {
         match kind {
             ListenerKind::Tcp => listening.push(Activated::Tcp(fd.into())),
-            ListenerKind::Unix(path) => {
-                // No path: the old process did not make the file either (socket activation).
-                if !path.is_empty() {
+            ListenerKind::Unix { path, owned } => {
+                // A file the old process did not make (socket activation) is not ours either.
+                if owned {
                     let path = PathBuf::from(path);
                     socket_file = Some(SocketFile {
                         identity: identity(&path),
@@ -171,15 +171,20 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// What a takeover hands over for this socket.
-    pub fn kind(&self) -> crate::takeover::ListenerKind {
+    /// What a takeover hands over for this socket; `own_file` is the socket file this
+    /// process made, if any.
+    pub fn kind(&self, own_file: Option<&Path>) -> crate::takeover::ListenerKind {
         use crate::takeover::ListenerKind;
         match self {
             Listener::Tcp(_) => ListenerKind::Tcp,
-            Listener::Unix(_, address) => match address {
-                Address::Unix { path, .. } => ListenerKind::Unix(path.to_string_lossy().into()),
-                Address::Tcp(_) => ListenerKind::Unix(String::new()),
-            },
+            Listener::Unix(socket, _) => {
+                let local = socket.local_addr().ok();
+                let path = local.as_ref().and_then(|a| a.as_pathname());
+                ListenerKind::Unix {
+                    path: path.map_or(String::new(), |p| p.to_string_lossy().into_owned()),
+                    owned: path.is_some() && path == own_file,
+                }
+            }
         }
     }
 
@@ -225,6 +230,8 @@ pub async fn accept_loop(socket: Listener, shared: Arc<Shared>, mut stop: watch:
             }
         };
         tokio::select! {
+            // A takeover's pause first: no accept once the new process accepts instead.
+            biased;
             _ = stop.changed() => break,
             Ok(()) = accepting.changed() => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -236,7 +243,8 @@ pub async fn accept_loop(socket: Listener, shared: Arc<Shared>, mut stop: watch:
             }
             accepted = accept => match accepted {
                 Ok(conn) => {
-                    tasks.spawn(crate::client::serve(conn, shared.clone()));
+                    let over_limit = crate::client::count_accepted(&shared);
+                    tasks.spawn(crate::client::serve(conn, shared.clone(), over_limit));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

@@ -43,10 +43,17 @@ impl ShutdownState {
         });
     }
 
-    /// Ends a process whose clients and sockets a new process took over: at once, and without
-    /// telling the service manager that the service stops (the new process is it now).
-    pub fn begin_handed_over(&self) {
-        self.tx.send_replace(Some(ShutdownMode::Immediate));
+    /// Ends a process of a takeover without telling the service manager that the service
+    /// stops: the other process is the service. Only ever stricter, as [`ShutdownState::begin`].
+    pub fn begin_quietly(&self, mode: ShutdownMode) {
+        self.tx
+            .send_if_modified(|current| match current.is_none_or(|c| mode > c) {
+                true => {
+                    *current = Some(mode);
+                    true
+                }
+                false => false,
+            });
     }
 
     pub fn mode(&self) -> Option<ShutdownMode> {

@@ -165,12 +165,13 @@ impl Outcome {
 /// UPGRADE [seconds]: starts a new process of the binary at this one's path that takes its
 /// sockets and clients over; clients in a transaction get `seconds` (30 by default) to finish.
 fn upgrade(shared: &Shared, deadline: Option<&str>) -> Outcome {
-    let deadline = match deadline.map(str::parse::<f64>) {
+    let deadline = match deadline.map(|s| s.parse().map(std::time::Duration::try_from_secs_f64)) {
         None => None,
-        Some(Ok(seconds)) if seconds.is_finite() && seconds >= 0.0 => Some(seconds),
+        Some(Ok(Ok(seconds))) => Some(seconds),
         Some(_) => return error(code::SYNTAX_ERROR, "UPGRADE takes a number of seconds"),
     };
-    match crate::takeover::successor::start(shared.config_path(), deadline) {
+    let socket = shared.handover.unix_socket();
+    match crate::takeover::successor::start(shared.config_path(), socket, deadline) {
         Ok(pid) => Outcome::Done {
             tag: "UPGRADE".into(),
             notice: Some(Notice {

@@ -66,17 +66,19 @@ impl ClientConn {
     }
 }
 
-/// Serves one client from accept to close. Takes the connection whole: each argument of an
-/// async fn keeps its room in the task for the task's whole life, even once moved.
-pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>) {
-    let (max_client_conn, client_login_timeout) = {
-        let config = shared.config();
-        (
-            config.general.max_client_conn as usize,
-            config.general.client_login_timeout,
-        )
-    };
-    let over_limit = shared.clients.fetch_add(1, Ordering::AcqRel) >= max_client_conn;
+/// Counts a connection just accepted among the clients (for max_client_conn, and so that a
+/// takeover waits for it), before its task runs; [`serve`] uncounts it at its end. Returns
+/// whether it is over max_client_conn.
+pub fn count_accepted(shared: &Shared) -> bool {
+    let max_client_conn = shared.config().general.max_client_conn as usize;
+    shared.clients.fetch_add(1, Ordering::AcqRel) >= max_client_conn
+}
+
+/// Serves one client from accept to close, counted by [`count_accepted`]. Takes the
+/// connection whole: each argument of an async fn keeps its room in the task for the task's
+/// whole life, even once moved.
+pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>, over_limit: bool) {
+    let client_login_timeout = shared.config().general.client_login_timeout;
     // 0 disables the timeout, as for the other timeouts.
     let login_timeout = match client_login_timeout {
         t if t > 0.0 => Duration::from_secs_f64(t),
@@ -140,7 +142,7 @@ mod tests {
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let config = crate::config::Config::parse("[pgmux]\n", std::path::Path::new(".")).unwrap();
         let shared = std::sync::Arc::new(crate::Shared::new(config));
-        let task = super::serve(super::ClientConn::accepted(client, addr), shared);
+        let task = super::serve(super::ClientConn::accepted(client, addr), shared, false);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 3 * 1024, "{size} bytes per client task");
     }

@@ -216,16 +216,10 @@ impl Pool {
         !matches!(*lock(&self.credentials), ServerCredentials::None)
     }
 
-    /// The SCRAM keys it logs in with, when a client's login taught them (ClientKey,
-    /// ServerKey): what a takeover carries so the new process can log in as that client too.
-    pub fn learned_scram_keys(&self) -> Option<([u8; 32], [u8; 32])> {
-        match *lock(&self.credentials) {
-            ServerCredentials::ScramKeys {
-                client_key,
-                server_key,
-            } => Some((client_key, server_key)),
-            _ => None,
-        }
+    /// How it logs in now, what a login may have taught it included: what a takeover carries
+    /// so that the new process can log in as this pool's clients too.
+    pub fn credentials(&self) -> ServerCredentials {
+        lock(&self.credentials).clone()
     }
 
     pub fn welcome(&self) -> Option<Welcome> {

@@ -3,7 +3,7 @@
 //! have always arrived by the time the whole message has; they are kept in arrival order and
 //! each message takes as many as it says it carries.
 
-use super::wire::{Message, WireError};
+use super::wire::{Message, WireError, MAX_MESSAGE};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io;
@@ -11,8 +11,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
-/// Most descriptors one message carries (the listening sockets: TCP, Unix, metrics).
-pub const MAX_DESCRIPTORS: usize = 8;
+/// Most descriptors one message carries (the listening sockets: TCP, Unix, metrics, and as
+/// many as systemd passes).
+pub const MAX_DESCRIPTORS: usize = 64;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -21,15 +22,19 @@ pub struct Channel {
     stream: UnixStream,
     buf: BytesMut,
     descriptors: VecDeque<OwnedFd>,
+    /// The largest message accepted from the other side.
+    limit: usize,
 }
 
 impl Channel {
-    /// The channel over `stream`, whose first `buffered` bytes were already read from it.
-    pub fn new(stream: UnixStream, buffered: BytesMut) -> Channel {
+    /// The channel over `stream`, whose first `buffered` bytes were already read from it,
+    /// taking messages of at most `limit` bytes.
+    pub fn new(stream: UnixStream, buffered: BytesMut, limit: usize) -> Channel {
         Channel {
             stream,
             buf: buffered,
             descriptors: VecDeque::new(),
+            limit,
         }
     }
 
@@ -37,11 +42,21 @@ impl Channel {
         &self.stream
     }
 
-    /// Sends `message` with `fds` (as many as it carries).
+    /// Sends `message` with `fds` (as many as it carries). A message larger than any peer
+    /// takes is refused before anything is sent (InvalidInput).
     pub async fn send(&mut self, message: &Message, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         debug_assert_eq!(fds.len(), message.descriptors());
         let mut bytes = BytesMut::new();
         message.encode(&mut bytes);
+        if bytes.len() > MAX_MESSAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a takeover message of {} bytes is over the limit",
+                    bytes.len()
+                ),
+            ));
+        }
         let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
         let mut sent = 0;
         while sent < bytes.len() {
@@ -64,7 +79,7 @@ impl Channel {
     /// The next message and its descriptors. Cancel-safe: what was read stays in the channel.
     pub async fn recv(&mut self) -> io::Result<(Message, Vec<OwnedFd>)> {
         loop {
-            if let Some(message) = Message::decode(&mut self.buf).map_err(invalid)? {
+            if let Some(message) = Message::decode(&mut self.buf, self.limit).map_err(invalid)? {
                 let wanted = message.descriptors();
                 if self.descriptors.len() < wanted {
                     return Err(invalid(format!(
@@ -73,6 +88,11 @@ impl Channel {
                     )));
                 }
                 let fds = self.descriptors.drain(..wanted).collect();
+                // Only the next message's may have come ahead of it; more is a peer piling
+                // descriptors up.
+                if self.descriptors.len() > MAX_DESCRIPTORS {
+                    return Err(invalid("descriptors sent that no takeover message carries"));
+                }
                 return Ok((message, fds));
             }
             self.buf.reserve(READ_CHUNK);
@@ -209,8 +229,8 @@ mod tests {
     #[tokio::test]
     async fn descriptors_arrive_with_their_message_and_still_work() {
         let (a, b) = UnixStream::pair().unwrap();
-        let mut sender = Channel::new(a, BytesMut::new());
-        let mut receiver = Channel::new(b, BytesMut::new());
+        let mut sender = Channel::new(a, BytesMut::new(), MAX_MESSAGE);
+        let mut receiver = Channel::new(b, BytesMut::new(), MAX_MESSAGE);
         // Two socket pairs whose one end travels; what is written through the passed copies
         // comes out of the ends kept here.
         let (mut read1, write1) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -226,9 +246,12 @@ mod tests {
             .unwrap();
         sender.send(&Message::Done, &[]).await.unwrap();
         drop((write1, write2));
-        assert_eq!(receiver.recv().await.unwrap().0, Message::Listening);
+        assert!(matches!(
+            receiver.recv().await.unwrap().0,
+            Message::Listening
+        ));
         let (message, fds) = receiver.recv().await.unwrap();
-        assert_eq!(message, Message::Listeners(kinds));
+        assert!(matches!(message, Message::Listeners(k) if k == kinds));
         assert_eq!(fds.len(), 2);
         let mut files: Vec<std::os::unix::net::UnixStream> =
             fds.into_iter().map(Into::into).collect();
@@ -239,10 +262,31 @@ mod tests {
         read1.read_to_string(&mut got1).unwrap();
         read2.read_to_string(&mut got2).unwrap();
         assert_eq!((got1.as_str(), got2.as_str()), ("one", "two"));
-        assert_eq!(receiver.recv().await.unwrap().0, Message::Done);
+        assert!(matches!(receiver.recv().await.unwrap().0, Message::Done));
         drop(sender);
         let end = receiver.recv().await.unwrap_err();
         assert_eq!(end.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn descriptors_no_message_carries_are_refused_before_they_pile_up() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut receiver = Channel::new(b, BytesMut::new(), MAX_MESSAGE);
+        let (kept, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        let extra: Vec<RawFd> = (0..MAX_DESCRIPTORS).map(|_| kept.as_raw_fd()).collect();
+        let mut bytes = BytesMut::new();
+        Message::Listening.encode(&mut bytes);
+        // Two messages that carry nothing, each with a full load of descriptors beside it.
+        for _ in 0..2 {
+            let n = send_with_fds(a.as_raw_fd(), &bytes, &extra).unwrap();
+            assert_eq!(n, bytes.len());
+        }
+        // The first load may pass as the next message's; the second cannot.
+        let e = match receiver.recv().await {
+            Ok(_) => receiver.recv().await.unwrap_err(),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     }
 
     #[tokio::test]
@@ -250,7 +294,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let mut sender = a.into_std().unwrap();
         sender.set_nonblocking(false).unwrap();
-        let mut receiver = Channel::new(b, BytesMut::new());
+        let mut receiver = Channel::new(b, BytesMut::new(), MAX_MESSAGE);
         let mut bytes = BytesMut::new();
         Message::Listeners(vec![ListenerKind::Tcp]).encode(&mut bytes);
         sender.write_all(&bytes).unwrap();

@@ -1,15 +1,18 @@
-//! The running process's side of a takeover, in order: check the asker is this OS user and
-//! speaks this format; hand over copies of the listening sockets; once the new process accepts
-//! on them, stop accepting and ask every client to move; send each client as its session
-//! offers itself between transactions, and wait for the new process to say it serves it; past
-//! the deadline, close the clients still here with 57P01; when none is left, exit.
+//! The running process's side of a takeover, in order: check the new process speaks this
+//! format; hand over copies of the listening sockets; once the new process accepts on them,
+//! stop accepting and ask every client to move; send each client as its session offers itself
+//! between transactions; past the deadline, close the clients still here with 57P01; when none
+//! is left, exit.
 //!
-//! Anything going wrong before the end (the new process dies, answers nonsense, or takes too
-//! long) gives the takeover up: this process accepts again and keeps every client it still
-//! has. Clients the new process had confirmed are its own by then.
+//! Who owns a client: this process, until the new one has acknowledged it (Ack) and this one
+//! has told it so (Commit); the new process touches the client's socket only after Commit, and
+//! this one lets go of it only once Commit is written. So a takeover that fails at any step
+//! (the new process dies, answers nonsense, or takes too long) is given up: this process tells
+//! the new one it abandons (the new one then stops accepting and keeps only the clients
+//! committed to it), accepts again, and keeps every client it did not commit.
 
 use super::channel::Channel;
-use super::wire::{ListenerKind, Message, FORMAT};
+use super::wire::{ListenerKind, Message, FORMAT, MAX_TO_OLD};
 use super::{lock, Offer, OFFER_QUEUE, STEP_TIMEOUT};
 use crate::signal::Stop;
 use crate::Shared;
@@ -24,47 +27,6 @@ use tokio::time::Instant;
 
 /// How often the hand-over looks whether any client is left.
 const EMPTY_CHECK: Duration = Duration::from_millis(50);
-
-/// Serves a takeover request that came on the Unix socket; `buffered` is what was read past
-/// the request.
-pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
-    let mut channel = Channel::new(stream, buffered);
-    let deadline = match hello(&mut channel, &shared).await {
-        Ok(deadline) => deadline,
-        Err(why) => {
-            tracing::warn!("takeover refused: {why}");
-            refuse(&mut channel, &why).await;
-            return;
-        }
-    };
-    let (offers, queue) = mpsc::channel(OFFER_QUEUE);
-    let first = {
-        let mut slot = lock(&shared.handover.offers);
-        let first = slot.is_none();
-        if first {
-            *slot = Some(offers);
-        }
-        first
-    };
-    if !first {
-        refuse(&mut channel, "a takeover is already under way").await;
-        return;
-    }
-    let outcome = hand_over(&mut channel, queue, &shared, deadline).await;
-    // Sessions offering from now on stay here.
-    *lock(&shared.handover.offers) = None;
-    match outcome {
-        Ok(()) => {
-            tracing::info!("takeover complete: the new process serves every client; exiting");
-            shared.shutdown.begin_handed_over();
-        }
-        Err(why) => {
-            tracing::error!("takeover failed, serving on as before: {why}");
-            shared.registry.stop_moving();
-            shared.handover.accepting.send_replace(true);
-        }
-    }
-}
 
 /// Only the OS user pgmux runs as (or root) may take its clients; anyone else is answered as
 /// PostgreSQL answers a request code it does not know, by the caller.
@@ -81,6 +43,61 @@ pub fn may_take_over(stream: &UnixStream) -> Result<(), String> {
             peer.uid()
         )),
     }
+}
+
+/// Serves a takeover request that came on the Unix socket; `buffered` is what was read past
+/// the request.
+pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
+    let mut channel = Channel::new(stream, buffered, MAX_TO_OLD);
+    let (offers, queue) = mpsc::channel(OFFER_QUEUE);
+    // One takeover at a time, and none of a process still taking another's clients.
+    let busy = {
+        let mut slot = lock(&shared.handover.offers);
+        let busy = slot.is_some() || lock(&shared.handover.cancels_to_old).is_some();
+        if !busy {
+            *slot = Some(offers);
+        }
+        busy
+    };
+    if busy {
+        refuse(&mut channel, "a takeover is already under way").await;
+        return;
+    }
+    match hand_over(&mut channel, queue, &shared).await {
+        Ok(()) => {
+            tracing::info!("takeover complete: the new process serves every client; exiting");
+            shared
+                .shutdown
+                .begin_quietly(crate::shutdown::ShutdownMode::Immediate);
+        }
+        Err(Failed::Refused(why)) => {
+            tracing::warn!("takeover refused: {why}");
+            refuse(&mut channel, &why).await;
+        }
+        Err(Failed::Abandoned(why)) => {
+            tracing::error!("takeover failed, serving on as before: {why}");
+            // Tells a new process that still listens to stop accepting; it keeps only the
+            // clients committed to it.
+            refuse(
+                &mut channel,
+                &format!("the old process abandons the takeover: {why}"),
+            )
+            .await;
+            shared.registry.stop_moving();
+            shared.handover.given_away.store(false, Ordering::Release);
+            shared.handover.accepting.send_replace(true);
+        }
+    }
+    // Last: sessions offering from now on stay here, and another takeover may begin.
+    *lock(&shared.handover.offers) = None;
+}
+
+/// Why a takeover did not complete.
+enum Failed {
+    /// Before anything changed here.
+    Refused(String),
+    /// After the new process began to accept: undone.
+    Abandoned(String),
 }
 
 async fn refuse(channel: &mut Channel, reason: &str) {
@@ -101,7 +118,7 @@ async fn hello(channel: &mut Channel, shared: &Shared) -> Result<Duration, Strin
             },
             _,
         ) => (format, version, deadline_ms),
-        (other, _) => return Err(format!("expected Hello, got {other:?}")),
+        (other, _) => return Err(format!("expected Hello, got {}", other.name())),
     };
     if format != FORMAT {
         return Err(format!(
@@ -127,44 +144,64 @@ async fn next(channel: &mut Channel) -> Result<(Message, Vec<std::os::fd::OwnedF
 }
 
 async fn send(channel: &mut Channel, message: &Message) -> Result<(), String> {
-    channel
-        .send(message, &[])
-        .await
-        .map_err(|e| format!("cannot write to the new process: {e}"))
+    match tokio::time::timeout(STEP_TIMEOUT, channel.send(message, &[])).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot write to the new process: {e}")),
+        Err(_) => Err("the new process did not read in time".into()),
+    }
 }
 
-/// Everything after the Hello, up to the moment no client is left here.
+/// Everything after the slot is taken, up to the moment no client is left here.
 async fn hand_over(
     channel: &mut Channel,
     mut queue: mpsc::Receiver<Offer>,
     shared: &Arc<Shared>,
-    deadline: Duration,
-) -> Result<(), String> {
+) -> Result<(), Failed> {
+    let deadline = hello(channel, shared).await.map_err(Failed::Refused)?;
     let welcome = Message::Welcome {
         format: FORMAT,
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
     };
-    send(channel, &welcome).await?;
+    send(channel, &welcome).await.map_err(Failed::Refused)?;
     let copies = shared.handover.listener_copies();
-    let copies = copies.map_err(|e| format!("cannot copy the listening sockets: {e}"))?;
+    let copies = copies.map_err(|e| Failed::Refused(format!("cannot copy the sockets: {e}")))?;
     let kinds: Vec<ListenerKind> = copies.iter().map(|(k, _)| k.clone()).collect();
     let fds: Vec<_> = copies.iter().map(|(_, fd)| fd.as_fd()).collect();
     let message = Message::Listeners(kinds);
-    let sent = channel.send(&message, &fds);
-    match tokio::time::timeout(STEP_TIMEOUT, sent).await {
+    let sent = tokio::time::timeout(STEP_TIMEOUT, channel.send(&message, &fds)).await;
+    match sent {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(format!("cannot hand the listening sockets over: {e}")),
-        Err(_) => return Err("the new process did not read in time".into()),
+        Ok(Err(e)) => {
+            return Err(Failed::Refused(format!(
+                "cannot hand the sockets over: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(Failed::Refused(
+                "the new process did not read in time".into(),
+            ))
+        }
     }
+    drop(fds);
     drop(copies);
-    match next(channel).await? {
+    match next(channel).await.map_err(Failed::Refused)? {
         (Message::Listening, _) => {}
         (Message::Refused { reason }, _) => {
-            return Err(format!("the new process gave up: {reason}"))
+            return Err(Failed::Refused(format!(
+                "the new process gave up: {reason}"
+            )))
         }
-        (other, _) => return Err(format!("expected Listening, got {other:?}")),
+        (other, _) => {
+            return Err(Failed::Refused(format!(
+                "expected Listening, got {}",
+                other.name()
+            )))
+        }
     }
+    // From here on the new process accepts on the same sockets, and its socket file is the
+    // new process's: this one leaves it in place if it exits, unless the takeover is undone.
+    shared.handover.given_away.store(true, Ordering::Release);
     shared.handover.accepting.send_replace(false);
     shared.registry.move_all();
     // Servers are not handed over: the new process opens its own. Idle ones go now, so that
@@ -176,18 +213,30 @@ async fn hand_over(
         clients = shared.registry.pool_clients(),
         "takeover: the new process accepts; clients move as their transactions end"
     );
-    move_clients(channel, &mut queue, shared, Instant::now() + deadline).await?;
-    shared.handover.given_away.store(true, Ordering::Release);
-    send(channel, &Message::Done).await?;
+    let deadline = Instant::now() + deadline;
+    move_clients(channel, &mut queue, shared, deadline)
+        .await
+        .map_err(Failed::Abandoned)?;
+    send(channel, &Message::Done)
+        .await
+        .map_err(Failed::Abandoned)?;
     match next(channel).await {
         Ok((Message::Finished, _)) => {}
-        Ok((other, _)) => tracing::warn!("takeover: expected Finished, got {other:?}"),
+        Ok((other, _)) => tracing::warn!("takeover: expected Finished, got {}", other.name()),
         Err(e) => tracing::warn!("takeover: {e}"),
     }
     Ok(())
 }
 
-/// Sends each client offered until none is left; closes those still here at `deadline`.
+/// Connections this process still serves, console sessions and this takeover's own aside:
+/// logged-in clients, and those accepted and still logging in (they move once in).
+fn clients_held(shared: &Shared) -> usize {
+    let connections = shared.clients.load(Ordering::Acquire);
+    connections.saturating_sub(shared.registry.console_count() + 1)
+}
+
+/// Sends each client offered until none is left; from `deadline` on, closes those still
+/// here (and any that finish logging in after it) with 57P01.
 async fn move_clients(
     channel: &mut Channel,
     queue: &mut mpsc::Receiver<Offer>,
@@ -195,8 +244,20 @@ async fn move_clients(
     deadline: Instant,
 ) -> Result<(), String> {
     let mut next_id = 0u64;
-    let mut closed = false;
-    while clients_held(shared) > 0 {
+    let mut past_deadline = false;
+    // Twice none, one check apart: an accept loop counts a client a moment after accepting it.
+    let mut seen_empty = false;
+    loop {
+        match (clients_held(shared), seen_empty) {
+            (0, true) => return Ok(()),
+            (0, false) => seen_empty = true,
+            _ => seen_empty = false,
+        }
+        if past_deadline {
+            for entry in shared.registry.all() {
+                entry.signal.raise(Stop::Killed);
+            }
+        }
         tokio::select! {
             offer = queue.recv() => {
                 let Some(offer) = offer else {
@@ -205,38 +266,28 @@ async fn move_clients(
                 next_id += 1;
                 send_client(channel, offer, next_id, shared).await?;
             }
+            // Cancel-safe: what a recv read stays in the channel for the next one.
             received = channel.recv() => match received {
                 Ok((Message::Cancel { pid, secret }, _)) => cancel(shared, pid, secret),
-                Ok((other, _)) => return Err(format!("unexpected {other:?} from the new process")),
+                Ok((other, _)) => return Err(format!("unexpected {} from the new process", other.name())),
                 Err(e) => return Err(format!("the new process: {e}")),
             },
-            _ = tokio::time::sleep_until(deadline), if !closed => {
-                closed = true;
-                let left = shared.registry.all();
+            _ = tokio::time::sleep_until(deadline), if !past_deadline => {
+                past_deadline = true;
                 tracing::warn!(
-                    clients = left.len(),
+                    clients = shared.registry.pool_clients(),
                     "takeover deadline passed: closing the clients still in a transaction or \
                      unable to move (TLS, session mode, pinned)"
                 );
-                for entry in left {
-                    entry.signal.raise(Stop::Killed);
-                }
             }
             _ = tokio::time::sleep(EMPTY_CHECK) => {}
         }
     }
-    Ok(())
 }
 
-/// Connections this process still serves, console sessions and this takeover's own aside:
-/// logged-in clients, and those still logging in (they move once in).
-fn clients_held(shared: &Shared) -> usize {
-    let connections = shared.clients.load(Ordering::Acquire);
-    connections.saturating_sub(shared.registry.console_count() + 1)
-}
-
-/// Sends one client and waits for the new process to take it or refuse it; cancels the new
-/// process passes on meanwhile are delivered.
+/// Sends one client, waits for the new process to take it or refuse it (delivering the
+/// cancels it passes on meanwhile), and commits it. Err fails the whole takeover; the client
+/// then stays here, uncommitted.
 async fn send_client(
     channel: &mut Channel,
     offer: Offer,
@@ -253,30 +304,52 @@ async fn send_client(
         client: Box::new(client),
     };
     let fds = [socket.as_fd()];
-    let sent = channel.send(&message, &fds);
-    if let Err(e) = tokio::time::timeout(STEP_TIMEOUT, sent)
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-    {
-        let _ = reply.send(Err("the takeover failed".into()));
-        return Err(format!("cannot send a client: {e}"));
+    let sent = tokio::time::timeout(STEP_TIMEOUT, channel.send(&message, &fds)).await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            // Nothing was sent: this client alone stays.
+            let _ = reply.send(Err(e.to_string()));
+            return Ok(());
+        }
+        Ok(Err(e)) => {
+            let _ = reply.send(Err("the takeover failed".into()));
+            return Err(format!("cannot send a client: {e}"));
+        }
+        Err(_) => {
+            let _ = reply.send(Err("the takeover failed".into()));
+            return Err("the new process did not read in time".into());
+        }
     }
     loop {
-        match next(channel).await {
-            Ok((Message::Ack { id: acked, refused }, _)) if acked == id => {
-                let _ = reply.send(refused.map_or(Ok(()), Err));
-                return Ok(());
-            }
-            Ok((Message::Cancel { pid, secret }, _)) => cancel(shared, pid, secret),
-            Ok((other, _)) => {
-                let _ = reply.send(Err("the takeover failed".into()));
-                return Err(format!("expected the Ack of client {id}, got {other:?}"));
-            }
+        let received = match next(channel).await {
+            Ok(received) => received,
             Err(e) => {
-                // Unknown whether the new process serves it: the socket is still here, and
-                // the new process, if it lives, read nothing from it before its Ack.
                 let _ = reply.send(Err("the takeover failed".into()));
                 return Err(e);
+            }
+        };
+        match received {
+            (Message::Ack { id: acked, refused }, _) if acked == id => {
+                if let Some(why) = refused {
+                    let _ = reply.send(Err(why));
+                    return Ok(());
+                }
+                if let Err(e) = send(channel, &Message::Commit { id }).await {
+                    // Small and written whole, or not at all: the new process never has it.
+                    let _ = reply.send(Err("the takeover failed".into()));
+                    return Err(e);
+                }
+                let _ = reply.send(Ok(()));
+                return Ok(());
+            }
+            (Message::Cancel { pid, secret }, _) => cancel(shared, pid, secret),
+            (other, _) => {
+                let _ = reply.send(Err("the takeover failed".into()));
+                return Err(format!(
+                    "expected the Ack of client {id}, got {}",
+                    other.name()
+                ));
             }
         }
     }

@@ -17,7 +17,7 @@ mod take;
 pub mod wire;
 
 pub use give::{give, may_take_over};
-pub use take::{receive, request, Taken};
+pub use take::{receive, request, Adopt, Pending, Taken};
 pub use wire::{ListenerKind, MovedClient};
 
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -77,6 +77,21 @@ impl Handover {
         let copy = socket.try_clone_to_owned()?;
         lock(&self.listeners).push((kind, copy));
         Ok(())
+    }
+
+    /// The Unix socket's file, where a new process finds this one.
+    pub fn unix_socket(&self) -> Option<std::path::PathBuf> {
+        lock(&self.listeners)
+            .iter()
+            .find_map(|(kind, _)| match kind {
+                ListenerKind::Unix { path, .. } if !path.is_empty() => Some(path.into()),
+                _ => None,
+            })
+    }
+
+    /// Lets go of the copies of the listening sockets.
+    pub fn forget_listeners(&self) {
+        lock(&self.listeners).clear();
     }
 
     /// Copies of the listening sockets kept, to send.

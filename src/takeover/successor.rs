@@ -6,15 +6,30 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// Starts the successor; returns its process id. `deadline` is --takeover-timeout's seconds.
-pub fn start(config: Option<PathBuf>, deadline: Option<f64>) -> Result<u32, String> {
+/// Starts the successor, which finds this process at `socket` (this process's Unix socket
+/// file, whatever the config file says now); returns its process id. `deadline` is
+/// --takeover-timeout.
+pub fn start(
+    config: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    deadline: Option<Duration>,
+) -> Result<u32, String> {
     let config = config.ok_or("pgmux was started without a config file to hand on")?;
+    let socket = socket.ok_or("a takeover needs this process's Unix socket (unix_socket_dir)")?;
     let binary = binary()?;
     let mut command = Command::new(&binary);
-    command.arg("--takeover").arg("--config").arg(&config);
-    if let Some(seconds) = deadline {
-        command.arg("--takeover-timeout").arg(seconds.to_string());
+    command
+        .arg("--takeover")
+        .arg("--takeover-socket")
+        .arg(&socket)
+        .arg("--config")
+        .arg(&config);
+    if let Some(deadline) = deadline {
+        command
+            .arg("--takeover-timeout")
+            .arg(deadline.as_secs_f64().to_string());
     }
     let mut child = command
         .stdin(Stdio::null())

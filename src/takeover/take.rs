@@ -4,13 +4,15 @@
 //! still there.
 
 use super::channel::Channel;
-use super::wire::{ListenerKind, Message, MovedClient, FORMAT};
+use super::wire::{ListenerKind, Message, MovedClient, FORMAT, MAX_MESSAGE};
 use super::{lock, STEP_TIMEOUT};
 use crate::protocol::startup::TAKEOVER_REQUEST;
 use crate::Shared;
 use bytes::BytesMut;
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -48,7 +50,7 @@ pub async fn request(socket: &Path, deadline: Duration) -> Result<Taken, String>
         .write_all(&packet)
         .await
         .map_err(|e| unreachable(&e))?;
-    let mut channel = Channel::new(stream, BytesMut::new());
+    let mut channel = Channel::new(stream, BytesMut::new(), MAX_MESSAGE);
     let hello = Message::Hello {
         format: FORMAT,
         version: env!("CARGO_PKG_VERSION").into(),
@@ -75,7 +77,8 @@ pub async fn request(socket: &Path, deadline: Duration) -> Result<Taken, String>
         }
         (other, _) => {
             return Err(format!(
-                "unexpected answer from the running pgmux: {other:?}"
+                "unexpected answer from the running pgmux: {}",
+                other.name()
             ))
         }
     };
@@ -83,7 +86,8 @@ pub async fn request(socket: &Path, deadline: Duration) -> Result<Taken, String>
         (Message::Listeners(kinds), fds) => kinds.into_iter().zip(fds).collect(),
         (other, _) => {
             return Err(format!(
-                "unexpected answer from the running pgmux: {other:?}"
+                "unexpected answer from the running pgmux: {}",
+                other.name()
             ))
         }
     };
@@ -102,8 +106,26 @@ async fn next(channel: &mut Channel) -> Result<(Message, Vec<OwnedFd>), String> 
     }
 }
 
-/// How the new process starts serving a client it was sent.
-pub type Adopt = fn(&Arc<Shared>, MovedClient, OwnedFd) -> Result<(), String>;
+/// A client the new process has acknowledged and not yet been given: registered here, its
+/// socket untouched. Dropped without [`Pending::start`], it is forgotten again.
+pub trait Pending: Send {
+    /// Starts serving it: the old process has let go of it.
+    fn start(self: Box<Self>);
+}
+
+/// How the new process takes a client it was sent: Ok to acknowledge it, Err (why) to leave
+/// it with the old process.
+pub type Adopt = fn(&Arc<Shared>, MovedClient, OwnedFd) -> Result<Box<dyn Pending>, String>;
+
+/// How the exchange of clients ended.
+enum Ended {
+    /// The old process holds no client any more.
+    Done(u64),
+    /// The old process gave the takeover up and serves on.
+    Abandoned(String),
+    /// The old process went away (or broke the protocol) without a word.
+    Lost(String),
+}
 
 /// Once this process accepts on the sockets taken: takes the old process's clients until it
 /// says it holds none, and passes on cancels for those still there.
@@ -115,18 +137,32 @@ pub async fn receive(taken: Taken, shared: Arc<Shared>, adopt: Adopt) {
     } = taken;
     let (to_old, mut cancels) = mpsc::channel(CANCEL_QUEUE);
     *lock(&shared.handover.cancels_to_old) = Some(to_old);
-    let outcome = take_clients(&mut channel, &mut cancels, &shared, adopt).await;
+    let ended = take_clients(&mut channel, &mut cancels, &shared, adopt).await;
     *lock(&shared.handover.cancels_to_old) = None;
-    match outcome {
-        Ok(moved) => {
+    match ended {
+        Ended::Done(moved) => {
             // Under systemd this process is the service's main process from now on.
             crate::notify::main_pid();
             let _ = channel.send(&Message::Finished, &[]).await;
             tracing::info!(old_pid, moved, "takeover complete");
         }
-        Err(e) => tracing::error!(
+        Ended::Abandoned(why) => {
+            // The old process accepts again and keeps its socket file; this one serves the
+            // clients committed to it and exits when they have left.
+            tracing::error!(
+                old_pid,
+                "takeover abandoned: {why}; serving only the clients already moved, then exiting"
+            );
+            shared.handover.accepting.send_replace(false);
+            shared.handover.given_away.store(true, Ordering::Release);
+            shared.handover.forget_listeners();
+            shared
+                .shutdown
+                .begin_quietly(crate::shutdown::ShutdownMode::WaitForClients);
+        }
+        Ended::Lost(why) => tracing::error!(
             old_pid,
-            "takeover ended early: {e}; clients the old process still held stay with it"
+            "takeover ended early: {why}; this process serves on alone"
         ),
     }
 }
@@ -136,36 +172,51 @@ async fn take_clients(
     cancels: &mut mpsc::Receiver<(u32, u32)>,
     shared: &Arc<Shared>,
     adopt: Adopt,
-) -> Result<u64, String> {
-    channel
-        .send(&Message::Listening, &[])
-        .await
-        .map_err(|e| format!("cannot write to the running pgmux: {e}"))?;
+) -> Ended {
+    if let Err(e) = channel.send(&Message::Listening, &[]).await {
+        return Ended::Lost(format!("cannot write to the old process: {e}"));
+    }
     let mut moved = 0u64;
+    // Acknowledged, not committed: at most one at a time, as the old process sends them.
+    let mut pending: HashMap<u64, Box<dyn Pending>> = HashMap::new();
     loop {
         let reply = tokio::select! {
             received = channel.recv() => match received {
                 Ok((Message::Client { id, client }, mut fds)) => {
                     let Some(socket) = fds.pop() else {
-                        return Err("a client came without its socket".into());
+                        return Ended::Lost("a client came without its socket".into());
                     };
-                    let refused = adopt(shared, *client, socket).err();
-                    if let Some(why) = &refused {
-                        tracing::warn!("takeover: a client stays with the old process: {why}");
-                    } else {
-                        moved += 1;
-                    }
+                    let refused = match adopt(shared, *client, socket) {
+                        Ok(client) => {
+                            pending.insert(id, client);
+                            None
+                        }
+                        Err(why) => {
+                            tracing::warn!("takeover: a client stays with the old process: {why}");
+                            Some(why)
+                        }
+                    };
                     Message::Ack { id, refused }
                 }
-                Ok((Message::Done, _)) => return Ok(moved),
-                Ok((other, _)) => return Err(format!("unexpected {other:?}")),
-                Err(e) => return Err(format!("the old process: {e}")),
+                Ok((Message::Commit { id }, _)) => {
+                    match pending.remove(&id) {
+                        Some(client) => {
+                            client.start();
+                            moved += 1;
+                        }
+                        None => return Ended::Lost(format!("a commit of client {id}, never acknowledged")),
+                    }
+                    continue;
+                }
+                Ok((Message::Done, _)) => return Ended::Done(moved),
+                Ok((Message::Refused { reason }, _)) => return Ended::Abandoned(reason),
+                Ok((other, _)) => return Ended::Lost(format!("unexpected {}", other.name())),
+                Err(e) => return Ended::Lost(format!("the old process: {e}")),
             },
             Some((pid, secret)) = cancels.recv() => Message::Cancel { pid, secret },
         };
-        channel
-            .send(&reply, &[])
-            .await
-            .map_err(|e| format!("cannot write to the old process: {e}"))?;
+        if let Err(e) = channel.send(&reply, &[]).await {
+            return Ended::Lost(format!("cannot write to the old process: {e}"));
+        }
     }
 }

@@ -2,16 +2,21 @@
 //! body. Descriptors travel beside the bytes (SCM_RIGHTS, see `channel.rs`); a message says how
 //! many it carries. Pure: no sockets, so every message is tested by a round trip.
 
+use crate::server::ServerCredentials;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The version of this format. Two processes speak only the same one: a takeover between
 /// versions that differ is refused, and the running process keeps serving.
 pub const FORMAT: u32 = 1;
 
-/// The largest message either side accepts. A client's state is at most its statements'
+/// The largest message the new process accepts. A client's state is at most its statements'
 /// texts (bounded by max_prepared_statements and the relay's held limit) and its buffered
 /// bytes; this is far above any of it and still bounds what a broken peer can make us hold.
+/// A client whose state is larger stays with the old process.
 pub const MAX_MESSAGE: usize = 256 << 20;
+
+/// The largest message the old process accepts: the new process sends only small ones.
+pub const MAX_TO_OLD: usize = 64 * 1024;
 
 /// Header: tag and length.
 const HEADER: usize = 5;
@@ -20,14 +25,18 @@ const HEADER: usize = 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerKind {
     Tcp,
-    /// The Unix socket, with the path of its file.
-    Unix(String),
+    /// The Unix socket, with the path of its file, and whether the process made the file
+    /// (and removes it at exit) or was given the socket by systemd, whose file it stays.
+    Unix {
+        path: String,
+        owned: bool,
+    },
     /// The Prometheus endpoint's.
     Metrics,
 }
 
 /// What a client takes with it to the new process. Its socket travels beside it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone)]
 pub struct MovedClient {
     pub user: String,
     pub database: String,
@@ -37,9 +46,9 @@ pub struct MovedClient {
     pub cancel_key: (u32, u32),
     /// Its parameters (startup values and what it SET since), as a session reports them.
     pub params: Vec<(String, String)>,
-    /// SCRAM keys a login of this client proved, so the new process can log in to
-    /// PostgreSQL as it (ClientKey, ServerKey). Never logged.
-    pub scram_keys: Option<([u8; 32], [u8; 32])>,
+    /// How its pool logs in to PostgreSQL, when a login taught it (SCRAM keys a client
+    /// proved, a secret auth_query found). Never logged.
+    pub credentials: ServerCredentials,
     /// Its named protocol-level statements: its own name and the Parse body after it.
     pub statements: Vec<(Bytes, Bytes)>,
     /// Its session settings (folded name, the statement that sets it).
@@ -50,8 +59,38 @@ pub struct MovedClient {
     pub buffered: Bytes,
 }
 
+impl Default for MovedClient {
+    fn default() -> Self {
+        MovedClient {
+            user: String::new(),
+            database: String::new(),
+            connect_time_us: 0,
+            cancel_key: (0, 0),
+            params: Vec::new(),
+            credentials: ServerCredentials::None,
+            statements: Vec::new(),
+            settings: Vec::new(),
+            prepared: Vec::new(),
+            buffered: Bytes::new(),
+        }
+    }
+}
+
+/// Who the client is, and how much it carries: never its secrets or its bytes.
+impl std::fmt::Debug for MovedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MovedClient")
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("statements", &self.statements.len())
+            .field("settings", &self.settings.len())
+            .field("buffered", &self.buffered.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One message of the takeover protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Message {
     /// New to old, first: the format it speaks, its version, and how long clients in a
     /// transaction may take to reach its end before they are closed.
@@ -74,8 +113,12 @@ pub enum Message {
     Listening,
     /// Old to new: a client, with its socket.
     Client { id: u64, client: Box<MovedClient> },
-    /// New to old: the client is served there (None), or was refused and stays (why).
+    /// New to old: the client can be served there (None), or was refused and stays (why).
+    /// The new process does not touch the client's socket yet.
     Ack { id: u64, refused: Option<String> },
+    /// Old to new: the client acknowledged is the new process's from now on; the old one
+    /// has let go of it. Until this arrives the old process may still take it back.
+    Commit { id: u64 },
     /// New to old: a CancelRequest for a key the new process does not hold (its client is
     /// still in a transaction in the old one).
     Cancel { pid: u32, secret: u32 },
@@ -98,6 +141,8 @@ pub enum WireError {
     TrailingBytes(char, usize),
     #[error("takeover message {0:?} holds text that is not UTF-8")]
     NotUtf8(char),
+    #[error("takeover message {0:?} holds an unknown value {1}")]
+    UnknownValue(char, u8),
 }
 
 impl Message {
@@ -110,6 +155,23 @@ impl Message {
         }
     }
 
+    /// Its name, for logs: what a message holds is never logged.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Welcome { .. } => "Welcome",
+            Message::Refused { .. } => "Refused",
+            Message::Listeners(_) => "Listeners",
+            Message::Listening => "Listening",
+            Message::Client { .. } => "Client",
+            Message::Ack { .. } => "Ack",
+            Message::Commit { .. } => "Commit",
+            Message::Cancel { .. } => "Cancel",
+            Message::Done => "Done",
+            Message::Finished => "Finished",
+        }
+    }
+
     fn tag(&self) -> u8 {
         match self {
             Message::Hello { .. } => b'H',
@@ -119,6 +181,7 @@ impl Message {
             Message::Listening => b'G',
             Message::Client { .. } => b'C',
             Message::Ack { .. } => b'A',
+            Message::Commit { .. } => b'M',
             Message::Cancel { .. } => b'K',
             Message::Done => b'D',
             Message::Finished => b'F',
@@ -155,9 +218,10 @@ impl Message {
                 for kind in kinds {
                     match kind {
                         ListenerKind::Tcp => out.put_u8(0),
-                        ListenerKind::Unix(path) => {
+                        ListenerKind::Unix { path, owned } => {
                             out.put_u8(1);
                             put_str(out, path);
+                            out.put_u8(u8::from(*owned));
                         }
                         ListenerKind::Metrics => out.put_u8(2),
                     }
@@ -178,6 +242,7 @@ impl Message {
                     }
                 }
             }
+            Message::Commit { id } => out.put_u64(*id),
             Message::Cancel { pid, secret } => {
                 out.put_u32(*pid);
                 out.put_u32(*secret);
@@ -187,13 +252,21 @@ impl Message {
         out[start + 1..start + HEADER].copy_from_slice(&body.to_be_bytes());
     }
 
+    /// Bytes of the encoded message.
+    pub fn encoded_len(&self) -> usize {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.len()
+    }
+
     /// The whole message at the front of `buf`, taken off it; None while it is not all there.
-    pub fn decode(buf: &mut BytesMut) -> Result<Option<Message>, WireError> {
+    /// A message over `limit` bytes is an error.
+    pub fn decode(buf: &mut BytesMut, limit: usize) -> Result<Option<Message>, WireError> {
         if buf.len() < HEADER {
             return Ok(None);
         }
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-        if len > MAX_MESSAGE {
+        if len > limit {
             return Err(WireError::TooLong(len));
         }
         if buf.len() < HEADER + len {
@@ -226,9 +299,12 @@ impl Message {
                 for _ in 0..count {
                     kinds.push(match r.u8()? {
                         0 => ListenerKind::Tcp,
-                        1 => ListenerKind::Unix(r.string()?),
+                        1 => ListenerKind::Unix {
+                            path: r.string()?,
+                            owned: r.u8()? != 0,
+                        },
                         2 => ListenerKind::Metrics,
-                        _ => return Err(WireError::Truncated(r.tag)),
+                        other => return Err(WireError::UnknownValue(r.tag, other)),
                     });
                 }
                 Message::Listeners(kinds)
@@ -242,9 +318,11 @@ impl Message {
                 id: r.u64()?,
                 refused: match r.u8()? {
                     0 => None,
-                    _ => Some(r.string()?),
+                    1 => Some(r.string()?),
+                    other => return Err(WireError::UnknownValue(r.tag, other)),
                 },
             },
+            b'M' => Message::Commit { id: r.u64()? },
             b'K' => Message::Cancel {
                 pid: r.u32()?,
                 secret: r.u32()?,
@@ -267,10 +345,21 @@ fn encode_client(c: &MovedClient, out: &mut BytesMut) {
     out.put_u32(c.cancel_key.0);
     out.put_u32(c.cancel_key.1);
     put_pairs(out, &c.params);
-    match &c.scram_keys {
-        None => out.put_u8(0),
-        Some((client_key, server_key)) => {
+    match &c.credentials {
+        ServerCredentials::None => out.put_u8(0),
+        ServerCredentials::Password(password) => {
             out.put_u8(1);
+            put_str(out, password);
+        }
+        ServerCredentials::Md5(hash) => {
+            out.put_u8(2);
+            put_str(out, hash);
+        }
+        ServerCredentials::ScramKeys {
+            client_key,
+            server_key,
+        } => {
+            out.put_u8(3);
             out.put_slice(client_key);
             out.put_slice(server_key);
         }
@@ -291,9 +380,15 @@ fn decode_client(r: &mut Reader) -> Result<MovedClient, WireError> {
     let connect_time_us = r.u64()?;
     let cancel_key = (r.u32()?, r.u32()?);
     let params = r.pairs()?;
-    let scram_keys = match r.u8()? {
-        0 => None,
-        _ => Some((r.key()?, r.key()?)),
+    let credentials = match r.u8()? {
+        0 => ServerCredentials::None,
+        1 => ServerCredentials::Password(r.string()?),
+        2 => ServerCredentials::Md5(r.string()?),
+        3 => ServerCredentials::ScramKeys {
+            client_key: r.key()?,
+            server_key: r.key()?,
+        },
+        other => return Err(WireError::UnknownValue(r.tag, other)),
     };
     let count = r.u32()?;
     let mut statements = Vec::new();
@@ -306,7 +401,7 @@ fn decode_client(r: &mut Reader) -> Result<MovedClient, WireError> {
         connect_time_us,
         cancel_key,
         params,
-        scram_keys,
+        credentials,
         statements,
         settings: r.pairs()?,
         prepared: r.pairs()?,
@@ -367,10 +462,12 @@ impl Reader {
         Ok(key)
     }
 
+    /// Copied out: a slice would keep the whole read buffer it came in alive for as long as
+    /// the client keeps it.
     fn bytes(&mut self) -> Result<Bytes, WireError> {
         let len = self.u32()? as usize;
         self.need(len)?;
-        Ok(self.body.split_to(len))
+        Ok(Bytes::copy_from_slice(&self.body.split_to(len)))
     }
 
     fn string(&mut self) -> Result<String, WireError> {
@@ -399,7 +496,10 @@ mod tests {
             connect_time_us: 1_700_000_000_123_456,
             cancel_key: (0x0102_0304, 0xdead_beef),
             params: vec![("application_name".into(), "worker 7".into())],
-            scram_keys: Some(([1; 32], [2; 32])),
+            credentials: ServerCredentials::ScramKeys {
+                client_key: [1; 32],
+                server_key: [2; 32],
+            },
             statements: vec![(
                 Bytes::from_static(b"S_1"),
                 Bytes::from_static(b"select $1\0\0\x01\0\0\0\x17"),
@@ -427,7 +527,14 @@ mod tests {
             },
             Message::Listeners(vec![
                 ListenerKind::Tcp,
-                ListenerKind::Unix("/run/pgmux/.s.PGSQL.6432".into()),
+                ListenerKind::Unix {
+                    path: "/run/pgmux/.s.PGSQL.6432".into(),
+                    owned: true,
+                },
+                ListenerKind::Unix {
+                    path: "/run/pgmux/.s.PGSQL.6433".into(),
+                    owned: false,
+                },
                 ListenerKind::Metrics,
             ]),
             Message::Listening,
@@ -438,6 +545,20 @@ mod tests {
             Message::Client {
                 id: 10,
                 client: Box::default(),
+            },
+            Message::Client {
+                id: 11,
+                client: Box::new(MovedClient {
+                    credentials: ServerCredentials::Md5("md5abc".into()),
+                    ..client()
+                }),
+            },
+            Message::Client {
+                id: 12,
+                client: Box::new(MovedClient {
+                    credentials: ServerCredentials::Password("pw".into()),
+                    ..client()
+                }),
             },
             Message::Ack {
                 id: 9,
@@ -453,21 +574,31 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn every_message_comes_back_as_it_went_even_a_byte_at_a_time() {
+    fn encoded(messages: &[Message]) -> BytesMut {
         let mut all = BytesMut::new();
-        for m in every_message() {
+        for m in messages {
             m.encode(&mut all);
         }
+        all
+    }
+
+    #[test]
+    fn every_message_comes_back_as_it_went_even_a_byte_at_a_time() {
+        let all = encoded(&every_message());
         let mut got = Vec::new();
         let mut buf = BytesMut::new();
         for byte in all.iter() {
             buf.put_u8(*byte);
-            while let Some(m) = Message::decode(&mut buf).unwrap() {
+            while let Some(m) = Message::decode(&mut buf, MAX_MESSAGE).unwrap() {
                 got.push(m);
             }
         }
-        assert_eq!(got, every_message());
+        assert_eq!(got.len(), every_message().len());
+        assert_eq!(
+            encoded(&got),
+            all,
+            "each message reads back as it was written"
+        );
         assert!(buf.is_empty());
     }
 
@@ -481,26 +612,44 @@ mod tests {
             for cut in 0..body {
                 let mut short = BytesMut::from(&whole[..HEADER + cut]);
                 short[1..HEADER].copy_from_slice(&(cut as u32).to_be_bytes());
-                let r = Message::decode(&mut short);
+                let r = Message::decode(&mut short, MAX_MESSAGE);
                 assert!(r.is_err(), "{m:?} cut to {cut} bytes read as {r:?}");
             }
             let mut long = whole.clone();
             long.put_u8(0);
             long[1..HEADER].copy_from_slice(&(body as u32 + 1).to_be_bytes());
-            assert_eq!(
-                Message::decode(&mut long),
-                Err(WireError::TrailingBytes(whole[0] as char, 1))
+            let r = Message::decode(&mut long, MAX_MESSAGE);
+            assert!(
+                matches!(&r, Err(WireError::TrailingBytes(t, 1)) if *t == whole[0] as char),
+                "{r:?}"
             );
+            if whole.len() > HEADER + 1 {
+                let mut over = whole.clone();
+                let r = Message::decode(&mut over, body - 1);
+                assert!(matches!(r, Err(WireError::TooLong(_))), "{r:?}");
+            }
         }
         let mut unknown = BytesMut::from(&b"Z\0\0\0\0"[..]);
-        assert_eq!(
-            Message::decode(&mut unknown),
-            Err(WireError::UnknownTag('Z'))
+        let r = Message::decode(&mut unknown, MAX_MESSAGE);
+        assert!(matches!(r, Err(WireError::UnknownTag('Z'))), "{r:?}");
+        let mut bad_ack = BytesMut::from(&b"A\0\0\0\x09\0\0\0\0\0\0\0\x01\x07"[..]);
+        let r = Message::decode(&mut bad_ack, MAX_MESSAGE);
+        assert!(matches!(r, Err(WireError::UnknownValue('A', 7))), "{r:?}");
+    }
+
+    #[test]
+    fn a_client_shows_no_secret_and_no_bytes_in_logs() {
+        let shown = format!(
+            "{:?}",
+            Message::Client {
+                id: 1,
+                client: Box::new(client())
+            }
         );
-        let mut huge = BytesMut::from(&b"C\x7f\xff\xff\xff"[..]);
-        assert!(matches!(
-            Message::decode(&mut huge),
-            Err(WireError::TooLong(_))
-        ));
+        assert!(shown.contains("shop"), "{shown}");
+        assert!(
+            !shown.contains("select 1") && !shown.contains("[1, 1"),
+            "{shown}"
+        );
     }
 }

@@ -6,7 +6,7 @@
 use crate::harness::process::{spawn, Process};
 use crate::harness::{eventually, own_role, shared_cluster, sqlstate, PgmuxConfig};
 use pgmux::takeover::channel::Channel;
-use pgmux::takeover::wire::{Message, FORMAT};
+use pgmux::takeover::wire::{ListenerKind, Message, FORMAT, MAX_MESSAGE};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -296,6 +296,121 @@ async fn a_takeover_with_a_broken_config_leaves_the_old_process_serving() {
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_fails_after_taking_the_sockets_leaves_the_old_one_serving() {
+    let pg = shared_cluster();
+    let old = start(pg).await;
+    let client = connect(&old.url("mover")).await;
+    // The new config is valid, but its metrics address is taken: it fails once it holds
+    // copies of the old process's sockets.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = std::fs::read_to_string(old.config_path())
+        .unwrap()
+        .replacen(
+            "[pgmux]\n",
+            &format!(
+                "[pgmux]\nmetrics_addr = \"{}\"\n",
+                taken.local_addr().unwrap()
+            ),
+            1,
+        );
+    let config = old.dir().join("new.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+        .args(["-R", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    client.batch_execute("SELECT 1").await.unwrap();
+    let fresh = tokio::time::timeout(Duration::from_secs(5), connect(&old.url("mover")))
+        .await
+        .expect("the old process accepts");
+    fresh.batch_execute("SELECT 1").await.unwrap();
+    assert!(old.log().contains("takeover refused"), "{}", old.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_whose_takeover_is_abandoned_stops_accepting_and_exits() {
+    use std::os::fd::AsFd;
+    use tokio::io::AsyncReadExt;
+    let pg = shared_cluster();
+    // The test plays the old process: its own TCP socket and Unix socket file.
+    let dir = crate::harness::TempDir::new("abandoned");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let socket_file = socket_path(dir.path(), port);
+    let unix = tokio::net::UnixListener::bind(&socket_file).unwrap();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "mover").await;
+    cfg.general = format!("unix_socket_dir = \"{}\"", dir.path().display());
+    let text = cfg
+        .render(dir.path())
+        .replace("listen_port = 0", &format!("listen_port = {port}"));
+    let config = dir.path().join("pgmux.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("new.log");
+    let mut new = Child(spawn(&config, &["--takeover"], &log));
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), unix.accept())
+        .await
+        .expect("the new process asks")
+        .unwrap();
+    let mut request = [0u8; 8];
+    stream.read_exact(&mut request).await.unwrap();
+    let mut channel = Channel::new(stream, Default::default(), MAX_MESSAGE);
+    assert!(matches!(
+        channel.recv().await.unwrap().0,
+        Message::Hello { .. }
+    ));
+    let welcome = Message::Welcome {
+        format: FORMAT,
+        version: "old".into(),
+        pid: 1,
+    };
+    channel.send(&welcome, &[]).await.unwrap();
+    let kinds = vec![
+        ListenerKind::Tcp,
+        ListenerKind::Unix {
+            path: socket_file.to_string_lossy().into(),
+            owned: true,
+        },
+    ];
+    let fds = [tcp.as_fd(), unix.as_fd()];
+    channel
+        .send(&Message::Listeners(kinds), &fds)
+        .await
+        .unwrap();
+    assert!(matches!(
+        channel.recv().await.unwrap().0,
+        Message::Listening
+    ));
+    let abandon = Message::Refused {
+        reason: "test abandons".into(),
+    };
+    channel.send(&abandon, &[]).await.unwrap();
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = new.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new process exits"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("takeover abandoned"), "{text}");
+    assert!(socket_file.exists(), "the old process's socket file stays");
+    // New clients come to the old process (the test) again: nobody else accepts them.
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (accepted, _) = tcp.accept().unwrap();
+    drop(accepted);
+}
+
 /// Speaks the takeover protocol by hand as a new process would, up to `Hello`.
 async fn ask(process: &Process, format: u32) -> Channel {
     use tokio::io::AsyncWriteExt;
@@ -304,7 +419,7 @@ async fn ask(process: &Process, format: u32) -> Channel {
     let mut packet = 8u32.to_be_bytes().to_vec();
     packet.extend_from_slice(&pgmux::protocol::startup::TAKEOVER_REQUEST.to_be_bytes());
     stream.write_all(&packet).await.unwrap();
-    let mut channel = Channel::new(stream, Default::default());
+    let mut channel = Channel::new(stream, Default::default(), MAX_MESSAGE);
     let hello = Message::Hello {
         format,
         version: "test".into(),
@@ -362,7 +477,13 @@ async fn a_new_process_that_dies_half_way_leaves_every_client_with_the_old_one()
     let row = eventually(
         Duration::from_secs(10),
         "the old process serves on",
-        || async { client.query_one("SHOW work_mem", &[]).await.ok() },
+        || async {
+            let attempt = client.query_one("SHOW work_mem", &[]);
+            tokio::time::timeout(Duration::from_secs(2), attempt)
+                .await
+                .ok()?
+                .ok()
+        },
     )
     .await;
     assert_eq!(row.get::<_, String>(0), "11MB");

@@ -95,7 +95,7 @@ impl Session<'_> {
                 .iter()
                 .map(|(n, v)| (n.to_owned(), v.to_owned()))
                 .collect(),
-            scram_keys: login.pool.learned_scram_keys(),
+            credentials: login.pool.credentials(),
             statements: self
                 .statements
                 .client
