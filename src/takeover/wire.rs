@@ -301,7 +301,11 @@ impl Message {
                         0 => ListenerKind::Tcp,
                         1 => ListenerKind::Unix {
                             path: r.string()?,
-                            owned: r.u8()? != 0,
+                            owned: match r.u8()? {
+                                0 => false,
+                                1 => true,
+                                other => return Err(WireError::UnknownValue(r.tag, other)),
+                            },
                         },
                         2 => ListenerKind::Metrics,
                         other => return Err(WireError::UnknownValue(r.tag, other)),

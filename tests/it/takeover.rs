@@ -36,6 +36,14 @@ fn unix_url(process: &Process) -> String {
     )
 }
 
+/// A new client of `process` is served (within 5 s: a process that stopped accepting fails).
+async fn accepts(process: &Process) {
+    let fresh = tokio::time::timeout(Duration::from_secs(5), connect(&process.url("mover")))
+        .await
+        .expect("the process accepts new clients");
+    fresh.batch_execute("SELECT 1").await.unwrap();
+}
+
 async fn start(pg: &crate::harness::ClusterInfo) -> Process {
     let mut cfg = PgmuxConfig::new(pg);
     cfg.userlist = own_role(pg, "mover").await;
@@ -289,11 +297,7 @@ async fn a_takeover_with_a_broken_config_leaves_the_old_process_serving() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_port"));
     let row = client.query_one("SHOW work_mem", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "9MB");
-    connect(&old.url("mover"))
-        .await
-        .batch_execute("SELECT 1")
-        .await
-        .unwrap();
+    accepts(&old).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,10 +329,7 @@ async fn a_new_process_that_fails_after_taking_the_sockets_leaves_the_old_one_se
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("in use"), "{err}");
     client.batch_execute("SELECT 1").await.unwrap();
-    let fresh = tokio::time::timeout(Duration::from_secs(5), connect(&old.url("mover")))
-        .await
-        .expect("the old process accepts");
-    fresh.batch_execute("SELECT 1").await.unwrap();
+    accepts(&old).await;
     assert!(old.log().contains("takeover refused"), "{}", old.log());
 }
 
@@ -440,11 +441,7 @@ async fn a_new_process_of_another_format_is_refused_and_nothing_changes() {
         other => panic!("expected Refused, got {other:?}"),
     }
     client.batch_execute("SELECT 1").await.unwrap();
-    connect(&old.url("mover"))
-        .await
-        .batch_execute("SELECT 1")
-        .await
-        .unwrap();
+    accepts(&old).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,10 +484,7 @@ async fn a_new_process_that_dies_half_way_leaves_every_client_with_the_old_one()
     )
     .await;
     assert_eq!(row.get::<_, String>(0), "11MB");
-    let fresh = tokio::time::timeout(Duration::from_secs(5), connect(&old.url("mover")))
-        .await
-        .expect("the old process accepts again");
-    fresh.batch_execute("SELECT 1").await.unwrap();
+    accepts(&old).await;
     assert!(
         old.log().contains("takeover failed, serving on as before"),
         "{}",
@@ -637,11 +631,7 @@ async fn the_console_upgrade_command_starts_the_new_process_itself() {
     let row = client.query_one("SHOW work_mem", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "17MB");
     assert!(old.log().contains("takeover complete"), "{}", old.log());
-    connect(&old.url("mover"))
-        .await
-        .batch_execute("SELECT 1")
-        .await
-        .unwrap();
+    accepts(&old).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,9 +650,5 @@ async fn over_tcp_the_takeover_code_is_answered_as_any_unknown_protocol() {
     }
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0].0, 'E');
-    connect(&old.url("mover"))
-        .await
-        .batch_execute("SELECT 1")
-        .await
-        .unwrap();
+    accepts(&old).await;
 }
