@@ -99,7 +99,11 @@ impl Shared {
     /// Starts (or hastens) a shutdown. Under a draining mode every client is told to stop
     /// once between transactions.
     pub fn begin_shutdown(&self, mode: shutdown::ShutdownMode) {
-        self.shutdown.begin(mode);
+        match self.handover.taking_over() {
+            // Not the service yet: the service manager must not hear that it stops.
+            true => self.shutdown.begin_quietly(mode),
+            false => self.shutdown.begin(mode),
+        }
         // A process shutting down is not taken over; in a fleet its sockets must close when
         // its accept loops let go of them.
         self.handover.forget_listeners();
@@ -242,7 +246,7 @@ impl Server {
             Some(addr) => Some(tokio::net::TcpListener::bind(addr.as_str()).await?),
             None => None,
         };
-        Server::start(config, bound, metrics)
+        Server::start(config, bound, metrics, |_| {})
     }
 
     /// Takes the place of the running pgmux that `taken` came from: serves on its sockets,
@@ -266,20 +270,29 @@ impl Server {
             (None, Some(addr)) => Some(tokio::net::TcpListener::bind(addr.as_str()).await?),
             (None, None) => None,
         };
-        let running = Server::start(config, bound, metrics)?;
+        // Marked as taking over before it accepts: cancels for the old process's clients
+        // and a concurrent takeover of this one are handled from the first client on.
+        let mut cancels = None;
+        let running = Server::start(config, bound, metrics, |shared| {
+            cancels = Some(shared.handover.begin_taking_over());
+        })?;
         tracing::info!(
             old_pid = taken.old_pid,
             "took the running pgmux's sockets over; taking its clients"
         );
         let shared = running.shared.clone();
-        tokio::spawn(takeover::receive(taken, shared, client::adopt));
+        if let Some(cancels) = cancels {
+            tokio::spawn(takeover::receive(taken, shared, client::adopt, cancels));
+        }
         Ok(running)
     }
 
+    /// Starts serving on `bound`; `prepare` sees the shared state before the first accept.
     fn start(
         config: Config,
         bound: listener::Bound,
         metrics: Option<tokio::net::TcpListener>,
+        prepare: impl FnOnce(&Shared),
     ) -> std::io::Result<Running> {
         let listener::Bound {
             listeners,
@@ -322,6 +335,7 @@ impl Server {
             }
             None => None,
         };
+        prepare(&shared);
         let tasks = listeners
             .into_iter()
             .map(|l| tokio::spawn(listener::accept_loop(l, shared.clone(), stop_rx.clone())))
@@ -395,10 +409,11 @@ impl Running {
 
     /// Stops accepting, ends client sessions and closes idle servers.
     pub async fn shutdown(mut self) {
-        if self.shared.handover.given_away() {
-            // The new process listens on it now.
-            if let Some(file) = self.unix_socket.as_mut() {
-                file.give_away();
+        if let Some(file) = self.unix_socket.as_mut() {
+            // A takeover may have given the file to another process, or not yet to this one.
+            match self.shared.handover.socket_file_ours() {
+                true => file.claim(),
+                false => file.give_away(),
             }
         }
         let _ = self.stop.send(true);

@@ -83,10 +83,10 @@ pub fn taken(
             ListenerKind::Unix { path, owned } => {
                 // A file the old process did not make (socket activation) is not ours either.
                 if owned {
-                    let path = PathBuf::from(path);
+                    // Not removed at exit until the takeover is done (see SocketFile::claim).
                     socket_file = Some(SocketFile {
-                        identity: identity(&path),
-                        path,
+                        identity: None,
+                        path: PathBuf::from(path),
                     });
                 }
                 listening.push(Activated::Unix(fd.into()));
@@ -276,6 +276,14 @@ impl SocketFile {
     /// Leaves the file where it is when this is dropped: a takeover gave it to a new process.
     pub fn give_away(&mut self) {
         self.identity = None;
+    }
+
+    /// Removes the file there now when this is dropped: a file taken over is this process's
+    /// once the takeover is done.
+    pub fn claim(&mut self) {
+        if self.identity.is_none() {
+            self.identity = identity(&self.path);
+        }
     }
 }
 

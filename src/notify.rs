@@ -65,7 +65,9 @@ pub enum Activated {
 
 /// The listening sockets systemd passed (socket activation: LISTEN_PID is this process and
 /// LISTEN_FDS counts them), TCP and Unix alike; empty without socket activation. Called once,
-/// at start; pgmux starts no child processes, so the variables are left as they are.
+/// at start. The descriptors are marked close-on-exec: the only process pgmux starts (the
+/// console's UPGRADE) takes its sockets over the takeover instead, and is started without
+/// these variables.
 pub fn activated_listeners() -> Vec<Activated> {
     use std::os::fd::FromRawFd;
     let pid = std::env::var("LISTEN_PID")
@@ -82,6 +84,8 @@ pub fn activated_listeners() -> Vec<Activated> {
     }
     let mut sockets = Vec::new();
     for fd in LISTEN_FDS_START..LISTEN_FDS_START + count.clamp(0, 64) {
+        // SAFETY: fcntl on a descriptor number; on one that is not open it fails, harmlessly.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         match socket_family(fd) {
             // SAFETY: systemd hands this descriptor to this process alone for it to own, and
             // its family was just checked.

@@ -29,6 +29,9 @@ pub fn adopt(
     mut moved: MovedClient,
     socket: OwnedFd,
 ) -> Result<Box<dyn Pending>, String> {
+    if shared.shutdown.mode().is_some() {
+        return Err("this process is shutting down".into());
+    }
     let config = shared.config();
     let (user, database) = (moved.user.clone(), moved.database.clone());
     let db = config

@@ -295,10 +295,21 @@ fn render_histograms(out: &mut String, pools: &[Arc<crate::pool::Pool>]) {
 
 /// Serves /metrics until stopped. One short request per connection.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // False while another process serves the endpoint on the same socket (a takeover).
+    let mut accepting = shared.handover.accepting();
     loop {
+        let open = *accepting.borrow_and_update();
+        let accept = async {
+            match open {
+                true => listener.accept().await,
+                false => std::future::pending().await,
+            }
+        };
         let accepted = tokio::select! {
+            biased;
             _ = stop.changed() => return,
-            a = listener.accept() => a,
+            Ok(()) = accepting.changed() => continue,
+            a = accept => a,
         };
         let Ok((stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -106,6 +106,10 @@ impl Channel {
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
+            // Bytes that never finish a message must not bring descriptors without end.
+            if self.descriptors.len() > 2 * MAX_DESCRIPTORS {
+                return Err(invalid("descriptors sent that no takeover message carries"));
+            }
         }
     }
 }

@@ -12,7 +12,7 @@
 //! committed to it), accepts again, and keeps every client it did not commit.
 
 use super::channel::Channel;
-use super::wire::{ListenerKind, Message, FORMAT, MAX_TO_OLD};
+use super::wire::{ListenerKind, Message, FORMAT, MAX_MESSAGE, MAX_TO_OLD};
 use super::{lock, Offer, OFFER_QUEUE, STEP_TIMEOUT};
 use crate::signal::Stop;
 use crate::Shared;
@@ -50,10 +50,13 @@ pub fn may_take_over(stream: &UnixStream) -> Result<(), String> {
 pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
     let mut channel = Channel::new(stream, buffered, MAX_TO_OLD);
     let (offers, queue) = mpsc::channel(OFFER_QUEUE);
-    // One takeover at a time, and none of a process still taking another's clients.
+    // One takeover at a time; none of a process still taking another's clients, nor while
+    // the new process of a takeover given up still serves clients beside this one.
     let busy = {
         let mut slot = lock(&shared.handover.offers);
-        let busy = slot.is_some() || lock(&shared.handover.cancels_to_old).is_some();
+        let busy = slot.is_some()
+            || shared.handover.taking_over()
+            || lock(&shared.handover.cancels_to_peer).is_some();
         if !busy {
             *slot = Some(offers);
         }
@@ -76,16 +79,20 @@ pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
         }
         Err(Failed::Abandoned(why)) => {
             tracing::error!("takeover failed, serving on as before: {why}");
-            // Tells a new process that still listens to stop accepting; it keeps only the
-            // clients committed to it.
-            refuse(
-                &mut channel,
-                &format!("the old process abandons the takeover: {why}"),
-            )
-            .await;
             shared.registry.stop_moving();
-            shared.handover.given_away.store(false, Ordering::Release);
+            shared
+                .handover
+                .socket_file_ours
+                .store(true, Ordering::Release);
             shared.handover.accepting.send_replace(true);
+            // Tells a new process that still listens to stop accepting; it keeps only the
+            // clients committed to it, and the two pass each other's cancels on until it
+            // goes.
+            let abandon = format!("the old process abandons the takeover: {why}");
+            refuse(&mut channel, &abandon).await;
+            *lock(&shared.handover.offers) = None;
+            super::pass_cancels(channel, shared).await;
+            return;
         }
     }
     // Last: sessions offering from now on stay here, and another takeover may begin.
@@ -199,9 +206,12 @@ async fn hand_over(
             )))
         }
     }
-    // From here on the new process accepts on the same sockets, and its socket file is the
+    // From here on the new process accepts on the same sockets, and the socket file is the
     // new process's: this one leaves it in place if it exits, unless the takeover is undone.
-    shared.handover.given_away.store(true, Ordering::Release);
+    shared
+        .handover
+        .socket_file_ours
+        .store(false, Ordering::Release);
     shared.handover.accepting.send_replace(false);
     shared.registry.move_all();
     // Servers are not handed over: the new process opens its own. Idle ones go now, so that
@@ -236,7 +246,8 @@ fn clients_held(shared: &Shared) -> usize {
 }
 
 /// Sends each client offered until none is left; from `deadline` on, closes those still
-/// here (and any that finish logging in after it) with 57P01.
+/// here (and any that finish logging in after it) with 57P01, and no longer waits for
+/// connections still logging in.
 async fn move_clients(
     channel: &mut Channel,
     queue: &mut mpsc::Receiver<Offer>,
@@ -248,7 +259,11 @@ async fn move_clients(
     // Twice none, one check apart: an accept loop counts a client a moment after accepting it.
     let mut seen_empty = false;
     loop {
-        match (clients_held(shared), seen_empty) {
+        let held = match past_deadline {
+            false => clients_held(shared),
+            true => shared.registry.pool_clients(),
+        };
+        match (held, seen_empty) {
             (0, true) => return Ok(()),
             (0, false) => seen_empty = true,
             _ => seen_empty = false,
@@ -297,21 +312,25 @@ async fn send_client(
     let Offer {
         client,
         socket,
+        entry,
         reply,
     } = offer;
+    if entry.signal.is_raised(Stop::Killed) {
+        let _ = reply.send(Err("killed while waiting to move".into()));
+        return Ok(());
+    }
     let message = Message::Client {
         id,
         client: Box::new(client),
     };
+    if message.encoded_len() > MAX_MESSAGE {
+        let _ = reply.send(Err("its state is over the takeover's message limit".into()));
+        return Ok(());
+    }
     let fds = [socket.as_fd()];
     let sent = tokio::time::timeout(STEP_TIMEOUT, channel.send(&message, &fds)).await;
     match sent {
         Ok(Ok(())) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
-            // Nothing was sent: this client alone stays.
-            let _ = reply.send(Err(e.to_string()));
-            return Ok(());
-        }
         Ok(Err(e)) => {
             let _ = reply.send(Err("the takeover failed".into()));
             return Err(format!("cannot send a client: {e}"));

@@ -20,9 +20,11 @@ pub use give::{give, may_take_over};
 pub use take::{receive, request, Adopt, Pending, Taken};
 pub use wire::{ListenerKind, MovedClient};
 
+use crate::registry::ClientEntry;
+use crate::Shared;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -33,10 +35,12 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const OFFER_QUEUE: usize = 64;
 
 /// A session offering its client to the new process: the client's state, a copy of its
-/// socket, and where to say whether it moved.
+/// socket, its entry (a client killed while it waits its turn is not sent), and where to say
+/// whether it moved.
 pub struct Offer {
     pub client: MovedClient,
     pub socket: OwnedFd,
+    pub entry: Arc<ClientEntry>,
     pub reply: oneshot::Sender<Result<(), String>>,
 }
 
@@ -46,13 +50,17 @@ pub struct Handover {
     listeners: Mutex<Vec<(ListenerKind, OwnedFd)>>,
     /// While this process hands its clients over: where sessions offer them.
     offers: Mutex<Option<mpsc::Sender<Offer>>>,
-    /// While this process takes clients over: cancels for keys it does not hold, whose
-    /// clients are still in a transaction in the old process.
-    cancels_to_old: Mutex<Option<mpsc::Sender<(u32, u32)>>>,
-    /// False while the new process accepts in this one's place.
+    /// While the other process of a takeover serves clients beside this one (during it, or
+    /// after it was given up): cancels for keys this process does not hold go there.
+    cancels_to_peer: Mutex<Option<mpsc::Sender<(u32, u32)>>>,
+    /// This process is taking another's clients (until Done, or the takeover ends).
+    taking_over: AtomicBool,
+    /// False while another process accepts in this one's place.
     accepting: watch::Sender<bool>,
-    /// The takeover completed: the sockets and the socket file are the new process's.
-    given_away: AtomicBool,
+    /// Whether the Unix socket's file is this process's to remove when it exits: not while a
+    /// takeover has given it to the new process, nor in a new process until the takeover is
+    /// done.
+    socket_file_ours: AtomicBool,
 }
 
 impl Default for Handover {
@@ -60,9 +68,10 @@ impl Default for Handover {
         Handover {
             listeners: Mutex::default(),
             offers: Mutex::default(),
-            cancels_to_old: Mutex::default(),
+            cancels_to_peer: Mutex::default(),
+            taking_over: AtomicBool::new(false),
             accepting: watch::channel(true).0,
-            given_away: AtomicBool::new(false),
+            socket_file_ours: AtomicBool::new(true),
         }
     }
 }
@@ -107,14 +116,35 @@ impl Handover {
         self.accepting.subscribe()
     }
 
-    /// Whether a completed takeover gave this process's sockets away.
-    pub fn given_away(&self) -> bool {
-        self.given_away.load(Ordering::Acquire)
+    /// Whether the Unix socket's file is this process's to remove when it exits.
+    pub fn socket_file_ours(&self) -> bool {
+        self.socket_file_ours.load(Ordering::Acquire)
+    }
+
+    /// Whether this process is taking another's clients now.
+    pub fn taking_over(&self) -> bool {
+        self.taking_over.load(Ordering::Acquire)
+    }
+
+    /// A new process, before it accepts on the sockets it took: taking over, and not owning
+    /// the socket file until the takeover is done. Returns where cancels for the old
+    /// process's clients wait to be sent.
+    pub fn begin_taking_over(&self) -> mpsc::Receiver<(u32, u32)> {
+        let (to_old, cancels) = mpsc::channel(CANCEL_QUEUE);
+        *lock(&self.cancels_to_peer) = Some(to_old);
+        self.taking_over.store(true, Ordering::Release);
+        self.socket_file_ours.store(false, Ordering::Release);
+        cancels
     }
 
     /// Offers a client to the new process. Ok once the new process serves it (the caller
     /// then lets go of its socket without a word); Err with why it stays here.
-    pub async fn offer(&self, client: MovedClient, socket: BorrowedFd<'_>) -> Result<(), String> {
+    pub async fn offer(
+        &self,
+        client: MovedClient,
+        socket: BorrowedFd<'_>,
+        entry: Arc<ClientEntry>,
+    ) -> Result<(), String> {
         let Some(offers) = lock(&self.offers).clone() else {
             return Err("no takeover under way".into());
         };
@@ -125,6 +155,7 @@ impl Handover {
         let offer = Offer {
             client,
             socket,
+            entry,
             reply,
         };
         if offers.send(offer).await.is_err() {
@@ -135,12 +166,42 @@ impl Handover {
             .unwrap_or_else(|_| Err("the takeover ended".into()))
     }
 
-    /// Sends a cancel on to the old process, while this one takes its clients over. False
-    /// when no takeover is under way.
+    /// Sends a cancel on to the other process of a takeover, while there is one serving
+    /// clients beside this one. False when there is none.
     pub fn forward_cancel(&self, pid: u32, secret: u32) -> bool {
-        match lock(&self.cancels_to_old).as_ref() {
-            Some(to_old) => to_old.try_send((pid, secret)).is_ok(),
+        match lock(&self.cancels_to_peer).as_ref() {
+            Some(peer) => peer.try_send((pid, secret)).is_ok(),
             None => false,
         }
     }
+}
+
+/// Cancels waiting to be passed to the other process, at most.
+const CANCEL_QUEUE: usize = 256;
+
+/// After a takeover was given up, while both processes serve clients: passes cancels for
+/// keys this process does not hold to the other one, and delivers those it passes here,
+/// until it goes away.
+pub(crate) async fn pass_cancels(mut channel: channel::Channel, shared: Arc<Shared>) {
+    let (to_peer, mut cancels) = mpsc::channel(CANCEL_QUEUE);
+    *lock(&shared.handover.cancels_to_peer) = Some(to_peer);
+    loop {
+        tokio::select! {
+            received = channel.recv() => match received {
+                Ok((wire::Message::Cancel { pid, secret }, _)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { shared.cancels.cancel(pid, secret).await });
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            },
+            Some((pid, secret)) = cancels.recv() => {
+                let cancel = wire::Message::Cancel { pid, secret };
+                if channel.send(&cancel, &[]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    *lock(&shared.handover.cancels_to_peer) = None;
 }

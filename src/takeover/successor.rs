@@ -31,6 +31,11 @@ pub fn start(
             .arg("--takeover-timeout")
             .arg(deadline.as_secs_f64().to_string());
     }
+    // Sockets systemd passed this process are for it alone; the new one takes copies over
+    // the takeover, like every other socket.
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        command.env_remove(name);
+    }
     let mut child = command
         .stdin(Stdio::null())
         .spawn()

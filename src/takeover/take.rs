@@ -19,9 +19,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-/// Cancels waiting to be passed on to the old process, at most.
-const CANCEL_QUEUE: usize = 256;
-
 /// What the running process handed over before clients move: its listening sockets.
 pub struct Taken {
     channel: Channel,
@@ -121,50 +118,77 @@ pub type Adopt = fn(&Arc<Shared>, MovedClient, OwnedFd) -> Result<Box<dyn Pendin
 enum Ended {
     /// The old process holds no client any more.
     Done(u64),
-    /// The old process gave the takeover up and serves on.
-    Abandoned(String),
-    /// The old process went away (or broke the protocol) without a word.
+    /// The takeover was given up (by the old process, or by this one shutting down); the
+    /// old process serves on.
+    GivenUp(String),
+    /// The connection broke without a word.
     Lost(String),
 }
 
 /// Once this process accepts on the sockets taken: takes the old process's clients until it
-/// says it holds none, and passes on cancels for those still there.
-pub async fn receive(taken: Taken, shared: Arc<Shared>, adopt: Adopt) {
+/// says it holds none, and passes on cancels for those still there. `cancels` are those
+/// [`super::Handover::begin_taking_over`] gave.
+pub async fn receive(
+    taken: Taken,
+    shared: Arc<Shared>,
+    adopt: Adopt,
+    mut cancels: mpsc::Receiver<(u32, u32)>,
+) {
     let Taken {
         mut channel,
         old_pid,
         ..
     } = taken;
-    let (to_old, mut cancels) = mpsc::channel(CANCEL_QUEUE);
-    *lock(&shared.handover.cancels_to_old) = Some(to_old);
-    let ended = take_clients(&mut channel, &mut cancels, &shared, adopt).await;
-    *lock(&shared.handover.cancels_to_old) = None;
+    let mut ended = take_clients(&mut channel, &mut cancels, &shared, adopt).await;
+    if let Ended::Lost(why) = &ended {
+        // The old process may have given up and closed before this one read why.
+        if old_process_lives(old_pid) {
+            ended = Ended::GivenUp(format!("{why}, and the old process runs on"));
+        }
+    }
+    drop(cancels);
+    let handover = &shared.handover;
+    handover.taking_over.store(false, Ordering::Release);
     match ended {
         Ended::Done(moved) => {
+            *lock(&handover.cancels_to_peer) = None;
+            handover.socket_file_ours.store(true, Ordering::Release);
             // Under systemd this process is the service's main process from now on.
             crate::notify::main_pid();
             let _ = channel.send(&Message::Finished, &[]).await;
             tracing::info!(old_pid, moved, "takeover complete");
         }
-        Ended::Abandoned(why) => {
+        Ended::GivenUp(why) => {
             // The old process accepts again and keeps its socket file; this one serves the
-            // clients committed to it and exits when they have left.
+            // clients committed to it, passes cancels with the old one, and exits when its
+            // clients have left.
             tracing::error!(
                 old_pid,
                 "takeover abandoned: {why}; serving only the clients already moved, then exiting"
             );
-            shared.handover.accepting.send_replace(false);
-            shared.handover.given_away.store(true, Ordering::Release);
-            shared.handover.forget_listeners();
+            handover.accepting.send_replace(false);
+            handover.forget_listeners();
             shared
                 .shutdown
                 .begin_quietly(crate::shutdown::ShutdownMode::WaitForClients);
+            super::pass_cancels(channel, shared.clone()).await;
         }
-        Ended::Lost(why) => tracing::error!(
-            old_pid,
-            "takeover ended early: {why}; this process serves on alone"
-        ),
+        Ended::Lost(why) => {
+            *lock(&handover.cancels_to_peer) = None;
+            handover.socket_file_ours.store(true, Ordering::Release);
+            crate::notify::main_pid();
+            tracing::error!(
+                old_pid,
+                "takeover ended early: {why}; the old process is gone, this one serves on alone"
+            );
+        }
     }
+}
+
+/// Whether the process `pid` still exists.
+fn old_process_lives(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    pid > 0 && unsafe { libc::kill(pid as i32, 0) } == 0
 }
 
 async fn take_clients(
@@ -174,8 +198,9 @@ async fn take_clients(
     adopt: Adopt,
 ) -> Ended {
     if let Err(e) = channel.send(&Message::Listening, &[]).await {
-        return Ended::Lost(format!("cannot write to the old process: {e}"));
+        return why_closed(channel, format!("cannot write to the old process: {e}")).await;
     }
+    let mut shutdown = shared.shutdown.watch();
     let mut moved = 0u64;
     // Acknowledged, not committed: at most one at a time, as the old process sends them.
     let mut pending: HashMap<u64, Box<dyn Pending>> = HashMap::new();
@@ -209,14 +234,32 @@ async fn take_clients(
                     continue;
                 }
                 Ok((Message::Done, _)) => return Ended::Done(moved),
-                Ok((Message::Refused { reason }, _)) => return Ended::Abandoned(reason),
+                Ok((Message::Refused { reason }, _)) => return Ended::GivenUp(reason),
                 Ok((other, _)) => return Ended::Lost(format!("unexpected {}", other.name())),
                 Err(e) => return Ended::Lost(format!("the old process: {e}")),
             },
             Some((pid, secret)) = cancels.recv() => Message::Cancel { pid, secret },
+            Ok(()) = shutdown.changed() => {
+                let why = "this process is shutting down";
+                let refused = Message::Refused { reason: why.into() };
+                let _ = tokio::time::timeout(STEP_TIMEOUT, channel.send(&refused, &[])).await;
+                return Ended::GivenUp(why.into());
+            }
         };
         if let Err(e) = channel.send(&reply, &[]).await {
-            return Ended::Lost(format!("cannot write to the old process: {e}"));
+            return why_closed(channel, format!("cannot write to the old process: {e}")).await;
         }
     }
+}
+
+/// After a write to the old process failed: whether it had said it gives up, in what it sent
+/// before it closed.
+async fn why_closed(channel: &mut Channel, error: String) -> Ended {
+    let last_words = Duration::from_secs(1);
+    while let Ok(Ok((message, _))) = tokio::time::timeout(last_words, channel.recv()).await {
+        if let Message::Refused { reason } = message {
+            return Ended::GivenUp(reason);
+        }
+    }
+    Ended::Lost(error)
 }

@@ -572,6 +572,7 @@ mod tests {
                 id: 10,
                 refused: Some("no such database".into()),
             },
+            Message::Commit { id: 9 },
             Message::Cancel { pid: 1, secret: 2 },
             Message::Done,
             Message::Finished,

@@ -73,6 +73,14 @@ impl Raw {
         }
     }
 
+    /// Over a connection made elsewhere.
+    pub fn over(stream: TcpStream) -> Raw {
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
     /// Connects and logs in with a trust-auth pgmux; returns after the first ReadyForQuery.
     pub async fn login(port: u16, user: &str, db: &str) -> Raw {
         let mut raw = Raw::connect(port).await;

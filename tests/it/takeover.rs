@@ -330,6 +330,13 @@ async fn a_new_process_that_fails_after_taking_the_sockets_leaves_the_old_one_se
     assert!(err.contains("in use"), "{err}");
     client.batch_execute("SELECT 1").await.unwrap();
     accepts(&old).await;
+    // The new process left the old one's socket file where it was.
+    assert!(socket_path(old.dir(), old.port).exists());
+    connect(&unix_url(&old))
+        .await
+        .batch_execute("SELECT 1")
+        .await
+        .unwrap();
     assert!(old.log().contains("takeover refused"), "{}", old.log());
 }
 
@@ -387,10 +394,86 @@ async fn a_new_process_whose_takeover_is_abandoned_stops_accepting_and_exits() {
         channel.recv().await.unwrap().0,
         Message::Listening
     ));
+    // Client 1 is sent, acknowledged and committed: the new process serves it from then on.
+    let (mut first, first_socket) = client_pair().await;
+    let first_moved = Message::Client {
+        id: 1,
+        client: Box::new(moved_client(1)),
+    };
+    channel
+        .send(&first_moved, &[first_socket.as_fd()])
+        .await
+        .unwrap();
+    assert!(matches!(
+        channel.recv().await.unwrap().0,
+        Message::Ack {
+            id: 1,
+            refused: None
+        }
+    ));
+    channel.send(&Message::Commit { id: 1 }, &[]).await.unwrap();
+    drop(first_socket);
+    assert_eq!(answer(&mut first, "SELECT 40 + 2").await, "42");
+    // Client 2 is acknowledged, and then the takeover is given up before its commit.
+    let (mut second, second_socket) = client_pair().await;
+    let second_moved = Message::Client {
+        id: 2,
+        client: Box::new(moved_client(2)),
+    };
+    channel
+        .send(&second_moved, &[second_socket.as_fd()])
+        .await
+        .unwrap();
+    assert!(matches!(
+        channel.recv().await.unwrap().0,
+        Message::Ack {
+            id: 2,
+            refused: None
+        }
+    ));
     let abandon = Message::Refused {
         reason: "test abandons".into(),
     };
     channel.send(&abandon, &[]).await.unwrap();
+    let abandoned = eventually(
+        Duration::from_secs(10),
+        "the new process gives up",
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("takeover abandoned").then_some(text)
+        },
+    )
+    .await;
+    // While it lives: new clients come to the old process (the test) again; the committed
+    // client is still served; the one never committed was never read from (its query waits
+    // here for the old process).
+    let _queued = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(tcp.try_clone().unwrap()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .unwrap_or_else(|_| panic!("the new process still accepts:\n{abandoned}"))
+        .unwrap();
+    assert!(
+        new.0.try_wait().unwrap().is_none(),
+        "it serves its client first"
+    );
+    assert_eq!(
+        answer(&mut first, "SELECT 'still ' || 'here'").await,
+        "still here"
+    );
+    second.send(&crate::harness::raw::query("SELECT 1")).await;
+    let mut server_side = crate::harness::raw::Raw::over(second_socket.into_tokio());
+    let (tag, _) = server_side
+        .read()
+        .await
+        .expect("the query reached the old process");
+    assert_eq!(tag, b'Q');
+    // Once its client leaves, it exits 0 and leaves the socket file to the old process.
+    first.send(&crate::harness::raw::msg(b'X', b"")).await;
+    drop(first);
     let started = Instant::now();
     let code = loop {
         if let Some(status) = new.0.try_wait().unwrap() {
@@ -404,12 +487,56 @@ async fn a_new_process_whose_takeover_is_abandoned_stops_accepting_and_exits() {
     };
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("takeover abandoned"), "{text}");
     assert!(socket_file.exists(), "the old process's socket file stays");
-    // New clients come to the old process (the test) again: nobody else accepts them.
-    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let (accepted, _) = tcp.accept().unwrap();
-    drop(accepted);
+}
+
+/// A connected TCP pair on 127.0.0.1: the client's end, and the end a pooler serves.
+async fn client_pair() -> (crate::harness::raw::Raw, ServerSide) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (
+        crate::harness::raw::Raw::over(client),
+        ServerSide(server.into_std().unwrap()),
+    )
+}
+
+/// The pooler's end of a client connection, as a process hands it over.
+struct ServerSide(std::net::TcpStream);
+
+impl ServerSide {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
+    }
+
+    fn into_tokio(self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::from_std(self.0).unwrap()
+    }
+}
+
+/// A logged-in client of database app as the old process would describe it.
+fn moved_client(n: u32) -> pgmux::takeover::MovedClient {
+    pgmux::takeover::MovedClient {
+        user: "mover".into(),
+        database: "app".into(),
+        cancel_key: (n, n),
+        ..Default::default()
+    }
+}
+
+/// The one value `sql` returns, over the raw protocol.
+async fn answer(client: &mut crate::harness::raw::Raw, sql: &str) -> String {
+    client.send(&crate::harness::raw::query(sql)).await;
+    let messages = client.read_until(b'Z').await;
+    let row = messages
+        .iter()
+        .find(|(tag, _)| *tag == b'D')
+        .unwrap_or_else(|| panic!("no row for {sql}: {messages:?}"));
+    // One column: its count, its length, its text.
+    String::from_utf8_lossy(&row.1[6..]).into_owned()
 }
 
 /// Speaks the takeover protocol by hand as a new process would, up to `Hello`.
@@ -502,12 +629,21 @@ async fn clients_that_cannot_move_stay_until_the_deadline_and_cancels_reach_them
     let pg = shared_cluster();
     let mut cfg = PgmuxConfig::new(pg);
     cfg.userlist = own_role(pg, "mover").await;
+    // app_gone is not in the new process's config: its client is refused there and stays.
     cfg.extra = format!(
-        "[databases.app_session]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"app\"\n\
-         pool_mode = \"session\"\n",
-        pg.port
+        "[databases.app_session]\nhost = \"127.0.0.1\"\nport = {port}\ndbname = \"app\"\n\
+         pool_mode = \"session\"\n\
+         [databases.app_gone]\nhost = \"127.0.0.1\"\nport = {port}\ndbname = \"app\"\n",
+        port = pg.port
     );
     let mut old = Process::start(cfg).await;
+    let text = std::fs::read_to_string(old.config_path()).unwrap();
+    let without_gone = &text[..text.find("[databases.app_gone]").unwrap()];
+    let new_config = old.dir().join("new.toml");
+    std::fs::write(&new_config, without_gone).unwrap();
+    let gone_url = old.url("mover").replace("dbname=app", "dbname=app_gone");
+    let gone = connect(&gone_url).await;
+    gone.batch_execute("SELECT 1").await.unwrap();
     let session_url = old.url("mover").replace("dbname=app", "dbname=app_session");
     let session = connect(&session_url).await;
     session.batch_execute("SELECT 1").await.unwrap();
@@ -532,18 +668,13 @@ async fn clients_that_cannot_move_stay_until_the_deadline_and_cancels_reach_them
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let log = old.dir().join("new.log");
-    let _new = Child(spawn(
-        &old.config_path(),
-        &["-R", "--takeover-timeout", "3"],
-        &log,
-    ));
+    let _new = Child(spawn(&new_config, &["-R", "--takeover-timeout", "3"], &log));
     eventually(
         Duration::from_secs(10),
         "the new process accepts",
         || async {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains("took the running pgmux's sockets over")
-                .then_some(())
+            // The old process has stopped accepting: the cancel can only come through the new one.
+            old.log().contains("the new process accepts").then_some(())
         },
     )
     .await;
@@ -570,7 +701,13 @@ async fn clients_that_cannot_move_stay_until_the_deadline_and_cancels_reach_them
         "{}",
         old.log()
     );
+    let new_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        new_log.contains("a client stays with the old process: database \"app_gone\""),
+        "{new_log}"
+    );
     for (name, client) in [
+        ("a database the new process lacks", &gone),
         ("session mode", &session),
         ("pinned", &pinned),
         ("in a transaction", &in_transaction),
@@ -651,4 +788,33 @@ async fn over_tcp_the_takeover_code_is_answered_as_any_unknown_protocol() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0].0, 'E');
     accepts(&old).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_half_way_through_a_message_moves_with_what_it_had_sent() {
+    use crate::harness::raw::{query, Raw};
+    let pg = shared_cluster();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "mover").await;
+    cfg.auth_type = "trust";
+    let mut old = Process::start(cfg).await;
+    let mut client = Raw::login(old.port, "mover", "app").await;
+    let q = query("SELECT 'moved ' || 'whole'");
+    // The old process reads these bytes and waits for the rest of the message.
+    client.send(&q[..7]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = old.dir().join("new.log");
+    let _new = Child(spawn(&old.config_path(), &["-R"], &log));
+    assert_eq!(
+        old.exit_code(Duration::from_secs(20)).await,
+        Some(0),
+        "{}",
+        old.log()
+    );
+    client.send(&q[7..]).await;
+    let messages = client.read_until(b'Z').await;
+    let row = messages.iter().find(|(tag, _)| *tag == b'D');
+    let value = row.map(|(_, body)| String::from_utf8_lossy(&body[6..]).into_owned());
+    assert_eq!(value.as_deref(), Some("moved whole"), "{messages:?}");
+    assert_eq!(answer(&mut client, "SELECT 'and ' || 'on'").await, "and on");
 }

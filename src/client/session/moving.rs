@@ -59,8 +59,13 @@ impl Session<'_> {
             Stream::Unix(unix) => unix.as_fd(),
             _ => return self.stay("not a plain socket"),
         };
+        // A statement too large to keep has no text to prepare it again with elsewhere.
+        if self.statements.client.iter().any(|(_, s)| s.body.is_none()) {
+            return self.stay("it holds a statement too large to move");
+        }
         let client = self.moved_client();
-        match handover.offer(client, socket).await {
+        let entry = self.login.entry.clone();
+        match handover.offer(client, socket, entry).await {
             Ok(()) => true,
             Err(why) => self.stay(&why),
         }
@@ -95,12 +100,16 @@ impl Session<'_> {
                 .iter()
                 .map(|(n, v)| (n.to_owned(), v.to_owned()))
                 .collect(),
-            credentials: login.pool.credentials(),
+            // Only what a login taught the pool: the new process has its own config.
+            credentials: match login.pool.settings().credentials {
+                crate::server::ServerCredentials::None => login.pool.credentials(),
+                _ => crate::server::ServerCredentials::None,
+            },
             statements: self
                 .statements
                 .client
                 .iter()
-                .filter_map(|(name, statement)| Some((name.clone(), statement.body.clone()?)))
+                .filter_map(|(name, s)| Some((name.clone(), s.body.clone()?)))
                 .collect(),
             settings: owned(&held.settings),
             prepared: owned(&held.prepared),
