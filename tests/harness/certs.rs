@@ -93,3 +93,24 @@ impl Certs {
         (self.write(&format!("{stem}.pem"), &cert), key_path)
     }
 }
+
+/// A rustls client configuration trusting the CA in `ca` (a PEM file), offering ALPN
+/// `postgresql` if `alpn`.
+pub fn rustls_client(ca: &std::path::Path, alpn: bool) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    if alpn {
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+    }
+    config
+}

@@ -818,3 +818,56 @@ async fn a_client_half_way_through_a_message_moves_with_what_it_had_sent() {
     assert_eq!(value.as_deref(), Some("moved whole"), "{messages:?}");
     assert_eq!(answer(&mut client, "SELECT 'and ' || 'on'").await, "and on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_stays_with_the_old_process_until_the_deadline() {
+    use crate::harness::certs::{rustls_client, Certs};
+    let pg = shared_cluster();
+    let certs = Certs::new();
+    let (cert, key) = certs.issue("pgmux", "pgmux");
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "mover").await;
+    cfg.general = format!(
+        "client_tls_sslmode = \"prefer\"\nclient_tls_cert_file = \"{}\"\n\
+         client_tls_key_file = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let mut old = Process::start(cfg).await;
+    let tls =
+        tokio_postgres_rustls::MakeRustlsConnect::new(rustls_client(&certs.path("ca.pem"), false));
+    let url = format!(
+        "host=localhost port={} user=mover password=mover dbname=app sslmode=require",
+        old.port
+    );
+    let (secure, conn) = tokio_postgres::connect(&url, tls).await.unwrap();
+    tokio::spawn(conn);
+    secure.batch_execute("SET work_mem = '21MB'").await.unwrap();
+    let plain = connect(&old.url("mover")).await;
+    plain.batch_execute("SET work_mem = '22MB'").await.unwrap();
+    let log = old.dir().join("new.log");
+    let _new = Child(spawn(
+        &old.config_path(),
+        &["-R", "--takeover-timeout", "2"],
+        &log,
+    ));
+    eventually(
+        Duration::from_secs(10),
+        "the new process accepts",
+        || async { old.log().contains("the new process accepts").then_some(()) },
+    )
+    .await;
+    // Until the deadline the old process serves it, with its session.
+    let row = secure.query_one("SHOW work_mem", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "21MB");
+    assert_eq!(
+        old.exit_code(Duration::from_secs(20)).await,
+        Some(0),
+        "{}",
+        old.log()
+    );
+    let err = secure.batch_execute("SELECT 1").await.unwrap_err();
+    assert!(closed_as_by_a_shutdown(&err), "{err:?}");
+    let row = plain.query_one("SHOW work_mem", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "22MB");
+}

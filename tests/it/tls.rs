@@ -3,12 +3,11 @@
 //! pgmux over TLS to a PostgreSQL that accepts nothing else, bad handshakes dropped, and
 //! certificates replaced by a reload.
 
-use crate::harness::certs::Certs;
+use crate::harness::certs::{rustls_client, Certs};
 use crate::harness::pg::tool;
 use crate::harness::raw::{self, Raw};
 use crate::harness::{run_tool, shared_cluster, Cluster, Pgmux, PgmuxConfig};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,24 +45,6 @@ async fn psql(conninfo: &str, sql: &str) -> (bool, String) {
         Duration::from_secs(30),
     )
     .await
-}
-
-fn client_config(ca: &Path, alpn: bool) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    if alpn {
-        config.alpn_protocols = vec![b"postgresql".to_vec()];
-    }
-    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +110,7 @@ async fn channel_binding_with_libpq_and_tokio_postgres() {
     // tokio-postgres with a rustls connector. (tokio-postgres-rustls 0.13 cannot compute
     // channel-binding data, so it logs in with plain SCRAM-SHA-256 over TLS.)
     let tls =
-        tokio_postgres_rustls::MakeRustlsConnect::new(client_config(&certs.path("ca.pem"), false));
+        tokio_postgres_rustls::MakeRustlsConnect::new(rustls_client(&certs.path("ca.pem"), false));
     let url = format!(
         "host=localhost port={} user=app password=app dbname=app sslmode=require",
         pgmux.port
@@ -207,7 +188,7 @@ async fn direct_tls_with_alpn_as_postgres_17_clients_do() {
     );
     let pgmux = pgmux_cfg.start().await;
     let connector =
-        tokio_rustls::TlsConnector::from(Arc::new(client_config(&certs.path("ca.pem"), true)));
+        tokio_rustls::TlsConnector::from(Arc::new(rustls_client(&certs.path("ca.pem"), true)));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", pgmux.port))
         .await
         .unwrap();
@@ -237,7 +218,7 @@ async fn direct_tls_with_alpn_as_postgres_17_clients_do() {
     }
     // Without ALPN, direct TLS is refused, as PostgreSQL refuses it.
     let connector =
-        tokio_rustls::TlsConnector::from(Arc::new(client_config(&certs.path("ca.pem"), false)));
+        tokio_rustls::TlsConnector::from(Arc::new(rustls_client(&certs.path("ca.pem"), false)));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", pgmux.port))
         .await
         .unwrap();
@@ -312,7 +293,7 @@ async fn garbage_or_a_stalled_handshake_is_dropped_and_others_carry_on() {
 async fn reload_serves_new_certificates_without_dropping_anyone() {
     let certs = Certs::new();
     let pgmux = tls_pgmux(&certs, "require", "").await;
-    let config = || client_config(&certs.path("ca.pem"), false);
+    let config = || rustls_client(&certs.path("ca.pem"), false);
     let url = format!(
         "host=localhost port={} user=app password=app dbname=app sslmode=require",
         pgmux.port
