@@ -148,19 +148,21 @@ impl Handover {
         let Some(offers) = lock(&self.offers).clone() else {
             return Err("no takeover under way".into());
         };
+        // A place in the line first, then the copy of the socket: thousands of clients
+        // waiting their turn must not hold a second descriptor each.
+        let Ok(place) = offers.reserve().await else {
+            return Err("the takeover ended".into());
+        };
         let socket = socket
             .try_clone_to_owned()
             .map_err(|e| format!("cannot copy the client's socket: {e}"))?;
         let (reply, outcome) = oneshot::channel();
-        let offer = Offer {
+        place.send(Offer {
             client,
             socket,
             entry,
             reply,
-        };
-        if offers.send(offer).await.is_err() {
-            return Err("the takeover ended".into());
-        }
+        });
         outcome
             .await
             .unwrap_or_else(|_| Err("the takeover ended".into()))

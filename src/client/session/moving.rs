@@ -72,7 +72,9 @@ impl Session<'_> {
     }
 
     fn stay(&mut self, why: &str) -> bool {
-        tracing::debug!(user = %self.login.entry.user, database = %self.login.entry.database, "client stays with this process: {why}");
+        // One line per client that cannot move: the operator learns why the old process
+        // waits for the deadline.
+        tracing::info!(user = %self.login.entry.user, database = %self.login.entry.database, "client stays with this process: {why}");
         self.login.entry.signal.lower(Stop::Moving);
         false
     }
