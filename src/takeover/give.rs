@@ -63,7 +63,9 @@ pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
         busy
     };
     if busy {
-        refuse(&mut channel, "a takeover is already under way").await;
+        let why = "a takeover is under way, or the new process of one given up still serves \
+                   clients beside this one";
+        refuse(&mut channel, why).await;
         return;
     }
     match hand_over(&mut channel, queue, &shared).await {
@@ -79,6 +81,7 @@ pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
         }
         Err(Failed::Abandoned(why)) => {
             tracing::error!("takeover failed, serving on as before: {why}");
+            let cancels = super::line_to_peer(&shared.handover);
             shared.registry.stop_moving();
             shared
                 .handover
@@ -91,7 +94,7 @@ pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
             let abandon = format!("the old process abandons the takeover: {why}");
             refuse(&mut channel, &abandon).await;
             *lock(&shared.handover.offers) = None;
-            super::pass_cancels(channel, shared).await;
+            super::pass_cancels(channel, shared, cancels).await;
             return;
         }
     }

@@ -181,12 +181,23 @@ impl Handover {
 /// Cancels waiting to be passed to the other process, at most.
 const CANCEL_QUEUE: usize = 256;
 
+/// Where cancels for the other process of a takeover given up wait, installed before this
+/// process serves beside it.
+pub(crate) fn line_to_peer(handover: &Handover) -> mpsc::Receiver<(u32, u32)> {
+    let (to_peer, cancels) = mpsc::channel(CANCEL_QUEUE);
+    *lock(&handover.cancels_to_peer) = Some(to_peer);
+    cancels
+}
+
 /// After a takeover was given up, while both processes serve clients: passes cancels for
-/// keys this process does not hold to the other one, and delivers those it passes here,
+/// keys this process does not hold to the other one (`cancels`, from
+/// [`line_to_peer`] or [`Handover::begin_taking_over`]), and delivers those it passes here,
 /// until it goes away.
-pub(crate) async fn pass_cancels(mut channel: channel::Channel, shared: Arc<Shared>) {
-    let (to_peer, mut cancels) = mpsc::channel(CANCEL_QUEUE);
-    *lock(&shared.handover.cancels_to_peer) = Some(to_peer);
+pub(crate) async fn pass_cancels(
+    mut channel: channel::Channel,
+    shared: Arc<Shared>,
+    mut cancels: mpsc::Receiver<(u32, u32)>,
+) {
     loop {
         tokio::select! {
             received = channel.recv() => match received {
@@ -194,6 +205,8 @@ pub(crate) async fn pass_cancels(mut channel: channel::Channel, shared: Arc<Shar
                     let shared = shared.clone();
                     tokio::spawn(async move { shared.cancels.cancel(pid, secret).await });
                 }
+                // Anything else is the other process still in the takeover's steps: it reads
+                // the Refused already sent, and gives up too.
                 Ok(_) => {}
                 Err(_) => break,
             },

@@ -139,14 +139,7 @@ pub async fn receive(
         old_pid,
         ..
     } = taken;
-    let mut ended = take_clients(&mut channel, &mut cancels, &shared, adopt).await;
-    if let Ended::Lost(why) = &ended {
-        // The old process may have given up and closed before this one read why.
-        if old_process_lives(old_pid) {
-            ended = Ended::GivenUp(format!("{why}, and the old process runs on"));
-        }
-    }
-    drop(cancels);
+    let ended = take_clients(&mut channel, &mut cancels, &shared, adopt).await;
     let handover = &shared.handover;
     handover.taking_over.store(false, Ordering::Release);
     match ended {
@@ -160,20 +153,22 @@ pub async fn receive(
         }
         Ended::GivenUp(why) => {
             // The old process accepts again and keeps its socket file; this one serves the
-            // clients committed to it, passes cancels with the old one, and exits when its
+            // clients committed to it, passes cancels with the old one (on the same line as
+            // during the takeover, so none is dropped in between), and exits when its
             // clients have left.
-            tracing::error!(
-                old_pid,
-                "takeover abandoned: {why}; serving only the clients already moved, then exiting"
-            );
             handover.accepting.send_replace(false);
             handover.forget_listeners();
             shared
                 .shutdown
                 .begin_quietly(crate::shutdown::ShutdownMode::WaitForClients);
-            super::pass_cancels(channel, shared.clone()).await;
+            tracing::error!(
+                old_pid,
+                "takeover abandoned: {why}; serving only the clients already moved, then exiting"
+            );
+            super::pass_cancels(channel, shared.clone(), cancels).await;
         }
         Ended::Lost(why) => {
+            // The old process went away: it always says so when it gives up.
             *lock(&handover.cancels_to_peer) = None;
             handover.socket_file_ours.store(true, Ordering::Release);
             crate::notify::main_pid();
@@ -185,10 +180,14 @@ pub async fn receive(
     }
 }
 
-/// Whether the process `pid` still exists.
-fn old_process_lives(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    pid > 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+/// This process gives the takeover up (it broke, or it is stopping): it tells the old
+/// process, which then accepts again and keeps the clients it did not commit.
+async fn give_up(channel: &mut Channel, why: String) -> Ended {
+    let refused = Message::Refused {
+        reason: why.clone(),
+    };
+    let _ = tokio::time::timeout(STEP_TIMEOUT, channel.send(&refused, &[])).await;
+    Ended::GivenUp(why)
 }
 
 async fn take_clients(
@@ -197,19 +196,24 @@ async fn take_clients(
     shared: &Arc<Shared>,
     adopt: Adopt,
 ) -> Ended {
+    // Subscribed before the first check: a shutdown that began earlier is seen below.
+    let mut shutdown = shared.shutdown.watch();
     if let Err(e) = channel.send(&Message::Listening, &[]).await {
         return why_closed(channel, format!("cannot write to the old process: {e}")).await;
     }
-    let mut shutdown = shared.shutdown.watch();
     let mut moved = 0u64;
     // Acknowledged, not committed: at most one at a time, as the old process sends them.
     let mut pending: HashMap<u64, Box<dyn Pending>> = HashMap::new();
     loop {
+        // Never between an Ack and its Commit: the old process may have let go already.
+        if pending.is_empty() && shared.shutdown.mode().is_some() {
+            return give_up(channel, "the new process is shutting down".into()).await;
+        }
         let reply = tokio::select! {
             received = channel.recv() => match received {
                 Ok((Message::Client { id, client }, mut fds)) => {
                     let Some(socket) = fds.pop() else {
-                        return Ended::Lost("a client came without its socket".into());
+                        return give_up(channel, "a client came without its socket".into()).await;
                     };
                     let refused = match adopt(shared, *client, socket) {
                         Ok(client) => {
@@ -229,22 +233,25 @@ async fn take_clients(
                             client.start();
                             moved += 1;
                         }
-                        None => return Ended::Lost(format!("a commit of client {id}, never acknowledged")),
+                        None => {
+                            let why = format!("a commit of client {id}, never acknowledged");
+                            return give_up(channel, why).await;
+                        }
                     }
                     continue;
                 }
                 Ok((Message::Done, _)) => return Ended::Done(moved),
                 Ok((Message::Refused { reason }, _)) => return Ended::GivenUp(reason),
-                Ok((other, _)) => return Ended::Lost(format!("unexpected {}", other.name())),
+                Ok((other, _)) => {
+                    return give_up(channel, format!("unexpected {}", other.name())).await;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return give_up(channel, format!("the old process: {e}")).await;
+                }
                 Err(e) => return Ended::Lost(format!("the old process: {e}")),
             },
             Some((pid, secret)) = cancels.recv() => Message::Cancel { pid, secret },
-            Ok(()) = shutdown.changed() => {
-                let why = "this process is shutting down";
-                let refused = Message::Refused { reason: why.into() };
-                let _ = tokio::time::timeout(STEP_TIMEOUT, channel.send(&refused, &[])).await;
-                return Ended::GivenUp(why.into());
-            }
+            Ok(()) = shutdown.changed() => continue,
         };
         if let Err(e) = channel.send(&reply, &[]).await {
             return why_closed(channel, format!("cannot write to the old process: {e}")).await;

@@ -342,77 +342,18 @@ async fn a_new_process_that_fails_after_taking_the_sockets_leaves_the_old_one_se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_process_whose_takeover_is_abandoned_stops_accepting_and_exits() {
-    use std::os::fd::AsFd;
-    use tokio::io::AsyncReadExt;
     let pg = shared_cluster();
-    // The test plays the old process: its own TCP socket and Unix socket file.
-    let dir = crate::harness::TempDir::new("abandoned");
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    let socket_file = socket_path(dir.path(), port);
-    let unix = tokio::net::UnixListener::bind(&socket_file).unwrap();
-    let mut cfg = PgmuxConfig::new(pg);
-    cfg.userlist = own_role(pg, "mover").await;
-    cfg.general = format!("unix_socket_dir = \"{}\"", dir.path().display());
-    let text = cfg
-        .render(dir.path())
-        .replace("listen_port = 0", &format!("listen_port = {port}"));
-    let config = dir.path().join("pgmux.toml");
-    std::fs::write(&config, text).unwrap();
-    let log = dir.path().join("new.log");
-    let mut new = Child(spawn(&config, &["--takeover"], &log));
-    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), unix.accept())
-        .await
-        .expect("the new process asks")
-        .unwrap();
-    let mut request = [0u8; 8];
-    stream.read_exact(&mut request).await.unwrap();
-    let mut channel = Channel::new(stream, Default::default(), MAX_MESSAGE);
-    assert!(matches!(
-        channel.recv().await.unwrap().0,
-        Message::Hello { .. }
-    ));
-    let welcome = Message::Welcome {
-        format: FORMAT,
-        version: "old".into(),
-        pid: 1,
-    };
-    channel.send(&welcome, &[]).await.unwrap();
-    let kinds = vec![
-        ListenerKind::Tcp,
-        ListenerKind::Unix {
-            path: socket_file.to_string_lossy().into(),
-            owned: true,
-        },
-    ];
-    let fds = [tcp.as_fd(), unix.as_fd()];
-    channel
-        .send(&Message::Listeners(kinds), &fds)
-        .await
-        .unwrap();
-    assert!(matches!(
-        channel.recv().await.unwrap().0,
-        Message::Listening
-    ));
-    // Client 1 is sent, acknowledged and committed: the new process serves it from then on.
-    let (mut first, first_socket) = client_pair().await;
-    let first_moved = Message::Client {
-        id: 1,
-        client: Box::new(moved_client(1)),
-    };
-    channel
-        .send(&first_moved, &[first_socket.as_fd()])
-        .await
-        .unwrap();
-    assert!(matches!(
-        channel.recv().await.unwrap().0,
-        Message::Ack {
-            id: 1,
-            refused: None
-        }
-    ));
-    channel.send(&Message::Commit { id: 1 }, &[]).await.unwrap();
-    drop(first_socket);
+    let FakeOld {
+        dir: _dir,
+        tcp,
+        port,
+        socket_file,
+        unix: _unix,
+        mut new,
+        log,
+        mut channel,
+    } = fake_old(pg, "abandoned").await;
+    let mut first = commit_one(&mut channel, 1).await;
     assert_eq!(answer(&mut first, "SELECT 40 + 2").await, "42");
     // Client 2 is acknowledged, and then the takeover is given up before its commit.
     let (mut second, second_socket) = client_pair().await;
@@ -488,6 +429,153 @@ async fn a_new_process_whose_takeover_is_abandoned_stops_accepting_and_exits() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(0), "{text}");
     assert!(socket_file.exists(), "the old process's socket file stays");
+}
+
+/// The test in the old process's place: its own TCP socket and Unix socket file, handed to
+/// a real new process up to the point it accepts on them.
+struct FakeOld {
+    dir: crate::harness::TempDir,
+    tcp: std::net::TcpListener,
+    port: u16,
+    socket_file: std::path::PathBuf,
+    unix: tokio::net::UnixListener,
+    new: Child,
+    log: std::path::PathBuf,
+    channel: Channel,
+}
+
+async fn fake_old(pg: &crate::harness::ClusterInfo, label: &str) -> FakeOld {
+    use std::os::fd::AsFd;
+    use tokio::io::AsyncReadExt;
+    let dir = crate::harness::TempDir::new(label);
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let socket_file = socket_path(dir.path(), port);
+    let unix = tokio::net::UnixListener::bind(&socket_file).unwrap();
+    let mut cfg = PgmuxConfig::new(pg);
+    cfg.userlist = own_role(pg, "mover").await;
+    cfg.general = format!("unix_socket_dir = \"{}\"", dir.path().display());
+    let text = cfg
+        .render(dir.path())
+        .replace("listen_port = 0", &format!("listen_port = {port}"));
+    let config = dir.path().join("pgmux.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("new.log");
+    let new = Child(spawn(&config, &["--takeover"], &log));
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), unix.accept())
+        .await
+        .expect("the new process asks")
+        .unwrap();
+    let mut request = [0u8; 8];
+    stream.read_exact(&mut request).await.unwrap();
+    let mut channel = Channel::new(stream, Default::default(), MAX_MESSAGE);
+    let hello = channel.recv().await.unwrap().0;
+    assert!(matches!(hello, Message::Hello { .. }));
+    let welcome = Message::Welcome {
+        format: FORMAT,
+        version: "old".into(),
+        pid: std::process::id(),
+    };
+    channel.send(&welcome, &[]).await.unwrap();
+    let kinds = vec![
+        ListenerKind::Tcp,
+        ListenerKind::Unix {
+            path: socket_file.to_string_lossy().into(),
+            owned: true,
+        },
+    ];
+    let fds = [tcp.as_fd(), unix.as_fd()];
+    let listeners = Message::Listeners(kinds);
+    channel.send(&listeners, &fds).await.unwrap();
+    let listening = channel.recv().await.unwrap().0;
+    assert!(matches!(listening, Message::Listening));
+    FakeOld {
+        dir,
+        tcp,
+        port,
+        socket_file,
+        unix,
+        new,
+        log,
+        channel,
+    }
+}
+
+/// Sends client `id` to the new process, which acknowledges it, and commits it: the new
+/// process serves it from then on. Returns the client's end.
+async fn commit_one(channel: &mut Channel, id: u32) -> crate::harness::raw::Raw {
+    let (client, socket) = client_pair().await;
+    let moved = Message::Client {
+        id: u64::from(id),
+        client: Box::new(moved_client(id)),
+    };
+    channel.send(&moved, &[socket.as_fd()]).await.unwrap();
+    let ack = channel.recv().await.unwrap().0;
+    assert!(matches!(ack, Message::Ack { refused: None, .. }), "{ack:?}");
+    channel
+        .send(&Message::Commit { id: u64::from(id) }, &[])
+        .await
+        .unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_whose_old_one_dies_mid_takeover_serves_on_alone() {
+    let pg = shared_cluster();
+    let fake = fake_old(pg, "orphaned").await;
+    let FakeOld {
+        dir: _dir,
+        tcp: _tcp,
+        port,
+        socket_file,
+        unix,
+        mut new,
+        log,
+        mut channel,
+    } = fake;
+    let mut first = commit_one(&mut channel, 1).await;
+    // The old process dies: its end of the takeover closes without a word.
+    drop(channel);
+    drop(unix);
+    eventually(
+        Duration::from_secs(10),
+        "the new process serves alone",
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("this one serves on alone").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        answer(&mut first, "SELECT 'still ' || 'served'").await,
+        "still served"
+    );
+    // It accepts new clients on the sockets it took, and its socket file is its own now.
+    let url = format!("host=127.0.0.1 port={port} user=mover password=mover dbname=app");
+    let fresh = tokio::time::timeout(Duration::from_secs(5), connect(&url))
+        .await
+        .expect("the new process accepts");
+    fresh.batch_execute("SELECT 1").await.unwrap();
+    drop(fresh);
+    first.send(&crate::harness::raw::msg(b'X', b"")).await;
+    // SAFETY: kill with the pid of a child we started.
+    unsafe { libc::kill(new.0.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = new.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new process exits"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0));
+    assert!(
+        !socket_file.exists(),
+        "it removed the socket file it took over"
+    );
 }
 
 /// A connected TCP pair on 127.0.0.1: the client's end, and the end a pooler serves.
