@@ -65,9 +65,9 @@ pub fn bind(general: &General) -> std::io::Result<Bound> {
     })
 }
 
-/// The sockets a takeover handed over (the old process's), as if just bound: the Unix socket's
-/// file is this process's now, removed when it shuts down. The metrics endpoint's socket is
-/// returned apart.
+/// The sockets a takeover handed over (the old process's), as if just bound. The Unix socket's
+/// file becomes this process's to remove only once the takeover is done (SocketFile::claim);
+/// the metrics endpoint's socket is returned apart.
 pub fn taken(
     sockets: Vec<(crate::takeover::ListenerKind, std::os::fd::OwnedFd)>,
     listen_port: u16,
