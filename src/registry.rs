@@ -333,18 +333,6 @@ impl Registry {
         }
     }
 
-    /// A draining shutdown: every pool client, present and to come, stops when between
-    /// transactions. Console sessions stay, so that an operator can watch the drain.
-    pub fn drain_all(&self) {
-        let mut clients = lock(&self.clients);
-        clients.draining = true;
-        for entry in clients.by_id.values() {
-            entry.signal.raise(Stop::Draining);
-        }
-    }
-}
-
-impl Registry {
     /// A takeover: every pool client, present and to come, moves to the new process when
     /// between transactions (if it can).
     pub fn move_all(&self) {
@@ -361,6 +349,16 @@ impl Registry {
         clients.moving = false;
         for entry in clients.by_id.values() {
             entry.signal.lower(Stop::Moving);
+        }
+    }
+
+    /// A draining shutdown: every pool client, present and to come, stops when between
+    /// transactions. Console sessions stay, so that an operator can watch the drain.
+    pub fn drain_all(&self) {
+        let mut clients = lock(&self.clients);
+        clients.draining = true;
+        for entry in clients.by_id.values() {
+            entry.signal.raise(Stop::Draining);
         }
     }
 }

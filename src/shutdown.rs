@@ -30,8 +30,18 @@ impl Default for ShutdownState {
 impl ShutdownState {
     /// Starts (or hastens) a shutdown; a milder mode never replaces a stricter one.
     pub fn begin(&self, mode: ShutdownMode) {
+        self.set(mode, true);
+    }
+
+    /// As [`ShutdownState::begin`], without telling the service manager that the service
+    /// stops: for a process of a takeover, when the other process is the service.
+    pub fn begin_quietly(&self, mode: ShutdownMode) {
+        self.set(mode, false);
+    }
+
+    fn set(&self, mode: ShutdownMode, tell_the_service_manager: bool) {
         self.tx.send_if_modified(|current| {
-            if current.is_none() {
+            if current.is_none() && tell_the_service_manager {
                 crate::notify::stopping();
             }
             if current.is_none_or(|c| mode > c) {
@@ -41,19 +51,6 @@ impl ShutdownState {
                 false
             }
         });
-    }
-
-    /// Ends a process of a takeover without telling the service manager that the service
-    /// stops: the other process is the service. Only ever stricter, as [`ShutdownState::begin`].
-    pub fn begin_quietly(&self, mode: ShutdownMode) {
-        self.tx
-            .send_if_modified(|current| match current.is_none_or(|c| mode > c) {
-                true => {
-                    *current = Some(mode);
-                    true
-                }
-                false => false,
-            });
     }
 
     pub fn mode(&self) -> Option<ShutdownMode> {

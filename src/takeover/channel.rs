@@ -4,6 +4,7 @@
 //! each message takes as many as it says it carries.
 
 use super::wire::{Message, WireError, MAX_MESSAGE};
+use super::STEP_TIMEOUT;
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io;
@@ -74,6 +75,31 @@ impl Channel {
             sent += n;
         }
         Ok(())
+    }
+
+    /// One step of a takeover: `message` sent within [`STEP_TIMEOUT`]. The error is a
+    /// sentence for the log that names the other side as `peer` ("the new process").
+    pub async fn send_step(
+        &mut self,
+        message: &Message,
+        fds: &[BorrowedFd<'_>],
+        peer: &str,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(STEP_TIMEOUT, self.send(message, fds)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot write to {peer}: {e}")),
+            Err(_) => Err(format!("{peer} did not read in time")),
+        }
+    }
+
+    /// One step of a takeover: the next message within [`STEP_TIMEOUT`], as
+    /// [`Channel::send_step`] for errors.
+    pub async fn recv_step(&mut self, peer: &str) -> Result<(Message, Vec<OwnedFd>), String> {
+        match tokio::time::timeout(STEP_TIMEOUT, self.recv()).await {
+            Ok(Ok(received)) => Ok(received),
+            Ok(Err(e)) => Err(format!("{peer}: {e}")),
+            Err(_) => Err(format!("{peer} did not answer in time")),
+        }
     }
 
     /// The next message and its descriptors. Cancel-safe: what was read stays in the channel.

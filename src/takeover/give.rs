@@ -13,7 +13,7 @@
 
 use super::channel::Channel;
 use super::wire::{ListenerKind, Message, FORMAT, MAX_MESSAGE, MAX_TO_OLD};
-use super::{lock, Offer, OFFER_QUEUE, STEP_TIMEOUT};
+use super::{lock, Offer, OFFER_QUEUE};
 use crate::signal::Stop;
 use crate::Shared;
 use bytes::BytesMut;
@@ -114,7 +114,7 @@ async fn refuse(channel: &mut Channel, reason: &str) {
     let refused = Message::Refused {
         reason: reason.to_owned(),
     };
-    let _ = tokio::time::timeout(STEP_TIMEOUT, channel.send(&refused, &[])).await;
+    let _ = channel.send_step(&refused, &[], PEER).await;
 }
 
 /// Reads the new process's Hello; returns its deadline for clients in a transaction.
@@ -144,21 +144,15 @@ async fn hello(channel: &mut Channel, shared: &Shared) -> Result<Duration, Strin
     Ok(Duration::from_millis(deadline_ms))
 }
 
-/// The next message, within [`STEP_TIMEOUT`].
+/// How the log names the other side.
+const PEER: &str = "the new process";
+
 async fn next(channel: &mut Channel) -> Result<(Message, Vec<std::os::fd::OwnedFd>), String> {
-    match tokio::time::timeout(STEP_TIMEOUT, channel.recv()).await {
-        Ok(Ok(received)) => Ok(received),
-        Ok(Err(e)) => Err(format!("the new process: {e}")),
-        Err(_) => Err("the new process did not answer in time".into()),
-    }
+    channel.recv_step(PEER).await
 }
 
 async fn send(channel: &mut Channel, message: &Message) -> Result<(), String> {
-    match tokio::time::timeout(STEP_TIMEOUT, channel.send(message, &[])).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("cannot write to the new process: {e}")),
-        Err(_) => Err("the new process did not read in time".into()),
-    }
+    channel.send_step(message, &[], PEER).await
 }
 
 /// Everything after the slot is taken, up to the moment no client is left here.
@@ -179,20 +173,8 @@ async fn hand_over(
     let kinds: Vec<ListenerKind> = copies.iter().map(|(k, _)| k.clone()).collect();
     let fds: Vec<_> = copies.iter().map(|(_, fd)| fd.as_fd()).collect();
     let message = Message::Listeners(kinds);
-    let sent = tokio::time::timeout(STEP_TIMEOUT, channel.send(&message, &fds)).await;
-    match sent {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return Err(Failed::Refused(format!(
-                "cannot hand the sockets over: {e}"
-            )))
-        }
-        Err(_) => {
-            return Err(Failed::Refused(
-                "the new process did not read in time".into(),
-            ))
-        }
-    }
+    let sent = channel.send_step(&message, &fds, PEER).await;
+    sent.map_err(Failed::Refused)?;
     drop(fds);
     drop(copies);
     match next(channel).await.map_err(Failed::Refused)? {
@@ -331,17 +313,9 @@ async fn send_client(
         return Ok(());
     }
     let fds = [socket.as_fd()];
-    let sent = tokio::time::timeout(STEP_TIMEOUT, channel.send(&message, &fds)).await;
-    match sent {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            let _ = reply.send(Err("the takeover failed".into()));
-            return Err(format!("cannot send a client: {e}"));
-        }
-        Err(_) => {
-            let _ = reply.send(Err("the takeover failed".into()));
-            return Err("the new process did not read in time".into());
-        }
+    if let Err(e) = channel.send_step(&message, &fds, PEER).await {
+        let _ = reply.send(Err("the takeover failed".into()));
+        return Err(e);
     }
     loop {
         let received = match next(channel).await {

@@ -96,11 +96,7 @@ pub async fn request(socket: &Path, deadline: Duration) -> Result<Taken, String>
 }
 
 async fn next(channel: &mut Channel) -> Result<(Message, Vec<OwnedFd>), String> {
-    match tokio::time::timeout(STEP_TIMEOUT, channel.recv()).await {
-        Ok(Ok(received)) => Ok(received),
-        Ok(Err(e)) => Err(format!("the running pgmux: {e}")),
-        Err(_) => Err("the running pgmux did not answer in time".into()),
-    }
+    channel.recv_step("the running pgmux").await
 }
 
 /// A client the new process has acknowledged and not yet been given: registered here, its
@@ -186,7 +182,7 @@ async fn give_up(channel: &mut Channel, why: String) -> Ended {
     let refused = Message::Refused {
         reason: why.clone(),
     };
-    let _ = tokio::time::timeout(STEP_TIMEOUT, channel.send(&refused, &[])).await;
+    let _ = channel.send_step(&refused, &[], "the old process").await;
     Ended::GivenUp(why)
 }
 

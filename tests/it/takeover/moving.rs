@@ -6,6 +6,30 @@ use crate::harness::{eventually, shared_cluster};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// A long query of `client`'s, running until it is cancelled.
+type Sleeping = tokio::task::JoinHandle<(Result<(), tokio_postgres::Error>, Client)>;
+
+fn sleep_in_background(client: Client) -> Sleeping {
+    tokio::spawn(async move {
+        let result = client.batch_execute("SELECT pg_sleep(30)").await;
+        (result, client)
+    })
+}
+
+/// Cancels the query with `token`: it must end with 57014 within 2 s. Returns its client.
+async fn cancel_lands(token: &tokio_postgres::CancelToken, sleeping: Sleeping) -> Client {
+    let sent = Instant::now();
+    token.cancel_query(NoTls).await.unwrap();
+    let (result, client) = tokio::time::timeout(Duration::from_secs(2), sleeping)
+        .await
+        .expect("the cancel lands within 2 s")
+        .unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err:?}");
+    eprintln!("cancel landed in {:?}", sent.elapsed());
+    client
+}
+
 /// Transactions each client completes once the new process serves it alone.
 const ROUNDS_AFTER: usize = 15;
 
@@ -191,21 +215,10 @@ async fn fifty_working_clients_move_to_a_new_process_and_the_old_one_exits() {
     }
 
     // A cancel with the key from before the upgrade stops the query it was sent for.
-    let sleeper = tokio::spawn(async move {
-        let result = canceller.batch_execute("SELECT pg_sleep(20)").await;
-        (result, canceller)
-    });
+    let sleeper = sleep_in_background(canceller);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = Instant::now();
-    token.cancel_query(NoTls).await.unwrap();
-    let (result, canceller) = tokio::time::timeout(Duration::from_secs(2), sleeper)
-        .await
-        .expect("the cancel lands within 2 s")
-        .unwrap();
-    let err = result.unwrap_err();
-    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err:?}");
+    let canceller = cancel_lands(&token, sleeper).await;
     canceller.batch_execute("SELECT 1").await.unwrap();
-    eprintln!("cancel landed in {:?}", sent.elapsed());
 
     // SHOW CLIENTS on the new process lists every client that moved.
     let console = connect(&format!(
@@ -264,10 +277,7 @@ async fn clients_that_cannot_move_stay_until_the_deadline_and_cancels_reach_them
     mover.batch_execute("SET work_mem = '13MB'").await.unwrap();
     let sleeper = connect(&old.url("mover")).await;
     let token = sleeper.cancel_token();
-    let sleeping = tokio::spawn(async move {
-        let result = sleeper.batch_execute("SELECT pg_sleep(30)").await;
-        (result, sleeper)
-    });
+    let sleeping = sleep_in_background(sleeper);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let log = old.dir().join("new.log");
@@ -282,17 +292,7 @@ async fn clients_that_cannot_move_stay_until_the_deadline_and_cancels_reach_them
     )
     .await;
     // The cancel reaches the new process, which passes it to the old one, where the query is.
-    let sent = Instant::now();
-    token.cancel_query(NoTls).await.unwrap();
-    let (result, sleeper) = tokio::time::timeout(Duration::from_secs(2), sleeping)
-        .await
-        .expect("the cancel lands within 2 s")
-        .unwrap();
-    assert_eq!(sqlstate(&result.unwrap_err()).as_deref(), Some("57014"));
-    eprintln!(
-        "cancel passed back to the old process in {:?}",
-        sent.elapsed()
-    );
+    let sleeper = cancel_lands(&token, sleeping).await;
 
     // Until the deadline the clients that cannot move are served where they are.
     let row = pinned.query_one("SELECT x FROM mine", &[]).await.unwrap();
