@@ -98,9 +98,8 @@ async fn drive(
     checks: usize,
 ) {
     run_program(program, args, env, checks).await;
-    let pool = &pgmux.shared().pools.all()[0];
     assert!(pgmux.pools()[0].servers <= 4, "{:?}", pgmux.pools());
-    let totals = pool.stats.totals();
+    let totals = pgmux.totals_once_clients_left().await;
     assert!(
         totals.client_parse_count >= CLIENTS as u64
             && totals.bind_count >= (CLIENTS * ROUNDS) as u64,

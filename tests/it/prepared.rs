@@ -228,8 +228,7 @@ async fn wire_semantics_match_postgres_with_servers_shared_and_statements_evicte
             "{code} in {flat:?}"
         );
     }
-    let stats = pooled.shared().pools.all();
-    let totals = stats[0].stats.totals();
+    let totals = pooled.totals_once_clients_left().await;
     assert!(totals.prepared_eviction_count > 0, "{totals:?}");
     assert!(totals.server_parse_count > totals.client_parse_count / 2);
     pooled.stop().await;
@@ -311,7 +310,7 @@ async fn fifty_tokio_postgres_clients_on_four_servers_get_their_own_answers() {
     }
     let pools = pgmux.pools();
     assert!(pools[0].servers <= 4, "{pools:?}");
-    let totals = pgmux.shared().pools.all()[0].stats.totals();
+    let totals = pgmux.totals_once_clients_left().await;
     assert!(totals.prepared_hit_count > 0 && totals.bind_count >= 50 * 48);
     pgmux.stop().await;
 }
@@ -338,7 +337,7 @@ async fn pgbench_prepared_mode_fifty_clients_on_four_servers() {
     );
     assert!(out.contains("number of failed transactions: 0 "), "{out}");
     assert!(pgmux.pools()[0].servers <= 4);
-    let totals = pgmux.shared().pools.all()[0].stats.totals();
+    let totals = pgmux.totals_once_clients_left().await;
     // Each client prepares the statement once; each server only the first time it sees it.
     assert!(totals.client_parse_count >= 50, "{totals:?}");
     assert!(totals.server_parse_count <= 4, "{totals:?}");
