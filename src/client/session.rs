@@ -22,7 +22,7 @@ use crate::relay::{self, ClientSide, Composed, Linked, Prelude, RelayError, Step
 use crate::server::tracker::Verdict;
 use crate::session_state::{Replay, SessionState};
 use crate::signal::Stop;
-use crate::stats::{micros, PoolStats};
+use crate::stats::{micros, Counter, Timing};
 use crate::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -351,7 +351,7 @@ impl Session<'_> {
         };
         let server = match ready {
             Some(server) => {
-                self.login.pool.histograms.wait.record(Duration::ZERO);
+                self.login.pool.stats.record(Timing::Wait, Duration::ZERO);
                 server
             }
             None => self.checkout().await?,
@@ -397,8 +397,8 @@ impl Session<'_> {
         pool.waiting.fetch_sub(1, Ordering::Relaxed);
         let server = result?;
         let waited = waiting_since.elapsed();
-        PoolStats::add(&pool.stats.wait_time_us, micros(waited));
-        pool.histograms.wait.record(waited);
+        pool.stats.add(Counter::WaitTimeUs, micros(waited));
+        pool.stats.record(Timing::Wait, waited);
         Ok(server)
     }
 
@@ -406,7 +406,7 @@ impl Session<'_> {
     /// that give it the client's parameters (their replies are swallowed).
     fn link(&mut self, mut server: PooledServer) {
         let pool = &self.login.pool;
-        PoolStats::add(&pool.stats.server_assignment_count, 1);
+        pool.stats.add(Counter::ServerAssignments, 1);
         self.login.entry.set_state(ClientState::Active);
         *self
             .login

@@ -16,7 +16,7 @@ use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
 use crate::registry::{CapReached, ClientCaps, ClientEntry, NewClient};
 use crate::server::ServerCredentials;
-use crate::stats::PoolStats;
+use crate::stats::Counter;
 use crate::stream::Stream;
 use crate::tls::ClientTls;
 use crate::Shared;
@@ -353,7 +353,7 @@ pub async fn login(
         shared.cancels.unregister(cancel_key);
         return Err(e);
     }
-    PoolStats::add(&pool.stats.client_login_count, 1);
+    pool.stats.add(Counter::ClientLogins, 1);
     // The session's own guard takes over.
     registered.pass_on();
     if let Some(name) = params_out.get("application_name") {

@@ -3,12 +3,11 @@
 //! figures are read from the same snapshots as SHOW POOLS and SHOW STATS at scrape time; the
 //! time histograms are pgmux's own, kept by each pool as transactions, queries and waits end.
 
-mod histogram;
-
+use crate::stats::{Histogram, Timing, BOUNDS_US};
 use crate::Shared;
-use histogram::{escape_label, TimeHistogram};
 use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,16 +146,19 @@ const DESCRIBED: [(&str, Kind, Unit, &str); 19] = [
 ];
 
 /// pgmux's own time histograms (rendered by `render_histograms`) and their `# HELP` text.
-const HISTOGRAMS: [(&str, &str); 3] = [
+const HISTOGRAMS: [(Timing, &str, &str); 3] = [
     (
+        Timing::Transaction,
         "pgmux_transaction_duration_seconds",
         "Time from a transaction's first message to the ReadyForQuery that ends it, in seconds.",
     ),
     (
+        Timing::Query,
         "pgmux_query_duration_seconds",
         "Time from a query's first client message to the last reply its server owed, in seconds.",
     ),
     (
+        Timing::Wait,
         "pgmux_wait_duration_seconds",
         "Time a client waited to be assigned a server connection, one sample per assignment, in seconds.",
     ),
@@ -164,14 +166,6 @@ const HISTOGRAMS: [(&str, &str); 3] = [
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
-}
-
-/// The time histograms of one pool.
-#[derive(Debug, Default)]
-pub struct PoolHistograms {
-    pub transaction: TimeHistogram,
-    pub query: TimeHistogram,
-    pub wait: TimeHistogram,
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
@@ -280,17 +274,45 @@ fn render_histograms(out: &mut String, pools: &[Arc<crate::pool::Pool>]) {
                 escape_label(&p.database),
                 escape_label(&p.user)
             );
-            (labels, &p.histograms)
+            (labels, &p.stats)
         })
         .collect();
-    type Pick = fn(&PoolHistograms) -> &TimeHistogram;
-    let picks: [Pick; 3] = [|h| &h.transaction, |h| &h.query, |h| &h.wait];
-    for ((name, help), pick) in HISTOGRAMS.into_iter().zip(picks) {
+    for (timing, name, help) in HISTOGRAMS {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
-        for (labels, histograms) in &labelled {
-            pick(histograms).render(out, name, labels);
+        for (labels, stats) in &labelled {
+            render_histogram(out, name, labels, &stats.histogram(timing));
         }
     }
+}
+
+/// Appends the `_bucket`, `_sum` and `_count` lines of one series; `labels` is the rendered
+/// label list without braces (`database="app",user="app"`).
+fn render_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let mut cumulative = 0;
+    for (bound, count) in BOUNDS_US.iter().zip(&h.counts) {
+        cumulative += count;
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    cumulative += h.counts[BOUNDS_US.len()];
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+    let sum = h.sum_us as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+}
+
+/// A label value as Prometheus' text format quotes it.
+fn escape_label(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// Serves /metrics until stopped. One short request per connection.
@@ -399,4 +421,38 @@ async fn answer(mut stream: tokio::net::TcpStream, shared: &Shared) -> std::io::
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_render_cumulative_buckets_with_le_bounds() {
+        let mut h = Histogram {
+            sum_us: 60_000_201,
+            ..Histogram::default()
+        };
+        h.counts[0] = 2;
+        h.counts[1] = 1;
+        h.counts[BOUNDS_US.len()] = 1;
+        let mut out = String::new();
+        render_histogram(&mut out, "t", "db=\"x\"", &h);
+        for line in [
+            "t_bucket{db=\"x\",le=\"0.0001\"} 2\n",
+            "t_bucket{db=\"x\",le=\"0.00025\"} 3\n",
+            "t_bucket{db=\"x\",le=\"30\"} 3\n",
+            "t_bucket{db=\"x\",le=\"+Inf\"} 4\n",
+            "t_count{db=\"x\"} 4\n",
+            "t_sum{db=\"x\"} 60.000201\n",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), "x\\ny");
+    }
 }

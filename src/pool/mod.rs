@@ -6,7 +6,8 @@ mod caps;
 mod guard;
 mod janitor;
 mod pools;
-mod queue;
+/// Public for the contention benchmark; the rest of pgmux uses it through [`Pool`].
+pub mod queue;
 mod settings;
 mod snapshot;
 mod waiter;
@@ -79,7 +80,6 @@ pub struct Pool {
     /// an older one is left. Counted when a server opens and when it is retired, so connects
     /// that fail or start after a RECONNECT are never waited for.
     open_by_generation: Mutex<HashMap<u64, usize>>,
-    pub histograms: crate::metrics::PoolHistograms,
     queue: Mutex<Queue<Box<ServerConn>, Ticket>>,
     credentials: Mutex<ServerCredentials>,
     /// ParameterStatus values a fresh server reported, for clients' welcome.
@@ -126,7 +126,6 @@ impl Pool {
             settings: Mutex::new(Arc::new(settings)),
             generation: AtomicU64::new(0),
             open_by_generation: Mutex::default(),
-            histograms: Default::default(),
             welcome: Mutex::new(None),
             clients: AtomicUsize::new(0),
             last_client_left: Mutex::new(Instant::now()),

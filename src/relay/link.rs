@@ -21,7 +21,7 @@ use crate::protocol::ProtocolError;
 use crate::server::tracker::Verdict;
 use crate::server::{ServerConn, ServerError, READ_BUFFER};
 use crate::session_state::SessionState;
-use crate::stats::{micros, PoolStats};
+use crate::stats::{micros, Counter, Timing};
 use crate::stream::Stream;
 use bytes::{Buf, BytesMut};
 use std::task::{Context, Poll};
@@ -451,7 +451,7 @@ impl Linked {
                 self.query_started.get_or_insert(now);
             }
             let stats = &self.server.pool().stats;
-            PoolStats::add(&stats.bytes_received, scan.forward as u64);
+            stats.add(Counter::BytesReceived, scan.forward as u64);
         }
         self.to_server = if scan.composed {
             c.buf.advance(scan.forward);
@@ -536,26 +536,25 @@ impl Linked {
     }
 
     fn count(&mut self, queries_done: u32, transactions_done: u32, bytes_sent: usize) {
-        let pool = self.server.pool();
-        let stats = &pool.stats;
-        PoolStats::add(&stats.bytes_sent, bytes_sent as u64);
+        let stats = &self.server.pool().stats;
+        stats.add(Counter::BytesSent, bytes_sent as u64);
         if queries_done > 0 {
-            PoolStats::add(&stats.query_count, queries_done as u64);
+            stats.add(Counter::Queries, queries_done as u64);
             if !self.server.tracker.awaiting_reply() {
                 if let Some(started) = self.query_started.take() {
                     let took = started.elapsed();
-                    PoolStats::add(&stats.query_time_us, micros(took));
-                    pool.histograms.query.record(took);
+                    stats.add(Counter::QueryTimeUs, micros(took));
+                    stats.record(Timing::Query, took);
                 }
             }
         }
         if transactions_done > 0 {
             self.transactions += u64::from(transactions_done);
-            PoolStats::add(&stats.xact_count, transactions_done as u64);
+            stats.add(Counter::Transactions, transactions_done as u64);
             if let Some(started) = self.transaction_started.take() {
                 let took = started.elapsed();
-                PoolStats::add(&stats.xact_time_us, micros(took));
-                pool.histograms.transaction.record(took);
+                stats.add(Counter::TransactionTimeUs, micros(took));
+                stats.record(Timing::Transaction, took);
             }
         }
     }
