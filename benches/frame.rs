@@ -9,8 +9,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pgmux::prepared::{ClientStatements, Context, Counts, Registry, ServerStatements};
 use pgmux::protocol::params::ParamSet;
 use pgmux::relay::{scan_client, scan_server, Passthrough, ServerSide};
-use pgmux::server::tracker::Tracker;
 use pgmux::session_state::{Held, SessionState};
+use pgmux::tracker::Tracker;
 
 const QUERY: &[u8] = b"SELECT abalance FROM pgbench_accounts WHERE aid = $1;\0\0\0";
 

@@ -1,8 +1,9 @@
-//! Cancellation: maps the key pgmux gave each client to the server running that client's query
-//! right now. A link stays until every cancel in flight for it has been delivered, so a late
+//! Cancellation: the keys pgmux gives clients (with a fleet's peer_id inside), and the map from
+//! each key to the server running that client's query right now. A link stays until every cancel in flight for it has been delivered, so a late
 //! cancel can never reach the next client's query on the same server.
 
 use crate::address::Address;
+use crate::sync::lock;
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,40 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
+
+/// The low bits of the secret count the hops a forwarded cancel may still make, so that two
+/// processes that each think the other owns a key cannot pass it back and forth for ever.
+pub const HOPS_MASK: u32 = 0b11;
+
+/// A fresh cancel key for a client of the process with `peer_id` (0: no peering). The pid's
+/// sign bit is clear, as PgBouncer keeps it (pg_basebackup reads the pid as signed).
+pub fn new_key(peer_id: u16) -> (u32, u32) {
+    let (pid, secret): (u32, u32) = rand::random();
+    let pid = pid & 0x7fff_ffff;
+    match peer_id {
+        0 => (pid, secret),
+        id => {
+            // Key byte 1 (the pid's second byte) holds the id's low byte, byte 2 its high
+            // byte, as PgBouncer writes them.
+            let id = u32::from(id);
+            let pid = (pid & 0xff00_00ff) | ((id & 0xff) << 16) | ((id >> 8) << 8);
+            (pid, secret | HOPS_MASK)
+        }
+    }
+}
+
+/// The peer_id inside a key's pid.
+pub fn peer_of(pid: u32) -> u16 {
+    (((pid >> 16) & 0xff) | (((pid >> 8) & 0xff) << 8)) as u16
+}
+
+/// The key as this process registered it: the hops a forwarded cancel used up do not count.
+pub fn registered_key(peer_id: u16, pid: u32, secret: u32) -> (u32, u32) {
+    match peer_id {
+        0 => (pid, secret),
+        _ => (pid, secret | HOPS_MASK),
+    }
+}
 
 /// How long a cancel may take to reach PostgreSQL before it is dropped.
 pub const CANCEL_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,10 +110,6 @@ impl CancelSlot {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Every logged-in client's key and slot.
 #[derive(Default)]
 pub struct Cancels {
@@ -91,7 +122,7 @@ impl Cancels {
         let slot = Arc::new(CancelSlot::default());
         let mut map = lock(&self.map);
         loop {
-            let key = crate::peers::new_key(peer_id);
+            let key = new_key(peer_id);
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry(key) {
                 e.insert(slot.clone());
                 return (key, slot);

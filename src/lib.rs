@@ -1,13 +1,54 @@
 //! pgmux: a PostgreSQL connection pooler. `Server::bind(config)` starts one in-process and
 //! returns a handle; there are no statics: shared state is one `Arc<Shared>` passed down.
+//!
+//! # Layers
+//!
+//! Each module below may use the modules listed above it and none below it, so that each can be
+//! read with only what comes before it (`tests/it/layering.rs` reads this list and holds the
+//! code to it). Lowest first:
+//!
+//! - `sync`: locks that stay usable after a panic.
+//! - `address`: where a client or server is, TCP or Unix socket.
+//! - `protocol`: PostgreSQL's wire protocol v3, framing and messages; pure.
+//! - `stream`: a socket, plain or TLS, with the reads and writes the relay needs.
+//! - `tls`: TLS configurations built from the settings, and what pgmux reads off certificates.
+//! - `auth`: SCRAM, md5 and the secrets they check against; pure.
+//! - `config`: the TOML file, validated whole, with PgBouncer's setting names.
+//! - `import`: `pgmux import`, a PgBouncer ini turned into pgmux's TOML.
+//! - `tracker`: which replies a server still owes, in order, and to whom; pure.
+//! - `session_state`: what of a client's session lives on beyond a transaction; pure.
+//! - `prepared`: named prepared statements kept per client and per server.
+//! - `signal`: the one stop signal each client's task watches.
+//! - `registry`: the clients and servers SHOW CLIENTS and SHOW SERVERS list.
+//! - `cancel`: the keys clients get, and cancels delivered to the right server.
+//! - `server`: a connection to PostgreSQL: connect, log in, reset.
+//! - `stats`: counters and time histograms, per pool and per thread.
+//! - `pool`: server connections per (database, user), checkout and check-in.
+//! - `relay`: moves a transaction's bytes between a client and its server.
+//! - `peers`: the other processes of a fleet, and cancels forwarded to them.
+//! - `notify`: telling systemd where the process stands.
+//! - `shutdown`: the shutdown modes and the one watch of them.
+//! - `control`: PAUSE, SUSPEND, DISABLE and the waits they impose.
+//! - `auth_query`: client secrets looked up in PostgreSQL.
+//! - `handover`: what an online upgrade shares with the rest of the process, and its wire format.
+//! - `connection`: a client's socket and buffer, and every error that ends a client.
+//! - `shared`: the state every task shares, config reload, the statistics task.
+//! - `metrics`: the Prometheus endpoint and health checks.
+//! - `takeover`: an online upgrade, the old process's side and the new one's.
+//! - `admin`: the admin console, SQL over the wire.
+//! - `client`: one task per client: login, then the session that borrows servers.
+//! - `listener`: the listening sockets and their accept loops.
 
 pub mod address;
 pub mod admin;
 pub mod auth;
+pub mod auth_query;
 pub mod cancel;
 pub mod client;
 pub mod config;
+pub mod connection;
 pub mod control;
+pub mod handover;
 pub mod import;
 pub mod listener;
 pub mod metrics;
@@ -20,220 +61,23 @@ pub mod registry;
 pub mod relay;
 pub mod server;
 pub mod session_state;
+pub mod shared;
 pub mod shutdown;
 pub mod signal;
 pub mod stats;
 pub mod stream;
+pub mod sync;
 pub mod takeover;
 pub mod tls;
+pub mod tracker;
 
-use auth::scram::ScramKeys;
+pub use shared::Shared;
+
 use config::Config;
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// State every task shares.
-pub struct Shared {
-    /// Replaced whole by a reload; read through [`Shared::config`].
-    config: std::sync::RwLock<Arc<Config>>,
-    pub pools: pool::Pools,
-    pub cancels: cancel::Cancels,
-    /// Cancels forwarded to other processes of the fleet.
-    pub peer_pools: peers::PeerPools,
-    /// Client connections open now (for max_client_conn).
-    pub clients: AtomicUsize,
-    /// Makes mock SCRAM salts for unknown users stable per user, and unguessable.
-    pub mock_salt_key: [u8; 32],
-    /// Secrets auth_query found, and its connections.
-    pub auth_lookups: client::AuthLookups,
-    /// SCRAM keys derived from plaintext passwords, by user (derivation is deliberately slow).
-    pub derived_keys: Mutex<HashMap<String, (String, ScramKeys)>>,
-    /// Per-database averages over the last stats_period.
-    averages: Mutex<BTreeMap<String, stats::Averages>>,
-    pub shutdown: shutdown::ShutdownState,
-    pub control: control::Control,
-    pub registry: registry::Registry,
-    /// Every distinct named prepared statement some client holds, by its exact bytes.
-    pub statements: prepared::Registry,
-    pub metrics: metrics::Metrics,
-    /// What a takeover (online upgrade) shares with the rest of the process.
-    pub handover: takeover::Handover,
-    /// The file RELOAD and SIGHUP read.
-    config_path: Mutex<Option<std::path::PathBuf>>,
-}
-
-impl Shared {
-    pub fn new(config: Config) -> Shared {
-        Shared {
-            config: std::sync::RwLock::new(Arc::new(config)),
-            pools: Default::default(),
-            cancels: Default::default(),
-            peer_pools: Default::default(),
-            clients: AtomicUsize::new(0),
-            mock_salt_key: rand::random(),
-            auth_lookups: Default::default(),
-            derived_keys: Mutex::new(HashMap::new()),
-            averages: Mutex::new(BTreeMap::new()),
-            shutdown: Default::default(),
-            control: Default::default(),
-            registry: Default::default(),
-            statements: Default::default(),
-            metrics: Default::default(),
-            handover: Default::default(),
-            config_path: Mutex::new(None),
-        }
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Starts (or hastens) a shutdown. Under a draining mode every client is told to stop
-    /// once between transactions.
-    pub fn begin_shutdown(&self, mode: shutdown::ShutdownMode) {
-        match self.handover.taking_over() {
-            // Not the service yet: the service manager must not hear that it stops.
-            true => self.shutdown.begin_quietly(mode),
-            false => self.shutdown.begin(mode),
-        }
-        // A process shutting down is not taken over; in a fleet its sockets must close when
-        // its accept loops let go of them.
-        self.handover.forget_listeners();
-        if shutdown::draining(self.shutdown.mode()) {
-            self.registry.drain_all();
-        }
-    }
-
-    /// The file RELOAD and SIGHUP read, if pgmux was started from one.
-    pub fn config_path(&self) -> Option<std::path::PathBuf> {
-        self.config_path
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn set_config_path(&self, path: std::path::PathBuf) {
-        *self.config_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
-    }
-
-    /// Re-reads the config file and applies it; a file that does not validate is refused whole
-    /// and the config in force stays. Returns every problem, one per line, on refusal.
-    pub fn reload_from_file(&self) -> Result<(), String> {
-        let Some(path) = self.config_path() else {
-            return Err("pgmux was started without a config file to reload".into());
-        };
-        match Config::load(&path) {
-            Ok(config) => {
-                self.reload(config);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!("reload refused, the config in force stays: {e}");
-                Err(e.to_string())
-            }
-        }
-    }
-
-    /// Applies a new config without dropping a client or a transaction in flight: new
-    /// databases, users, secrets, pool sizes, limits and timeouts take effect (timeouts for
-    /// sessions that start afterwards); settings that need a restart are kept and logged.
-    pub fn reload(&self, mut new: Config) {
-        let old = self.config();
-        let wanted = config::general_settings(&new.general);
-        let (g, o) = (&mut new.general, &old.general);
-        g.listen_addr = o.listen_addr.clone();
-        g.listen_port = o.listen_port;
-        g.so_reuseport = o.so_reuseport;
-        g.peer_id = o.peer_id;
-        g.unix_socket_dir = o.unix_socket_dir.clone();
-        g.unix_socket_mode = o.unix_socket_mode.clone();
-        g.unix_socket_group = o.unix_socket_group.clone();
-        g.metrics_addr = o.metrics_addr.clone();
-        g.stats_period = o.stats_period;
-        g.log_format = o.log_format;
-        g.workers = o.workers;
-        let kept = config::general_settings(g);
-        for key in config::RESTART_ONLY {
-            if wanted.get(key) != kept.get(key) {
-                tracing::warn!(
-                    setting = key,
-                    "changing this setting needs a restart; kept as it was"
-                );
-            }
-        }
-        let new = Arc::new(new);
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
-        self.pools.reload(&new);
-        tracing::info!("config reloaded");
-    }
-
-    /// Counters per configured database, summed over its pools.
-    pub fn totals_by_database(&self) -> BTreeMap<String, stats::Totals> {
-        let mut by_db: BTreeMap<String, stats::Totals> = self
-            .config()
-            .databases
-            .keys()
-            .filter(|name| *name != config::FALLBACK_DATABASE)
-            .map(|name| (name.clone(), Default::default()))
-            .collect();
-        for pool in self.pools.all() {
-            by_db
-                .entry(pool.database.clone())
-                .or_default()
-                .add(&pool.stats.totals());
-        }
-        by_db
-    }
-
-    /// Per-database averages over the last full stats_period (zero before the first one).
-    pub fn stats_averages(&self) -> BTreeMap<String, stats::Averages> {
-        self.averages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// Every stats_period: recompute the averages SHOW STATS reports and, with log_stats, log them.
-async fn stats_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let period = std::time::Duration::from_secs_f64(shared.config().general.stats_period);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let mut previous = shared.totals_by_database();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {}
-        }
-        let now = shared.totals_by_database();
-        let averages: BTreeMap<_, _> = now
-            .iter()
-            .map(|(db, t)| {
-                let before = previous.get(db).copied().unwrap_or_default();
-                (db.clone(), t.averages_since(&before, period.as_secs_f64()))
-            })
-            .collect();
-        if shared.config().general.log_stats {
-            for (db, a) in &averages {
-                tracing::info!(
-                    database = %db,
-                    "stats: {} xacts/s, {} queries/s, in {} B/s, out {} B/s, xact {} us, query {} us, wait {} us",
-                    a.xact_count, a.query_count, a.bytes_received, a.bytes_sent,
-                    a.xact_time_us, a.query_time_us, a.wait_time_us
-                );
-            }
-        }
-        *shared.averages.lock().unwrap_or_else(|e| e.into_inner()) = averages;
-        previous = now;
-    }
-}
 
 /// Entry point for starting pgmux.
 pub struct Server;
@@ -315,7 +159,7 @@ impl Server {
             }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(stats_task(shared.clone(), stop_rx.clone()));
+        tokio::spawn(shared::stats_task(shared.clone(), stop_rx.clone()));
         let sweeper = shared.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -328,7 +172,7 @@ impl Server {
                 let bound = listener.local_addr()?;
                 shared
                     .handover
-                    .keep_listener(takeover::ListenerKind::Metrics, listener.as_fd())?;
+                    .keep_listener(handover::ListenerKind::Metrics, listener.as_fd())?;
                 tracing::info!(%bound, "serving Prometheus metrics on /metrics");
                 tokio::spawn(metrics::serve(listener, shared.clone(), stop_rx.clone()));
                 Some(bound)

@@ -4,10 +4,10 @@
 //! refused, removed at shutdown).
 
 use crate::address::Address;
-use crate::client::ClientConn;
 use crate::config::General;
+use crate::connection::ClientConn;
+use crate::shared::Shared;
 use crate::stream::Stream;
-use crate::Shared;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,11 +69,11 @@ pub fn bind(general: &General) -> std::io::Result<Bound> {
 /// file becomes this process's to remove only once the takeover is done (SocketFile::claim);
 /// the metrics endpoint's socket is returned apart.
 pub fn taken(
-    sockets: Vec<(crate::takeover::ListenerKind, std::os::fd::OwnedFd)>,
+    sockets: Vec<(crate::handover::ListenerKind, std::os::fd::OwnedFd)>,
     listen_port: u16,
 ) -> std::io::Result<(Bound, Option<std::net::TcpListener>)> {
+    use crate::handover::ListenerKind;
     use crate::notify::Activated;
-    use crate::takeover::ListenerKind;
     let mut listening = Vec::new();
     let mut metrics = None;
     let mut socket_file = None;
@@ -173,8 +173,8 @@ pub enum Listener {
 impl Listener {
     /// What a takeover hands over for this socket; `own_file` is the socket file this
     /// process made, if any.
-    pub fn kind(&self, own_file: Option<&Path>) -> crate::takeover::ListenerKind {
-        use crate::takeover::ListenerKind;
+    pub fn kind(&self, own_file: Option<&Path>) -> crate::handover::ListenerKind {
+        use crate::handover::ListenerKind;
         match self {
             Listener::Tcp(_) => ListenerKind::Tcp,
             Listener::Unix(socket, _) => {

@@ -3,49 +3,15 @@
 //! out, and a cancel that reaches another process is forwarded to the one that owns the key.
 
 use crate::address::Address;
-use crate::cancel::ServerKey;
+use crate::cancel::{peer_of, ServerKey, HOPS_MASK};
 use crate::config::{Config, Peer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
-/// The low bits of the secret count the hops a forwarded cancel may still make, so that two
-/// processes that each think the other owns a key cannot pass it back and forth for ever.
-const HOPS_MASK: u32 = 0b11;
-
 /// Cancels that may wait for a peer per place in its pool_size; more are dropped.
 const WAITING_PER_PLACE: usize = 4;
-
-/// A fresh cancel key for a client of the process with `peer_id` (0: no peering). The pid's
-/// sign bit is clear, as PgBouncer keeps it (pg_basebackup reads the pid as signed).
-pub fn new_key(peer_id: u16) -> (u32, u32) {
-    let (pid, secret): (u32, u32) = rand::random();
-    let pid = pid & 0x7fff_ffff;
-    match peer_id {
-        0 => (pid, secret),
-        id => {
-            // Key byte 1 (the pid's second byte) holds the id's low byte, byte 2 its high
-            // byte, as PgBouncer writes them.
-            let id = u32::from(id);
-            let pid = (pid & 0xff00_00ff) | ((id & 0xff) << 16) | ((id >> 8) << 8);
-            (pid, secret | HOPS_MASK)
-        }
-    }
-}
-
-/// The peer_id inside a key's pid.
-pub fn peer_of(pid: u32) -> u16 {
-    (((pid >> 16) & 0xff) | (((pid >> 8) & 0xff) << 8)) as u16
-}
-
-/// The key as this process registered it: the hops a forwarded cancel used up do not count.
-pub fn registered_key(peer_id: u16, pid: u32, secret: u32) -> (u32, u32) {
-    match peer_id {
-        0 => (pid, secret),
-        _ => (pid, secret | HOPS_MASK),
-    }
-}
 
 /// Where a CancelRequest goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +68,7 @@ pub struct PeerPool {
 
 impl PeerPools {
     fn pool(&self, id: u16, size: usize) -> Arc<PeerPool> {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pools = crate::sync::lock(&self.pools);
         match pools.get(&id) {
             Some(pool) if pool.size == size => pool.clone(),
             // New, or resized by a reload: cancels in flight finish in the old one.
@@ -121,7 +87,7 @@ impl PeerPools {
 
     /// (peer_id, active, waiting) for every peer a cancel was forwarded to.
     pub fn snapshot(&self) -> Vec<(u16, usize, usize)> {
-        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let pools = crate::sync::lock(&self.pools);
         let mut rows: Vec<_> = pools
             .iter()
             .map(|(id, p)| {
@@ -189,6 +155,7 @@ async fn deliver(peer: &Peer, pid: u32, secret: u32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cancel::{new_key, registered_key};
 
     fn fleet(own: u16) -> Config {
         let text = format!(

@@ -8,6 +8,7 @@
 
 use crate::address::Address;
 use crate::signal::{Signal, Stop};
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -361,10 +362,6 @@ impl Registry {
             entry.signal.raise(Stop::Draining);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`, as PgBouncer prints connection times.

@@ -6,8 +6,6 @@
 
 mod der;
 
-use crate::config::tls_versions;
-use crate::config::{General, SslMode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -15,11 +13,63 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 pub use der::{common_name, end_point_hash};
+
+/// TLS modes, with libpq's and PgBouncer's names, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+pub enum SslMode {
+    #[serde(rename = "disable")]
+    Disable,
+    #[serde(rename = "allow")]
+    Allow,
+    #[serde(rename = "prefer")]
+    Prefer,
+    #[serde(rename = "require")]
+    Require,
+    #[serde(rename = "verify-ca")]
+    VerifyCa,
+    #[serde(rename = "verify-full")]
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Whether a certificate must be checked against a CA.
+    pub fn verifies(self) -> bool {
+        self >= SslMode::VerifyCa
+    }
+}
+
+/// TLS versions named by a `*_tls_protocols` setting: (TLS 1.2, TLS 1.3).
+pub fn parse_versions(value: &str) -> Result<(bool, bool), String> {
+    let mut versions = (false, false);
+    for word in value.split(',').map(|w| w.trim().to_ascii_lowercase()) {
+        match word.as_str() {
+            "secure" | "all" | "legacy" => versions = (true, true),
+            "tlsv1.2" => versions.0 = true,
+            "tlsv1.3" => versions.1 = true,
+            "tlsv1.0" | "tlsv1.1" => {}
+            _ => return Err(format!("unknown TLS version {word:?}")),
+        }
+    }
+    match versions {
+        (false, false) => Err("names no TLS version pgmux supports (TLS 1.2 and 1.3)".into()),
+        v => Ok(v),
+    }
+}
+
+/// What the settings of one side name: `client_tls_*` or `server_tls_*`, files resolved.
+pub struct Side<'a> {
+    pub mode: SslMode,
+    pub key_file: Option<&'a Path>,
+    pub cert_file: Option<&'a Path>,
+    pub ca_file: Option<&'a Path>,
+    pub protocols: &'a str,
+}
 
 /// ALPN protocol name PostgreSQL 17 clients send, and require for direct TLS.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -108,7 +158,7 @@ fn versions(
     key: &'static str,
     value: &str,
 ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
-    let (v12, v13) = tls_versions(value).map_err(|message| TlsError::Setup { key, message })?;
+    let (v12, v13) = parse_versions(value).map_err(|message| TlsError::Setup { key, message })?;
     let mut out = Vec::new();
     if v13 {
         out.push(&rustls::version::TLS13);
@@ -167,8 +217,8 @@ fn roots(key: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(store)
 }
 
-fn required<'a>(key: &'static str, path: &'a Option<PathBuf>) -> Result<&'a Path, TlsError> {
-    path.as_deref().ok_or(TlsError::Setup {
+fn required<'a>(key: &'static str, path: Option<&'a Path>) -> Result<&'a Path, TlsError> {
+    path.ok_or(TlsError::Setup {
         key,
         message: "is required".into(),
     })
@@ -182,35 +232,36 @@ fn setup(key: &'static str) -> impl Fn(rustls::Error) -> TlsError {
 }
 
 /// Reads the files the settings name and builds both sides' configurations.
-pub fn build(g: &General) -> Result<TlsConfigs, TlsError> {
+pub fn build(clients: &Side, servers: &Side) -> Result<TlsConfigs, TlsError> {
     Ok(TlsConfigs {
-        client: match g.client_tls_sslmode {
+        client: match clients.mode {
             SslMode::Disable => None,
-            mode => Some(Arc::new(client_side(g, mode)?)),
+            _ => Some(Arc::new(client_side(clients)?)),
         },
-        server: match g.server_tls_sslmode {
+        server: match servers.mode {
             SslMode::Disable => None,
-            mode => Some(Arc::new(server_side(g, mode)?)),
+            _ => Some(Arc::new(server_side(servers)?)),
         },
     })
 }
 
-fn client_side(g: &General, mode: SslMode) -> Result<ClientTls, TlsError> {
+fn client_side(g: &Side) -> Result<ClientTls, TlsError> {
+    let mode = g.mode;
     let provider = provider();
     let chain = certificates(
         "client_tls_cert_file",
-        required("client_tls_cert_file", &g.client_tls_cert_file)?,
+        required("client_tls_cert_file", g.cert_file)?,
     )?;
     let key = private_key(
         "client_tls_key_file",
-        required("client_tls_key_file", &g.client_tls_key_file)?,
+        required("client_tls_key_file", g.key_file)?,
     )?;
     let end_point = end_point_hash(&chain[0]);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions("client_tls_protocols", &g.client_tls_protocols)?)
+        .with_protocol_versions(&versions("client_tls_protocols", g.protocols)?)
         .map_err(setup("client_tls_protocols"))?;
     let builder = if mode.verifies() {
-        let ca = required("client_tls_ca_file", &g.client_tls_ca_file)?;
+        let ca = required("client_tls_ca_file", g.ca_file)?;
         let verifier = WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots("client_tls_ca_file", ca)?),
             provider,
@@ -235,14 +286,15 @@ fn client_side(g: &General, mode: SslMode) -> Result<ClientTls, TlsError> {
     })
 }
 
-fn server_side(g: &General, mode: SslMode) -> Result<ServerTls, TlsError> {
+fn server_side(g: &Side) -> Result<ServerTls, TlsError> {
+    let mode = g.mode;
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions("server_tls_protocols", &g.server_tls_protocols)?)
+        .with_protocol_versions(&versions("server_tls_protocols", g.protocols)?)
         .map_err(setup("server_tls_protocols"))?;
     let builder = match mode {
         SslMode::VerifyFull | SslMode::VerifyCa => {
-            let ca = required("server_tls_ca_file", &g.server_tls_ca_file)?;
+            let ca = required("server_tls_ca_file", g.ca_file)?;
             let verifier = WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots("server_tls_ca_file", ca)?),
                 provider.clone(),
@@ -264,7 +316,7 @@ fn server_side(g: &General, mode: SslMode) -> Result<ServerTls, TlsError> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Verifier::Any(provider))),
     };
-    let config = match (&g.server_tls_cert_file, &g.server_tls_key_file) {
+    let config = match (g.cert_file, g.key_file) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(
                 certificates("server_tls_cert_file", cert)?,

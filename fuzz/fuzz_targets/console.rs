@@ -17,7 +17,7 @@
 use bytes::BufMut;
 use libfuzzer_sys::fuzz_target;
 use pgmux::admin::{self, Role};
-use pgmux::client::ClientConn;
+use pgmux::connection::ClientConn;
 use pgmux::config::Config;
 use pgmux::Shared;
 use std::cell::RefCell;

@@ -1,4 +1,4 @@
-//! The takeover protocol's messages (`takeover::wire::Message::decode`), as either process reads
+//! The takeover protocol's messages (`handover::wire::Message::decode`), as either process reads
 //! them from the other: the input cut into reads at fuzzed points, every whole message taken
 //! off the buffer, under the limit of either direction. The first byte picks the limit and the
 //! read size. Besides panics: a message read must encode back to the very bytes it came from.
@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pgmux::takeover::wire::{Message, MAX_MESSAGE, MAX_TO_OLD};
+use pgmux::handover::wire::{Message, MAX_MESSAGE, MAX_TO_OLD};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, input)) = data.split_first() else {

@@ -2,7 +2,7 @@
 //! KILL and KILL_CLIENT.
 
 use crate::pool::Pool;
-use crate::Shared;
+use crate::shared::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -5,8 +5,8 @@ use super::show::{self, Table};
 use super::{control, help_notice, help_text, parse, Role};
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::sqlstate as code;
+use crate::shared::Shared;
 use crate::shutdown::ShutdownMode;
-use crate::Shared;
 use bytes::{BufMut, BytesMut};
 use parse::Command;
 

@@ -4,12 +4,12 @@
 
 use super::execute::{self, Outcome};
 use super::Role;
-use crate::client::ClientError;
+use crate::connection::ClientError;
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::frame::cstr;
 use crate::protocol::sqlstate as code;
 use crate::protocol::ProtocolError;
-use crate::Shared;
+use crate::shared::Shared;
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 

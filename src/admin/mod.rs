@@ -11,18 +11,16 @@ mod settings;
 mod show;
 mod sockets;
 
-use crate::client::{ClientConn, ClientError};
+use crate::connection::{ClientConn, ClientError};
 use crate::protocol::backend;
 use crate::protocol::frame;
-use crate::Shared;
+use crate::shared::Shared;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
-/// Names of the console database.
-pub const DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
-
-/// The database SHOW CLIENTS gives a console session, whichever of [`DATABASES`] it asked for:
+/// The database SHOW CLIENTS gives a console session, whichever of the
+/// [`CONSOLE_DATABASES`](crate::config::CONSOLE_DATABASES) it asked for:
 /// PgBouncer's name for its console, so that tools which tell console rows apart by
 /// `database = 'pgbouncer'` (as exporters and dashboards written for PgBouncer do) find them.
 pub const SHOWN_DATABASE: &str = "pgbouncer";

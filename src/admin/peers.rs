@@ -2,7 +2,7 @@
 //! to them, with PgBouncer's columns.
 
 use super::show::{Table, INT4, TEXT};
-use crate::Shared;
+use crate::shared::Shared;
 
 /// The other processes of the fleet, as `[peers]` names them (this process's own id left
 /// out, as PgBouncer ignores it).

@@ -1,8 +1,8 @@
 //! One table per SHOW command, with PgBouncer's column names, types and order (as its code sends
 //! them), read from pool snapshots and statistics. Never on the hot path.
 
+use crate::shared::Shared;
 use crate::stats::Totals;
-use crate::Shared;
 use std::collections::BTreeMap;
 
 pub const TEXT: u32 = 25;
@@ -137,154 +137,175 @@ fn averages_by_database(shared: &Shared) -> BTreeMap<String, Totals> {
         .collect()
 }
 
-/// The twelve counters in PgBouncer's order.
-fn counters(t: &Totals) -> [u64; 12] {
-    [
-        t.server_assignment_count,
-        t.xact_count,
-        t.query_count,
-        t.bytes_received,
-        t.bytes_sent,
-        t.xact_time_us,
-        t.query_time_us,
-        t.wait_time_us,
-        t.client_parse_count,
-        t.server_parse_count,
-        t.bind_count,
-        t.client_login_count,
-    ]
+/// Reads one counter of a [`Totals`].
+type Get = fn(&Totals) -> u64;
+
+/// One counter of the SHOW STATS family, with the name each command gives it. The getter and
+/// every name sit together, so no column list can fall out of step with the values.
+struct Counter {
+    get: Get,
+    /// SHOW STATS: the total's column and the average's.
+    stats: (&'static str, &'static str),
+    /// SHOW STATS_TOTALS, and SHOW STATS_AVERAGES (PgBouncer's own mix of prefixes, kept so
+    /// exporters find what they expect).
+    stats_totals: &'static str,
+    stats_averages: &'static str,
+    /// SHOW TOTALS, after `total_` or `avg_`.
+    totals: &'static str,
 }
 
-/// Prepared-statement cache hits, misses (Parses sent to servers) and evictions.
-fn cache_counters(t: &Totals) -> [u64; 3] {
-    [
-        t.prepared_hit_count,
-        t.server_parse_count,
-        t.prepared_eviction_count,
-    ]
-}
+/// PgBouncer's twelve counters, in its order.
+const COUNTERS: [Counter; 12] = [
+    Counter {
+        get: |t| t.server_assignment_count,
+        stats: (
+            "total_server_assignment_count",
+            "avg_server_assignment_count",
+        ),
+        stats_totals: "server_assignment_count",
+        stats_averages: "server_assignment_count",
+        totals: "server_assignment_count",
+    },
+    Counter {
+        get: |t| t.xact_count,
+        stats: ("total_xact_count", "avg_xact_count"),
+        stats_totals: "xact_count",
+        stats_averages: "xact_count",
+        totals: "xact_count",
+    },
+    Counter {
+        get: |t| t.query_count,
+        stats: ("total_query_count", "avg_query_count"),
+        stats_totals: "query_count",
+        stats_averages: "query_count",
+        totals: "query_count",
+    },
+    Counter {
+        get: |t| t.bytes_received,
+        stats: ("total_received", "avg_recv"),
+        stats_totals: "bytes_received",
+        stats_averages: "bytes_received",
+        totals: "client_bytes",
+    },
+    Counter {
+        get: |t| t.bytes_sent,
+        stats: ("total_sent", "avg_sent"),
+        stats_totals: "bytes_sent",
+        stats_averages: "bytes_sent",
+        totals: "server_bytes",
+    },
+    Counter {
+        get: |t| t.xact_time_us,
+        stats: ("total_xact_time", "avg_xact_time"),
+        stats_totals: "xact_time",
+        stats_averages: "xact_time",
+        totals: "xact_time",
+    },
+    Counter {
+        get: |t| t.query_time_us,
+        stats: ("total_query_time", "avg_query_time"),
+        stats_totals: "query_time",
+        stats_averages: "query_time",
+        totals: "query_time",
+    },
+    Counter {
+        get: |t| t.wait_time_us,
+        stats: ("total_wait_time", "avg_wait_time"),
+        stats_totals: "wait_time",
+        stats_averages: "wait_time",
+        totals: "wait_time",
+    },
+    Counter {
+        get: |t| t.client_parse_count,
+        stats: ("total_client_parse_count", "avg_client_parse_count"),
+        stats_totals: "client_parse_count",
+        stats_averages: "avg_client_parse_count",
+        totals: "ps_client_parse_count",
+    },
+    Counter {
+        get: |t| t.server_parse_count,
+        stats: ("total_server_parse_count", "avg_server_parse_count"),
+        stats_totals: "server_parse_count",
+        stats_averages: "avg_server_parse_count",
+        totals: "ps_server_parse_count",
+    },
+    Counter {
+        get: |t| t.bind_count,
+        stats: ("total_bind_count", "avg_bind_count"),
+        stats_totals: "bind_count",
+        stats_averages: "avg_bind_count",
+        totals: "ps_bind_count",
+    },
+    Counter {
+        get: |t| t.client_login_count,
+        stats: ("total_client_login_count", "avg_client_login_count"),
+        stats_totals: "client_login_count",
+        stats_averages: "avg_client_login_count",
+        totals: "client_login_count",
+    },
+];
+
+/// pgmux's own columns of SHOW STATS, after PgBouncer's: the prepared-statement cache's hits,
+/// misses (Parses sent to servers) and evictions, total then average.
+const CACHE_COUNTERS: [(Get, &str, &str); 3] = [
+    (
+        |t| t.prepared_hit_count,
+        "total_prepared_hits",
+        "avg_prepared_hits",
+    ),
+    (
+        |t| t.server_parse_count,
+        "total_prepared_misses",
+        "avg_prepared_misses",
+    ),
+    (
+        |t| t.prepared_eviction_count,
+        "total_prepared_evictions",
+        "avg_prepared_evictions",
+    ),
+];
 
 fn stats(shared: &Shared) -> Table {
-    const COLUMNS: [&str; 31] = [
-        "database",
-        "total_server_assignment_count",
-        "total_xact_count",
-        "total_query_count",
-        "total_received",
-        "total_sent",
-        "total_xact_time",
-        "total_query_time",
-        "total_wait_time",
-        "total_client_parse_count",
-        "total_server_parse_count",
-        "total_bind_count",
-        "total_client_login_count",
-        "avg_server_assignment_count",
-        "avg_xact_count",
-        "avg_query_count",
-        "avg_recv",
-        "avg_sent",
-        "avg_xact_time",
-        "avg_query_time",
-        "avg_wait_time",
-        "avg_client_parse_count",
-        "avg_server_parse_count",
-        "avg_bind_count",
-        "avg_client_login_count",
-        // pgmux's own, after PgBouncer's: the prepared-statement cache.
-        "total_prepared_hits",
-        "total_prepared_misses",
-        "total_prepared_evictions",
-        "avg_prepared_hits",
-        "avg_prepared_misses",
-        "avg_prepared_evictions",
-    ];
-    let columns: Vec<_> = COLUMNS
-        .iter()
-        .map(|c| (*c, if *c == "database" { TEXT } else { NUMERIC }))
-        .collect();
+    let mut columns = vec![("database", TEXT)];
+    columns.extend(COUNTERS.iter().map(|c| (c.stats.0, NUMERIC)));
+    columns.extend(COUNTERS.iter().map(|c| (c.stats.1, NUMERIC)));
+    columns.extend(CACHE_COUNTERS.iter().map(|c| (c.1, NUMERIC)));
+    columns.extend(CACHE_COUNTERS.iter().map(|c| (c.2, NUMERIC)));
     let mut t = Table::new(&columns);
     let averages = averages_by_database(shared);
-    for (db, totals) in totals_by_database(shared) {
-        let mut row = vec![db.clone()];
-        row.extend(counters(&totals).iter().map(u64::to_string));
+    for (db, total) in totals_by_database(shared) {
         let average = &averages[&db];
-        row.extend(counters(average).iter().map(u64::to_string));
-        row.extend(cache_counters(&totals).iter().map(u64::to_string));
-        row.extend(cache_counters(average).iter().map(u64::to_string));
+        let mut row = vec![db.clone()];
+        row.extend(COUNTERS.iter().map(|c| (c.get)(&total).to_string()));
+        row.extend(COUNTERS.iter().map(|c| (c.get)(average).to_string()));
+        row.extend(CACHE_COUNTERS.iter().map(|c| c.0(&total).to_string()));
+        row.extend(CACHE_COUNTERS.iter().map(|c| c.0(average).to_string()));
         t.row(row);
     }
     t
 }
 
-fn per_database(rows: BTreeMap<String, Totals>, columns: &[&'static str; 12]) -> Table {
-    let mut cols = vec![("database", TEXT)];
-    cols.extend(columns.iter().map(|c| (*c, NUMERIC)));
-    let mut t = Table::new(&cols);
+fn per_database(rows: BTreeMap<String, Totals>, name: fn(&Counter) -> &'static str) -> Table {
+    let mut columns = vec![("database", TEXT)];
+    columns.extend(COUNTERS.iter().map(|c| (name(c), NUMERIC)));
+    let mut t = Table::new(&columns);
     for (db, totals) in rows {
         let mut row = vec![db];
-        row.extend(counters(&totals).iter().map(u64::to_string));
+        row.extend(COUNTERS.iter().map(|c| (c.get)(&totals).to_string()));
         t.row(row);
     }
     t
 }
 
 fn stats_totals(shared: &Shared) -> Table {
-    per_database(
-        totals_by_database(shared),
-        &[
-            "server_assignment_count",
-            "xact_count",
-            "query_count",
-            "bytes_received",
-            "bytes_sent",
-            "xact_time",
-            "query_time",
-            "wait_time",
-            "client_parse_count",
-            "server_parse_count",
-            "bind_count",
-            "client_login_count",
-        ],
-    )
+    per_database(totals_by_database(shared), |c| c.stats_totals)
 }
 
 fn stats_averages(shared: &Shared) -> Table {
-    // PgBouncer's own mix of prefixes, kept so exporters find what they expect.
-    per_database(
-        averages_by_database(shared),
-        &[
-            "server_assignment_count",
-            "xact_count",
-            "query_count",
-            "bytes_received",
-            "bytes_sent",
-            "xact_time",
-            "query_time",
-            "wait_time",
-            "avg_client_parse_count",
-            "avg_server_parse_count",
-            "avg_bind_count",
-            "avg_client_login_count",
-        ],
-    )
+    per_database(averages_by_database(shared), |c| c.stats_averages)
 }
 
 fn totals(shared: &Shared) -> Table {
-    const NAMES: [&str; 12] = [
-        "server_assignment_count",
-        "xact_count",
-        "query_count",
-        "client_bytes",
-        "server_bytes",
-        "xact_time",
-        "query_time",
-        "wait_time",
-        "ps_client_parse_count",
-        "ps_server_parse_count",
-        "ps_bind_count",
-        "client_login_count",
-    ];
     let mut total = Totals::default();
     totals_by_database(shared)
         .values()
@@ -294,9 +315,12 @@ fn totals(shared: &Shared) -> Table {
         .values()
         .for_each(|t| average.add(t));
     let mut t = Table::new(&[("name", TEXT), ("value", NUMERIC)]);
-    for (prefix, values) in [("total", counters(&total)), ("avg", counters(&average))] {
-        for (name, value) in NAMES.iter().zip(values) {
-            t.row(vec![format!("{prefix}_{name}"), value.to_string()]);
+    for (prefix, of) in [("total", &total), ("avg", &average)] {
+        for c in &COUNTERS {
+            t.row(vec![
+                format!("{prefix}_{}", c.totals),
+                (c.get)(of).to_string(),
+            ]);
         }
     }
     t
@@ -508,7 +532,7 @@ fn mem(shared: &Shared) -> Table {
     let servers: usize = pools.iter().map(|p| p.snapshot().servers).sum();
     let clients = shared.clients.load(std::sync::atomic::Ordering::Relaxed);
     for (name, size, used) in [
-        ("client_cache", crate::client::CLIENT_BUFFER, clients),
+        ("client_cache", crate::connection::CLIENT_BUFFER, clients),
         ("server_cache", crate::server::READ_BUFFER, servers),
         (
             "pool_cache",

@@ -2,7 +2,7 @@
 //! pgmux's `pinned` after them.
 
 use super::show::{Table, INT4, INT8, TEXT};
-use crate::Shared;
+use crate::shared::Shared;
 use std::sync::atomic::Ordering;
 
 /// SHOW CLIENTS and SHOW SERVERS columns, PgBouncer's 21 in its order, then `pinned`: why the
@@ -90,12 +90,8 @@ pub(super) fn clients(shared: &Shared) -> Table {
     clients.extend(shared.registry.consoles());
     clients.sort_by_key(|c| c.id);
     for c in clients {
-        let server = c.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let app = c
-            .application_name
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let server = crate::sync::lock(&c.server).clone();
+        let app = crate::sync::lock(&c.application_name).clone();
         t.row(
             SocketRow {
                 kind: "C",
@@ -124,7 +120,7 @@ pub(super) fn servers(shared: &Shared) -> Table {
     let mut t = Table::new(&SOCKET_COLUMNS);
     let pools = shared.pools.all();
     for c in shared.registry.all() {
-        let server = c.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let server = crate::sync::lock(&c.server).clone();
         let Some(s) = server else { continue };
         let link = format!("c{:x}", c.id);
         let pinned = c.pins().describe();

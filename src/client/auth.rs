@@ -12,8 +12,8 @@ use crate::config::{AuthType, Config};
 use crate::protocol::backend;
 use crate::protocol::frame::cstr;
 use crate::protocol::ProtocolError;
+use crate::shared::Shared;
 use crate::stream::Stream;
-use crate::Shared;
 use bytes::{Buf, BytesMut};
 use sha2::{Digest, Sha256};
 
@@ -302,10 +302,7 @@ async fn scram(
 
 /// SCRAM keys for a plaintext password, derived once per user and password.
 fn derived_keys(shared: &Shared, user: &str, password: &str) -> ScramKeys {
-    let mut cache = shared
-        .derived_keys
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut cache = crate::sync::lock(&shared.derived_keys);
     if let Some((p, keys)) = cache.get(user) {
         if p == password {
             return keys.clone();

@@ -1,10 +1,9 @@
 //! One task per client: startup and authentication (startup.rs), then the session that borrows
-//! servers and relays (session.rs). Failures become ErrorResponses in one place (error.rs).
+//! servers and relays (session.rs). Failures become ErrorResponses in one place
+//! ([`ClientError`], beside the connection type the console shares).
 
 mod adopt;
 mod auth;
-mod auth_query;
-mod error;
 mod session;
 mod spare;
 mod startup;
@@ -12,59 +11,16 @@ mod timeouts;
 mod waits;
 
 pub use adopt::adopt;
-pub use auth_query::AuthLookups;
-pub use error::ClientError;
 pub(crate) use startup::pool_for;
 use startup::Admitted;
 
-use crate::address::Address;
+use crate::connection::{ClientConn, ClientError, TlsSession, CLIENT_BUFFER};
+use crate::shared::Shared;
 use crate::stream::Stream;
-use crate::Shared;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-
-/// A client's socket and its read buffer.
-pub struct ClientConn {
-    pub stream: Stream,
-    pub buf: BytesMut,
-    pub peer: Address,
-    /// What the TLS handshake established, once there was one. Boxed: most clients have none,
-    /// and every client's task holds this struct.
-    pub tls: Option<Box<TlsSession>>,
-}
-
-/// What pgmux keeps of a client's TLS session.
-pub struct TlsSession {
-    /// tls-server-end-point data of pgmux's certificate, for SCRAM-SHA-256-PLUS.
-    pub end_point: Option<Vec<u8>>,
-    /// Common name of the client's certificate, when it presented one that was verified.
-    pub peer_common_name: Option<String>,
-    /// Protocol version and cipher suite, for SHOW CLIENTS.
-    pub description: String,
-}
-
-/// Read buffer a client starts with; it grows for large messages.
-pub const CLIENT_BUFFER: usize = 8 * 1024;
-
-impl ClientConn {
-    /// A client just accepted over TCP.
-    pub fn accepted(stream: TcpStream, peer: std::net::SocketAddr) -> ClientConn {
-        ClientConn::over(Stream::Plain(stream), peer.into())
-    }
-
-    /// A client just accepted, over either kind of socket.
-    pub fn over(stream: Stream, peer: Address) -> ClientConn {
-        ClientConn {
-            stream,
-            buf: BytesMut::with_capacity(CLIENT_BUFFER),
-            peer,
-            tls: None,
-        }
-    }
-}
 
 /// Counts a connection just accepted among the clients (for max_client_conn, and so that a
 /// takeover waits for it), before its task runs; [`serve`] uncounts it at its end. Returns
@@ -141,7 +97,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let config = crate::config::Config::parse("[pgmux]\n", std::path::Path::new(".")).unwrap();
-        let shared = std::sync::Arc::new(crate::Shared::new(config));
+        let shared = std::sync::Arc::new(crate::shared::Shared::new(config));
         let task = super::serve(super::ClientConn::accepted(client, addr), shared, false);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 3 * 1024, "{size} bytes per client task");

@@ -12,18 +12,17 @@ use super::startup::Login;
 use super::timeouts::{Expiry, Phase, Timeouts};
 use super::waits::{read_holding_no_buffer, wait_turn, Deadlines};
 use super::{ClientConn, ClientError};
-use crate::cancel::ServerKey;
 use crate::config::PoolMode;
 use crate::pool::{PooledServer, Waiter};
 use crate::prepared::{ClientStatements, Counts, Statements};
 use crate::protocol::frame;
 use crate::registry::{ClientEntry, ClientState};
 use crate::relay::{self, ClientSide, Composed, Linked, Prelude, RelayError, Step, Tail};
-use crate::server::tracker::Verdict;
 use crate::session_state::{Replay, SessionState};
+use crate::shared::Shared;
 use crate::signal::Stop;
 use crate::stats::{micros, Counter, Timing};
-use crate::Shared;
+use crate::tracker::Verdict;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -408,17 +407,8 @@ impl Session<'_> {
         let pool = &self.login.pool;
         pool.stats.add(Counter::ServerAssignments, 1);
         self.login.entry.set_state(ClientState::Active);
-        *self
-            .login
-            .entry
-            .server
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(server.summary());
-        self.login.cancel.link(ServerKey {
-            addr: server.addr.clone(),
-            pid: server.backend_pid,
-            secret: server.backend_secret,
-        });
+        *crate::sync::lock(&self.login.entry.server) = Some(server.summary());
+        self.login.cancel.link(server.cancel_key());
         let prelude = self.prelude(&mut server);
         let linked = Linked::new(server, self.login.mode, &prelude, &mut self.composed);
         self.linked = Some(linked);
@@ -482,7 +472,7 @@ impl Session<'_> {
         }
         let entry = &self.login.entry;
         entry.set_state(ClientState::Idle);
-        *entry.server.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *crate::sync::lock(&entry.server) = None;
         if self.login.cancel.unlink().await {
             server.tracker.poison();
         }
@@ -538,11 +528,7 @@ async fn relay(
             let server = linked.server();
             if server.tracker.awaiting_reply() {
                 // Stop the query too, rather than leave it running on a closed connection.
-                tokio::spawn(crate::cancel::deliver(ServerKey {
-                    addr: server.addr.clone(),
-                    pid: server.backend_pid,
-                    secret: server.backend_secret,
-                }));
+                tokio::spawn(crate::cancel::deliver(server.cancel_key()));
             }
             linked.poison();
             Err(error)

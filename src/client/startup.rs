@@ -16,10 +16,10 @@ use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
 use crate::registry::{CapReached, ClientCaps, ClientEntry, NewClient};
 use crate::server::ServerCredentials;
+use crate::shared::Shared;
 use crate::stats::Counter;
 use crate::stream::Stream;
 use crate::tls::ClientTls;
-use crate::Shared;
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
@@ -251,7 +251,7 @@ pub async fn login(
         .to_owned();
     let config = shared.config();
     let general = &config.general;
-    if admin::DATABASES.contains(&database.as_str()) {
+    if crate::config::CONSOLE_DATABASES.contains(&database.as_str()) {
         // The console is exempt from max_client_conn, so an operator can always get in.
         let application_name = StartupPacket::param(&params, "application_name")
             .unwrap_or("")
@@ -357,12 +357,7 @@ pub async fn login(
     // The session's own guard takes over.
     registered.pass_on();
     if let Some(name) = params_out.get("application_name") {
-        name.clone_into(
-            &mut entry
-                .application_name
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        name.clone_into(&mut crate::sync::lock(&entry.application_name));
     }
     if let Some(tls) = &conn.tls {
         let _ = entry.tls.set(tls.description.clone());
@@ -469,7 +464,7 @@ async fn cancel(shared: &Shared, pid: u32, secret: u32) {
     let config = shared.config();
     match crate::peers::route(&config, pid, secret) {
         crate::peers::Route::Here => {
-            let (pid, secret) = crate::peers::registered_key(config.general.peer_id, pid, secret);
+            let (pid, secret) = crate::cancel::registered_key(config.general.peer_id, pid, secret);
             // During a takeover a client may still be in the old process.
             if !shared.cancels.cancel(pid, secret).await
                 && !shared.handover.forward_cancel(pid, secret)

@@ -13,7 +13,6 @@ pub use schema::{
     AuthType, Database, General, LogFormat, Peer, PoolMode, SslMode, User, DEFAULT_AUTH_QUERY,
 };
 pub use userlist::parse_userlist;
-pub use validate::tls_versions;
 
 use crate::auth::Secret;
 use std::collections::BTreeMap;
@@ -92,6 +91,9 @@ pub struct Config {
 
 /// The `[databases]` name of the fallback for names not listed.
 pub const FALLBACK_DATABASE: &str = "*";
+
+/// Names of the admin console's database, which no `[databases]` entry may take.
+pub const CONSOLE_DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
 
 impl Config {
     /// Reads and validates a config file; relative paths inside resolve against its directory.

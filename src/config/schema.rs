@@ -59,29 +59,7 @@ pub enum AuthType {
     Hba,
 }
 
-/// TLS modes, with libpq's and PgBouncer's names, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
-pub enum SslMode {
-    #[serde(rename = "disable")]
-    Disable,
-    #[serde(rename = "allow")]
-    Allow,
-    #[serde(rename = "prefer")]
-    Prefer,
-    #[serde(rename = "require")]
-    Require,
-    #[serde(rename = "verify-ca")]
-    VerifyCa,
-    #[serde(rename = "verify-full")]
-    VerifyFull,
-}
-
-impl SslMode {
-    /// Whether a certificate must be checked against a CA.
-    pub fn verifies(self) -> bool {
-        self >= SslMode::VerifyCa
-    }
-}
+pub use crate::tls::SslMode;
 
 /// The `[pgmux]` table: general settings, PgBouncer's `[pgbouncer]` section.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use toml::{Table, Value};
 
-const RESERVED_DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
-
 /// The largest peer_id: 14 bits, as PgBouncer's cancel keys carry it.
 pub const MAX_PEER_ID: u16 = 16383;
 
@@ -176,7 +174,7 @@ fn validate(root: Table, base: &Path) -> Result<Config, Vec<Problem>> {
     let dbs = sub_tables(&root, "databases", &mut problems);
     for (name, t) in &dbs {
         check_keys::<Database>(&format!("databases.{name}"), t, &[], &mut problems);
-        if RESERVED_DATABASES.contains(&name.as_str()) {
+        if super::CONSOLE_DATABASES.contains(&name.as_str()) {
             problems.push(problem(
                 format!("databases.{name}"),
                 "is reserved for the admin console",
@@ -463,7 +461,22 @@ fn check_rules(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
         config.general.auth_file = Some(path);
     }
     if problems.is_empty() {
-        match crate::tls::build(&config.general) {
+        let g = &config.general;
+        let clients = crate::tls::Side {
+            mode: g.client_tls_sslmode,
+            key_file: g.client_tls_key_file.as_deref(),
+            cert_file: g.client_tls_cert_file.as_deref(),
+            ca_file: g.client_tls_ca_file.as_deref(),
+            protocols: &g.client_tls_protocols,
+        };
+        let servers = crate::tls::Side {
+            mode: g.server_tls_sslmode,
+            key_file: g.server_tls_key_file.as_deref(),
+            cert_file: g.server_tls_cert_file.as_deref(),
+            ca_file: g.server_tls_ca_file.as_deref(),
+            protocols: &g.server_tls_protocols,
+        };
+        match crate::tls::build(&clients, &servers) {
             Ok(tls) => config.tls = tls,
             Err(e) => problems.push(problem(format!("pgmux.{}", e.key()), e.to_string())),
         }
@@ -510,24 +523,6 @@ fn check_hba(config: &mut Config, base: &Path, problems: &mut Vec<Problem>) {
                 .into_iter()
                 .map(|e| problem("pgmux.auth_hba_file", e)),
         ),
-    }
-}
-
-/// TLS versions named by a `*_tls_protocols` setting: (TLS 1.2, TLS 1.3).
-pub fn tls_versions(value: &str) -> Result<(bool, bool), String> {
-    let mut versions = (false, false);
-    for word in value.split(',').map(|w| w.trim().to_ascii_lowercase()) {
-        match word.as_str() {
-            "secure" | "all" | "legacy" => versions = (true, true),
-            "tlsv1.2" => versions.0 = true,
-            "tlsv1.3" => versions.1 = true,
-            "tlsv1.0" | "tlsv1.1" => {}
-            _ => return Err(format!("unknown TLS version {word:?}")),
-        }
-    }
-    match versions {
-        (false, false) => Err("names no TLS version pgmux supports (TLS 1.2 and 1.3)".into()),
-        v => Ok(v),
     }
 }
 
@@ -597,7 +592,7 @@ fn check_tls(g: &mut General, base: &Path, problems: &mut Vec<Problem>) {
             "client_tls_protocols" => &g.client_tls_protocols,
             _ => &g.server_tls_protocols,
         };
-        if let Err(e) = tls_versions(value) {
+        if let Err(e) = crate::tls::parse_versions(value) {
             problems.push(problem(format!("pgmux.{key}"), e));
         }
     }

@@ -3,8 +3,8 @@
 //! figures are read from the same snapshots as SHOW POOLS and SHOW STATS at scrape time; the
 //! time histograms are pgmux's own, kept by each pool as transactions, queries and waits end.
 
+use crate::shared::Shared;
 use crate::stats::{Histogram, Timing, BOUNDS_US};
-use crate::Shared;
 use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use std::fmt::Write;
@@ -319,6 +319,7 @@ fn escape_label(value: &str) -> String {
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // False while another process serves the endpoint on the same socket (a takeover).
     let mut accepting = shared.handover.accepting();
+    let metrics = Arc::new(Metrics::default());
     loop {
         let open = *accepting.borrow_and_update();
         let accept = async {
@@ -337,9 +338,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let shared = shared.clone();
+        let (shared, metrics) = (shared.clone(), metrics.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &shared)).await;
+            let answer = answer(stream, &shared, &metrics);
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
         });
     }
 }
@@ -377,7 +379,11 @@ async fn readiness(shared: &Shared) -> Result<String, String> {
     Err("no configured database is reachable".into())
 }
 
-async fn answer(mut stream: tokio::net::TcpStream, shared: &Shared) -> std::io::Result<()> {
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    shared: &Shared,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -397,7 +403,7 @@ async fn answer(mut stream: tokio::net::TcpStream, shared: &Shared) -> std::io::
         (b"GET", b"/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4",
-            shared.metrics.render(shared),
+            metrics.render(shared),
         ),
         (b"GET", b"/health/live") => ("200 OK", "text/plain", "live\n".into()),
         (b"GET", b"/health/ready") => match readiness(shared).await {

@@ -116,7 +116,7 @@ impl Pool {
                 let evicted = lock(&other.queue).evict_oldest_idle();
                 if let Some(mut conn) = evicted {
                     tracing::debug!(
-                        server = conn.id,
+                        server = conn.id(),
                         database = %other.database,
                         cap = %cap.label,
                         reason = "evicted to make room under a connection cap",

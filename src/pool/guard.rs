@@ -2,8 +2,8 @@
 //! its tracker says Idle, else it is closed; an unused connect slot is released.
 
 use super::Pool;
-use crate::server::tracker::Verdict;
 use crate::server::ServerConn;
+use crate::tracker::Verdict;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
@@ -84,7 +84,7 @@ impl Drop for PooledServer {
                 } else {
                     "not idle at release"
                 };
-                tracing::debug!(server = conn.id, ?verdict, reason, "closing server");
+                tracing::debug!(server = conn.id(), ?verdict, reason, "closing server");
                 self.pool.retire(&mut conn);
                 drop(conn);
                 self.pool.release_slot();

@@ -71,7 +71,7 @@ fn close_expired(pool: &Arc<Pool>) {
         } else {
             "server_idle_timeout"
         };
-        tracing::debug!(server = conn.id, database = %pool.database, reason, "closing server");
+        tracing::debug!(server = conn.id(), database = %pool.database, reason, "closing server");
         pool.retire(&mut conn);
     }
 }

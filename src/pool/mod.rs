@@ -19,6 +19,7 @@ pub use snapshot::PoolSnapshot;
 pub use waiter::{Waited, Waiter};
 
 use crate::server::{ServerConn, ServerCredentials, ServerError};
+use crate::sync::lock;
 use caps::{Cap, CapKind};
 use guard::ConnectSlot;
 use queue::{Handoff, Queue, Take};
@@ -302,7 +303,7 @@ impl Pool {
             Grant::Conn(mut server) => match self.healthy(&mut server).await {
                 Ok(()) => return Ok(server),
                 Err(reason) => {
-                    tracing::debug!(server = server.id, reason, "closing server");
+                    tracing::debug!(server = server.id(), reason, "closing server");
                     server.into_slot()
                 }
             },
@@ -326,7 +327,7 @@ impl Pool {
         let mut server = PooledServer::new(conn, self.clone());
         if !server.looks_alive() {
             tracing::debug!(
-                server = server.id,
+                server = server.id(),
                 reason = "found dead at checkout",
                 "closing server"
             );
@@ -454,7 +455,10 @@ impl Pool {
             }
         };
         lock(&self.last_failure).take();
-        conn.expires_at = s.health.lifetime.map(|l| conn.created + janitor::spread(l));
+        conn.expires_at = s
+            .health
+            .lifetime
+            .map(|l| conn.created() + janitor::spread(l));
         conn.generation = generation;
         *lock(&self.open_by_generation)
             .entry(generation)
@@ -465,7 +469,7 @@ impl Pool {
             user = %s.target.user,
             "opened server connection"
         );
-        lock(&self.welcome).get_or_insert_with(|| Arc::new(conn.startup_params.clone()));
+        lock(&self.welcome).get_or_insert_with(|| Arc::new(conn.startup_params().to_vec()));
         Ok(conn)
     }
 
@@ -484,7 +488,7 @@ impl Pool {
                     }
                 }
                 Some(Handoff::Surplus(mut c)) => {
-                    tracing::debug!(server = c.id, "closing server: pool over its size");
+                    tracing::debug!(server = c.id(), "closing server: pool over its size");
                     self.retire(&mut c);
                     return self.return_caps(1);
                 }
@@ -564,12 +568,6 @@ fn same_credentials(a: &ServerCredentials, b: &ServerCredentials) -> bool {
         (None | ScramKeys { .. }, None) => true,
         _ => false,
     }
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
-/// here leaves the data consistent before anything that can panic.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counts one in-progress thing for as long as it lives, so a future dropped half-way (its

@@ -6,7 +6,7 @@ use super::rewrite::Context;
 use super::statement::Undo;
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::sqlstate as code;
-use crate::server::tracker::{Tracker, TxStatus};
+use crate::tracker::{Tracker, TxStatus};
 use bytes::{Bytes, BytesMut};
 
 /// What pgmux must do about one reply it set up.

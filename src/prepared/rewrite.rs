@@ -9,7 +9,7 @@ use super::statement::{
 };
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::sqlstate as code;
-use crate::server::tracker::{Handling, Reply, TxStatus};
+use crate::tracker::{Handling, Reply, TxStatus};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 

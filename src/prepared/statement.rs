@@ -53,7 +53,7 @@ const SWEEP_MIN: usize = 64;
 impl Registry {
     /// The statement for these Parse-body bytes, made on first sight.
     pub fn intern(&self, body: &[u8]) -> Arc<Statement> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = crate::sync::lock(&self.inner);
         if let Some(live) = inner.by_body.get(body).and_then(Weak::upgrade) {
             return live;
         }
@@ -70,14 +70,14 @@ impl Registry {
 
     /// A statement of its own for a Parse too large to keep: a fresh name, and no text.
     pub fn unshared(&self) -> Arc<Statement> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = crate::sync::lock(&self.inner);
         inner.next_id += 1;
         Arc::new(Statement::new(inner.next_id, None))
     }
 
     /// Distinct statements some client holds now (dead entries not yet swept are skipped).
     pub fn live(&self) -> usize {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = crate::sync::lock(&self.inner);
         inner
             .by_body
             .values()

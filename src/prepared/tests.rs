@@ -4,8 +4,8 @@
 use super::Fixture;
 use crate::protocol::params::ParamSet;
 use crate::relay::{scan_client, scan_server, Passthrough, ServerSide};
-use crate::server::tracker::{Tracker, Verdict};
 use crate::session_state::{Held, SessionState};
+use crate::tracker::{Tracker, Verdict};
 use bytes::{BufMut, BytesMut};
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {

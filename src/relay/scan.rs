@@ -18,8 +18,8 @@ use crate::protocol::backend;
 use crate::protocol::frame::{self, cstr};
 use crate::protocol::params::ParamSet;
 use crate::protocol::{sqlstate, ProtocolError};
-use crate::server::tracker::{Handling, Reply, Route};
 use crate::session_state::{Held, Outcome, SessionState, Stale};
+use crate::tracker::{Handling, Reply, Route};
 use bytes::BytesMut;
 
 /// The largest message pgmux holds whole to read or rewrite it. 1 MiB: ample for the statement

@@ -1,4 +1,3 @@
-use super::tracker::Tracker;
 use super::ServerError;
 use crate::address::Address;
 use crate::auth::md5::salted_reply;
@@ -11,6 +10,7 @@ use crate::protocol::params::ParamSet;
 use crate::protocol::startup;
 use crate::stream::Stream;
 use crate::tls::ServerTls;
+use crate::tracker::Tracker;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -110,26 +110,26 @@ pub struct ServerConn {
     /// The server's current values of the tracked parameters.
     pub params: ParamSet,
     /// Every parameter the server reported at login, in order (for clients' welcome).
-    pub startup_params: Vec<(String, String)>,
-    pub backend_pid: u32,
-    pub backend_secret: u32,
-    pub addr: Address,
+    startup_params: Vec<(String, String)>,
+    backend_pid: u32,
+    backend_secret: u32,
+    addr: Address,
     pub tracker: StatementTracker,
     /// Named statements prepared on this connection for clients (an LRU).
     pub statements: ServerStatements,
     /// Clients' settings and SQL prepared statements pgmux gave this connection.
     pub session: crate::session_state::Held,
-    pub created: Instant,
+    created: Instant,
     /// Wall-clock time of the connect, for SHOW SERVERS.
-    pub connect_time: std::time::SystemTime,
-    pub local_addr: Option<Address>,
+    connect_time: std::time::SystemTime,
+    local_addr: Option<Address>,
     /// When it last went back to the pool idle.
     pub last_used: Instant,
     /// When server_lifetime (spread out) ends it; None = never.
     pub expires_at: Option<Instant>,
     /// The pool's configuration generation it was opened under.
     pub generation: u64,
-    pub id: u64,
+    id: u64,
 }
 
 impl ServerConn {
@@ -457,6 +457,30 @@ impl ServerConn {
             return false;
         }
         self.stream.idle_and_open()
+    }
+
+    /// pgmux's number for this connection, in logs and SHOW SERVERS.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// When it was opened.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// Every parameter the server reported at login, in order.
+    pub fn startup_params(&self) -> &[(String, String)] {
+        &self.startup_params
+    }
+
+    /// Where a cancel for what runs on this connection goes.
+    pub fn cancel_key(&self) -> crate::cancel::ServerKey {
+        crate::cancel::ServerKey {
+            addr: self.addr.clone(),
+            pid: self.backend_pid,
+            secret: self.backend_secret,
+        }
     }
 
     /// What SHOW SERVERS shows of this connection.

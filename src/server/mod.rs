@@ -3,7 +3,6 @@
 
 mod conn;
 mod lookup;
-pub mod tracker;
 
 pub use conn::{ServerConn, ServerCredentials, ServerTarget, READ_BUFFER};
 

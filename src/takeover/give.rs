@@ -11,11 +11,11 @@
 //! the new one it abandons (the new one then stops accepting and keeps only the clients
 //! committed to it), accepts again, and keeps every client it did not commit.
 
-use super::channel::Channel;
-use super::wire::{ListenerKind, Message, FORMAT, MAX_MESSAGE, MAX_TO_OLD};
-use super::{lock, Offer, OFFER_QUEUE};
+use crate::handover::channel::Channel;
+use crate::handover::wire::{ListenerKind, Message, FORMAT, MAX_MESSAGE, MAX_TO_OLD};
+use crate::handover::{Offer, OFFER_QUEUE};
+use crate::shared::Shared;
 use crate::signal::Stop;
-use crate::Shared;
 use bytes::BytesMut;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
@@ -52,17 +52,7 @@ pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
     let (offers, queue) = mpsc::channel(OFFER_QUEUE);
     // One takeover at a time; none of a process still taking another's clients, nor while
     // the new process of a takeover given up still serves clients beside this one.
-    let busy = {
-        let mut slot = lock(&shared.handover.offers);
-        let busy = slot.is_some()
-            || shared.handover.taking_over()
-            || lock(&shared.handover.cancels_to_peer).is_some();
-        if !busy {
-            *slot = Some(offers);
-        }
-        busy
-    };
-    if busy {
+    if !shared.handover.open_offers(offers) {
         let why = "a takeover is under way, or the new process of one given up still serves \
                    clients beside this one";
         refuse(&mut channel, why).await;
@@ -81,25 +71,20 @@ pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
         }
         Err(Failed::Abandoned(why)) => {
             tracing::error!("takeover failed, serving on as before: {why}");
-            let cancels = super::line_to_peer(&shared.handover);
+            let cancels = shared.handover.take_back();
             shared.registry.stop_moving();
-            shared
-                .handover
-                .socket_file_ours
-                .store(true, Ordering::Release);
-            shared.handover.accepting.send_replace(true);
             // Tells a new process that still listens to stop accepting; it keeps only the
             // clients committed to it, and the two pass each other's cancels on until it
             // goes.
             let abandon = format!("the old process abandons the takeover: {why}");
             refuse(&mut channel, &abandon).await;
-            *lock(&shared.handover.offers) = None;
+            shared.handover.close_offers();
             super::pass_cancels(channel, shared, cancels).await;
             return;
         }
     }
     // Last: sessions offering from now on stay here, and another takeover may begin.
-    *lock(&shared.handover.offers) = None;
+    shared.handover.close_offers();
 }
 
 /// Why a takeover did not complete.
@@ -191,13 +176,8 @@ async fn hand_over(
             )))
         }
     }
-    // From here on the new process accepts on the same sockets, and the socket file is the
-    // new process's: this one leaves it in place if it exits, unless the takeover is undone.
-    shared
-        .handover
-        .socket_file_ours
-        .store(false, Ordering::Release);
-    shared.handover.accepting.send_replace(false);
+    // From here on the new process accepts on the same sockets.
+    shared.handover.step_aside();
     shared.registry.move_all();
     // Servers are not handed over: the new process opens its own. Idle ones go now, so that
     // both processes together stay near the pool sizes.

@@ -3,16 +3,15 @@
 //! once accepting on them, take each client it sends and pass on the cancels meant for clients
 //! still there.
 
-use super::channel::Channel;
-use super::wire::{ListenerKind, Message, MovedClient, FORMAT, MAX_MESSAGE};
-use super::{lock, STEP_TIMEOUT};
+use crate::handover::channel::Channel;
+use crate::handover::wire::{ListenerKind, Message, MovedClient, FORMAT, MAX_MESSAGE};
+use crate::handover::{TakingOverEnded, STEP_TIMEOUT};
 use crate::protocol::startup::TAKEOVER_REQUEST;
-use crate::Shared;
+use crate::shared::Shared;
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -137,11 +136,9 @@ pub async fn receive(
     } = taken;
     let ended = take_clients(&mut channel, &mut cancels, &shared, adopt).await;
     let handover = &shared.handover;
-    handover.taking_over.store(false, Ordering::Release);
     match ended {
         Ended::Done(moved) => {
-            *lock(&handover.cancels_to_peer) = None;
-            handover.socket_file_ours.store(true, Ordering::Release);
+            handover.end_taking_over(TakingOverEnded::Alone);
             // Under systemd this process is the service's main process from now on.
             crate::notify::main_pid();
             let _ = channel.send(&Message::Finished, &[]).await;
@@ -152,8 +149,7 @@ pub async fn receive(
             // clients committed to it, passes cancels with the old one (on the same line as
             // during the takeover, so none is dropped in between), and exits when its
             // clients have left.
-            handover.accepting.send_replace(false);
-            handover.forget_listeners();
+            handover.end_taking_over(TakingOverEnded::GivenUp);
             shared
                 .shutdown
                 .begin_quietly(crate::shutdown::ShutdownMode::WaitForClients);
@@ -165,8 +161,7 @@ pub async fn receive(
         }
         Ended::Lost(why) => {
             // The old process went away: it always says so when it gives up.
-            *lock(&handover.cancels_to_peer) = None;
-            handover.socket_file_ours.store(true, Ordering::Release);
+            handover.end_taking_over(TakingOverEnded::Alone);
             crate::notify::main_pid();
             tracing::error!(
                 old_pid,

@@ -247,11 +247,22 @@ pub async fn run_tool(
 /// pgbench as the app role against 127.0.0.1:`port` (pgmux or PostgreSQL) with `args` and
 /// extra environment; returns (success, stdout + stderr).
 pub async fn pgbench_as_app(port: u16, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    pgbench_as(("app", "app"), port, args, env).await
+}
+
+/// pgbench as `user` (name and password) on its own database `app`, against
+/// 127.0.0.1:`port`, with `args` and extra environment; returns (success, stdout + stderr).
+pub async fn pgbench_as(
+    (user, password): (&str, &str),
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let port = port.to_string();
     let mut cmd = tokio::process::Command::new(pg::tool("pgbench"));
     cmd.args(args)
-        .args(["-h", "127.0.0.1", "-p", &port, "-U", "app", "app"])
-        .env("PGPASSWORD", "app")
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", user, "app"])
+        .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10")
         .kill_on_drop(true);
     for (k, v) in env {

@@ -272,41 +272,18 @@ async fn recovers_under_load_from_repeated_postgres_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_keeps_running_across_a_postgres_stop() {
-    use crate::harness::pg::tool;
     let mut pg = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
     crate::harness::pgbench_init(pg.port).await;
     let mut cfg = PgmuxConfig::new(&pg);
     cfg.pool_size = 4;
     cfg.general = "server_login_retry = 1".into();
     let pgmux = cfg.start().await;
-    let pgmux_port = pgmux.port.to_string();
+    let pgmux_port = pgmux.port;
     let logs = crate::harness::TempDir::new("pgbench-log");
     let prefix = format!("--log-prefix={}/tx", logs.path().display());
     let bench = tokio::spawn(async move {
-        crate::harness::run_tool(
-            &tool("pgbench"),
-            &[
-                "-S",
-                "-c",
-                "8",
-                "-j",
-                "8",
-                "-T",
-                "9",
-                "--log",
-                &prefix,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pgmux_port,
-                "-U",
-                "app",
-                "app",
-            ],
-            "app",
-            Duration::from_secs(60),
-        )
-        .await
+        let args = ["-S", "-c", "8", "-j", "8", "-T", "9", "--log", &prefix];
+        crate::harness::pgbench_as_app(pgmux_port, &args, &[]).await
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     pg = down_for(pg, Duration::from_secs(2)).await;

@@ -15,6 +15,7 @@ mod faults;
 mod fleet;
 mod health;
 mod import;
+mod layering;
 mod limits;
 mod metrics;
 mod package;

@@ -20,31 +20,9 @@ async fn pgbench_simple_and_extended_64_clients_on_16_servers() {
     let mut cfg = PgmuxConfig::new(pg);
     cfg.pool_size = 16;
     let pgmux = cfg.start().await;
-    let pgmux_port = pgmux.port.to_string();
     for mode in ["simple", "extended"] {
-        let (ok, out) = run_tool(
-            &tool("pgbench"),
-            &[
-                "-M",
-                mode,
-                "-c",
-                "64",
-                "-j",
-                "4",
-                "-T",
-                "4",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pgmux_port,
-                "-U",
-                "app",
-                "app",
-            ],
-            "app",
-            Duration::from_secs(120),
-        )
-        .await;
+        let args = ["-M", mode, "-c", "64", "-j", "4", "-T", "4"];
+        let (ok, out) = crate::harness::pgbench_as_app(pgmux.port, &args, &[]).await;
         assert!(ok, "pgbench -M {mode} failed:\n{out}");
         assert!(processed(&out) > 0, "{out}");
         assert!(

@@ -1,8 +1,7 @@
 //! RELOAD and SIGHUP: new pool sizes, databases, users and secrets take effect without
 //! dropping a client or a transaction; a broken file is refused whole and the old config stays.
 
-use crate::harness::pg::tool;
-use crate::harness::{eventually, own_role, run_tool, shared_cluster, sqlstate, PgmuxConfig};
+use crate::harness::{eventually, own_role, shared_cluster, sqlstate, PgmuxConfig};
 use std::time::Duration;
 
 async fn backends(role: &str) -> i64 {
@@ -30,33 +29,11 @@ async fn reload_grows_the_pool_under_pgbench_without_failures() {
     let script = crate::harness::TempDir::new("reload-script");
     let script_file = script.path().join("sleep.sql");
     std::fs::write(&script_file, "SELECT pg_sleep(0.02);\n").unwrap();
-    let port = pgmux.port.to_string();
+    let port = pgmux.port;
     let script_arg = script_file.to_str().unwrap().to_owned();
     let bench = tokio::spawn(async move {
-        run_tool(
-            &tool("pgbench"),
-            &[
-                "-n",
-                "-f",
-                &script_arg,
-                "-c",
-                "16",
-                "-j",
-                "4",
-                "-T",
-                "5",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "grower",
-                "app",
-            ],
-            "grower",
-            Duration::from_secs(60),
-        )
-        .await
+        let args = ["-n", "-f", &script_arg, "-c", "16", "-j", "4", "-T", "5"];
+        crate::harness::pgbench_as(("grower", "grower"), port, &args, &[]).await
     });
     eventually(Duration::from_secs(5), "two servers busy", || async {
         (backends("grower").await == 2).then_some(())

@@ -6,11 +6,11 @@
 //! does a pinned one's. Those stay in the old process until they leave or its deadline.
 
 use super::Session;
+use crate::handover::{Handover, MovedClient};
 use crate::prepared::Registry;
 use crate::session_state::Held;
 use crate::signal::Stop;
 use crate::stream::Stream;
-use crate::takeover::{Handover, MovedClient};
 use bytes::Bytes;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;

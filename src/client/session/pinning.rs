@@ -3,13 +3,12 @@
 //! showing and logging each pin.
 
 use super::Session;
-use crate::cancel::ServerKey;
 use crate::client::ClientError;
 use crate::pool::PooledServer;
 use crate::registry::ClientState;
 use crate::relay::{Linked, Prelude};
-use crate::server::tracker::Verdict;
 use crate::session_state::{self as state, PinChange};
+use crate::tracker::Verdict;
 
 impl Session<'_> {
     /// Asks the server what the client's session holds there that only it can (a statement
@@ -24,7 +23,7 @@ impl Session<'_> {
         }
         if server.tracker.verdict() == Verdict::Idle {
             let login_user = server
-                .startup_params
+                .startup_params()
                 .iter()
                 .find(|(n, _)| n == "session_authorization")
                 .map_or(self.login.pool.user.clone(), |(_, v)| v.clone());
@@ -60,11 +59,7 @@ impl Session<'_> {
     /// Keeps `server` linked to a pinned client: nothing to give it, it has the session.
     fn link_again(&mut self, server: PooledServer) {
         self.login.entry.set_state(ClientState::Active);
-        self.login.cancel.link(ServerKey {
-            addr: server.addr.clone(),
-            pid: server.backend_pid,
-            secret: server.backend_secret,
-        });
+        self.login.cancel.link(server.cancel_key());
         let linked = Linked::new(
             server,
             self.login.mode,

@@ -1,7 +1,7 @@
 use super::*;
 use crate::prepared::Fixture;
-use crate::server::tracker::Verdict;
 use crate::session_state::{Held, SessionState};
+use crate::tracker::Verdict;
 use bytes::BytesMut;
 
 /// scan_client with prepared statements off.

@@ -4,8 +4,8 @@
 use super::*;
 use crate::harness::process::spawn;
 use crate::harness::{eventually, shared_cluster};
-use pgmux::takeover::channel::Channel;
-use pgmux::takeover::wire::{ListenerKind, Message, FORMAT, MAX_MESSAGE};
+use pgmux::handover::channel::Channel;
+use pgmux::handover::wire::{ListenerKind, Message, FORMAT, MAX_MESSAGE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_with_a_broken_config_leaves_the_old_process_serving() {
@@ -313,8 +313,8 @@ impl ServerSide {
 }
 
 /// A logged-in client of database app as the old process would describe it.
-fn moved_client(n: u32) -> pgmux::takeover::MovedClient {
-    pgmux::takeover::MovedClient {
+fn moved_client(n: u32) -> pgmux::handover::MovedClient {
+    pgmux::handover::MovedClient {
         user: "mover".into(),
         database: "app".into(),
         cancel_key: (n, n),

@@ -7,6 +7,7 @@ use crate::auth::Secret;
 use crate::config::{Config, DEFAULT_AUTH_QUERY};
 use crate::pool::{server_credentials, server_target};
 use crate::server::{ServerConn, ServerError, ServerTarget};
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,10 +49,6 @@ pub struct AuthLookups {
 pub struct LookupError {
     pub auth_user: String,
     pub source: ServerError,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl AuthLookups {
@@ -174,7 +171,7 @@ async fn query(
 /// own dbname): never in a database a client that has not logged in chose, which would tell
 /// it whether that database exists.
 fn source(config: &Config, database: &str) -> Option<(Source, String)> {
-    if crate::admin::DATABASES.contains(&database) {
+    if crate::config::CONSOLE_DATABASES.contains(&database) {
         return None;
     }
     let client_db = config.database(database);
