@@ -99,7 +99,7 @@ pub fn adopt(
         cancel,
         entry,
     });
-    let restored = Restored::from_moved(&mut moved);
+    let restored = Box::new(Restored::from_moved(&mut moved));
     let mut conn = ClientConn::over(stream, peer);
     conn.buf = BytesMut::from(&moved.buffered[..]);
     Ok(Box::new(Adopted {
@@ -111,7 +111,7 @@ pub fn adopt(
 /// A client taken and not started yet.
 struct Adopted {
     shared: Arc<Shared>,
-    parts: Option<(ClientConn, Box<Login>, Restored)>,
+    parts: Option<(ClientConn, Box<Login>, Box<Restored>)>,
 }
 
 impl Pending for Adopted {

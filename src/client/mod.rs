@@ -30,44 +30,75 @@ pub fn count_accepted(shared: &Shared) -> bool {
     shared.clients.fetch_add(1, Ordering::AcqRel) >= max_client_conn
 }
 
-/// Serves one client from accept to close, counted by [`count_accepted`]. Takes the
-/// connection whole: each argument of an async fn keeps its room in the task for the task's
-/// whole life, even once moved.
-pub async fn serve(mut conn: ClientConn, shared: Arc<Shared>, over_limit: bool) {
-    let client_login_timeout = shared.config().general.client_login_timeout;
-    // 0 disables the timeout, as for the other timeouts.
-    let login_timeout = match client_login_timeout {
+/// Serves one client from accept to close, counted by [`count_accepted`]. An async block
+/// rather than an async fn: what the block captures is its only copy, where an async fn keeps
+/// room for its arguments beside the locals they move into, for the task's whole life.
+#[allow(clippy::manual_async_fn)]
+pub fn serve(
+    mut conn: ClientConn,
+    shared: Arc<Shared>,
+    over_limit: bool,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // In a block of its own, so that the login's outcome is gone before the session
+        // starts: only the small `Next` stays in the task.
+        let next = {
+            // Boxed: the login's state (SCRAM, buffers) is large and short-lived.
+            let login = Box::pin(startup::login(&mut conn, &shared, over_limit));
+            match tokio::time::timeout(login_timeout(&shared), login).await {
+                Err(_) => Next::Other(Box::new(Err(ClientError::LoginTimeout))),
+                Ok(Ok(Some(Admitted::Pool(login)))) => Next::Session(login),
+                Ok(other) => Next::Other(Box::new(other)),
+            }
+        };
+        let result = match next {
+            Next::Session(login) => session::run(&mut conn, login, &shared, None).await,
+            Next::Other(admitted) => Box::pin(serve_other(&mut conn, *admitted, &shared)).await,
+        };
+        if let Err(e) = result {
+            tell_why(&mut conn, e).await;
+        }
+        shared.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What follows a login: a pooled session (nearly every client, and the one an idle client
+/// waits in), or anything else, boxed.
+enum Next {
+    Session(Box<startup::Login>),
+    Other(Box<Result<Option<Admitted>, ClientError>>),
+}
+
+/// client_login_timeout; 0 disables it, as for the other timeouts.
+fn login_timeout(shared: &Shared) -> Duration {
+    match shared.config().general.client_login_timeout {
         t if t > 0.0 => Duration::from_secs_f64(t),
         _ => Duration::MAX,
-    };
-    // Boxed: the login's state (SCRAM, buffers) is large and short-lived, and an idle client
-    // should not keep room for it in its task for the rest of its life.
-    let login = Box::pin(startup::login(&mut conn, &shared, over_limit));
-    let result = match tokio::time::timeout(login_timeout, login).await {
-        Err(_) => Err(ClientError::LoginTimeout),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(None)) => Ok(()),
-        Ok(Ok(Some(Admitted::Pool(login)))) => session::run(&mut conn, login, &shared, None).await,
-        Ok(Ok(Some(Admitted::Console {
+    }
+}
+
+/// A login that did not end in a pooled session: a failure, the console, or a takeover.
+async fn serve_other(
+    conn: &mut ClientConn,
+    admitted: Result<Option<Admitted>, ClientError>,
+    shared: &Arc<Shared>,
+) -> Result<(), ClientError> {
+    match admitted? {
+        None => Ok(()),
+        Some(Admitted::Pool(login)) => session::run(conn, login, shared, None).await,
+        Some(Admitted::Console {
             user,
             role,
             application_name,
-        }))) => {
-            let console = crate::admin::serve(&mut conn, &user, &application_name, role, &shared);
-            Box::pin(console).await
-        }
-        Ok(Ok(Some(Admitted::Takeover))) => {
+        }) => crate::admin::serve(conn, &user, &application_name, role, shared).await,
+        Some(Admitted::Takeover) => {
             if let Stream::Unix(stream) = std::mem::replace(&mut conn.stream, Stream::Detached) {
                 let buffered = std::mem::take(&mut conn.buf);
                 Box::pin(crate::takeover::give(stream, buffered, shared.clone())).await;
             }
             Ok(())
         }
-    };
-    if let Err(e) = result {
-        tell_why(&mut conn, e).await;
     }
-    shared.clients.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Logs why a client is closed, and tells it with an ErrorResponse where there is one.

@@ -82,7 +82,7 @@ pub async fn run(
     client: &mut ClientConn,
     login: Box<Login>,
     shared: &Arc<Shared>,
-    restored: Option<Restored>,
+    restored: Option<Box<Restored>>,
 ) -> Result<(), ClientError> {
     if shared.config().general.log_connections && restored.is_none() {
         tracing::info!(user = %login.entry.user, database = %login.entry.database, peer = %client.peer, "client connected");
@@ -105,8 +105,8 @@ pub async fn run(
     let timeouts = Timeouts::for_client(&config, &login.entry.database, &login.entry.user);
     let follows = login.mode == PoolMode::Transaction && general.follow_session_state;
     let pin_cap = config.max_pinned_servers(&login.pool.database, &login.pool.user);
-    let mut state = SessionState::new(follows, login.pool.pinned.clone(), pin_cap);
-    state.set_standard_strings(login.params.get("standard_conforming_strings") != Some("off"));
+    let session_pins = login.pool.pinned.clone();
+    let standard_strings = login.params.get("standard_conforming_strings") != Some("off");
     let log_pinning = general.log_pinning || general.verbose > 0;
     let mut session = Session {
         client,
@@ -124,18 +124,22 @@ pub async fn run(
         phase_since: Instant::now(),
         transaction_since: None,
         reset_query,
-        state,
+        // Made in place: a local would keep its room in every client's task for its whole life.
+        state: SessionState::new(follows, session_pins, pin_cap),
         log_pinning,
         shared_control: &shared.control,
     };
+    session.state.set_standard_strings(standard_strings);
     if let Some(restored) = restored {
-        session.restore(restored, &shared.statements);
+        session.restore(*restored, &shared.statements);
     }
     let mut moved = false;
     let result = loop {
         match session.serve().await {
             Ok(Ended::Moving) => {
-                if session.hand_over(&shared.handover).await {
+                // Boxed: a takeover is rare, and its state would otherwise keep room in
+                // every client's task.
+                if Box::pin(session.hand_over(&shared.handover)).await {
                     moved = true;
                     break Ok(());
                 }
@@ -291,8 +295,10 @@ impl Session<'_> {
         let keeps = self.login.mode == PoolMode::Session
             || (self.state.pinned() && !self.state.check_due());
         if draining || !keeps {
-            if let Some(linked) = self.linked.take() {
-                let (server, tail) = linked.unlink();
+            // Unlinked in a statement of its own: the relay's state goes now, rather than
+            // keep its room in the task across the awaits below.
+            let unlinked = self.linked.take().map(Linked::unlink);
+            if let Some((server, tail)) = unlinked {
                 if self.state.check_due() && !draining {
                     // The client may have its ReadyForQuery already (the relay writes as it
                     // goes): its next statement waits in its socket until this is done.
