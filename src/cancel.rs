@@ -1,5 +1,5 @@
-//! Cancellation: the keys pgmux gives clients (with a fleet's peer_id inside), and the map from
-//! each key to the server running that client's query right now. A link stays until every cancel in flight for it has been delivered, so a late
+//! Cancellation: the keys pgmux gives clients (a fleet's peer_id inside, laid out as PgBouncer
+//! lays it out), and the map from each key to the server running that client's query now. A link stays until every cancel in flight for it has been delivered, so a late
 //! cancel can never reach the next client's query on the same server.
 
 use crate::address::Address;

@@ -1,6 +1,6 @@
 //! A fleet of pgmux processes sharing one address (so_reuseport) or behind one load balancer:
-//! the cancel key of every client carries its process's peer_id, laid out as PgBouncer lays it
-//! out, and a cancel that reaches another process is forwarded to the one that owns the key.
+//! the cancel key of every client carries its process's peer_id (see `cancel`), and a cancel
+//! that reaches another process is forwarded to the one that owns the key.
 
 use crate::address::Address;
 use crate::cancel::{peer_of, ServerKey, HOPS_MASK};

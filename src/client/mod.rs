@@ -131,6 +131,6 @@ mod tests {
         let shared = std::sync::Arc::new(crate::shared::Shared::new(config));
         let task = super::serve(super::ClientConn::accepted(client, addr), shared, false);
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 3 * 1024, "{size} bytes per client task");
+        assert!(size <= 2 * 1024, "{size} bytes per client task");
     }
 }

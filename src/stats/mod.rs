@@ -65,9 +65,10 @@ struct Slot {
     timings: [TimeHistogram; TIMINGS],
 }
 
-/// How many slots each pool has: the CPUs rounded up to a power of two, at most 16 (pgmux runs
-/// half as many workers as CPUs by default; beyond 16 threads two share a slot, which costs
-/// some contention and nothing else).
+/// How many slots each pool has: the CPUs rounded up to a power of two, at most 16 (a slot is
+/// 512 bytes, so a pool's statistics take at most 8 KiB). pgmux runs half as many workers as
+/// CPUs by default; with more threads than slots, threads share slots in turn, which costs
+/// some contention and nothing else.
 pub fn slot_count() -> usize {
     static SLOTS: OnceLock<usize> = OnceLock::new();
     *SLOTS.get_or_init(|| {
@@ -130,7 +131,7 @@ impl PoolStats {
         let mut sums = [0u64; COUNTERS];
         for slot in self.slots.iter() {
             for (sum, counter) in sums.iter_mut().zip(&slot.counters) {
-                *sum = sum.wrapping_add(counter.load(Ordering::Relaxed));
+                *sum += counter.load(Ordering::Relaxed);
             }
         }
         let get = |counter: Counter| sums[counter as usize];

@@ -71,8 +71,8 @@ pub async fn give(stream: UnixStream, buffered: BytesMut, shared: Arc<Shared>) {
         }
         Err(Failed::Abandoned(why)) => {
             tracing::error!("takeover failed, serving on as before: {why}");
-            let cancels = shared.handover.take_back();
             shared.registry.stop_moving();
+            let cancels = shared.handover.take_back();
             // Tells a new process that still listens to stop accepting; it keeps only the
             // clients committed to it, and the two pass each other's cancels on until it
             // goes.

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 /// After a takeover was given up, while both processes serve clients: passes cancels for
 /// keys this process does not hold to the other one (`cancels`, from
-/// [`Handover::line_to_peer`](crate::handover::Handover::line_to_peer) or
+/// [`Handover::take_back`](crate::handover::Handover::take_back) or
 /// [`Handover::begin_taking_over`](crate::handover::Handover::begin_taking_over)), and
 /// delivers those it passes here,
 /// until it goes away.

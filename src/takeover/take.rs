@@ -122,7 +122,7 @@ enum Ended {
 
 /// Once this process accepts on the sockets taken: takes the old process's clients until it
 /// says it holds none, and passes on cancels for those still there. `cancels` are those
-/// [`super::Handover::begin_taking_over`] gave.
+/// [`Handover::begin_taking_over`](crate::handover::Handover::begin_taking_over) gave.
 pub async fn receive(
     taken: Taken,
     shared: Arc<Shared>,

@@ -1,21 +1,32 @@
 //! The house rule of `src/`: modules are layered, and each uses only those below it. The order
 //! is the `# Layers` list at the top of `src/lib.rs`, read here; a module that uses one listed
 //! after it, or reaches into `lib.rs` itself, fails this test with the file and line. (Two
-//! modules that use each other are one such case, whichever of them comes first.) Test code
-//! is left out: a test may build whatever it needs.
+//! modules that use each other are one such case, whichever of them comes first.) Uses are
+//! found through `crate::` paths and groups and through `super::` chains that leave the
+//! module; a glob or an alias of the crate's root fails too, since it would hide the rest. Test
+//! code is left out: a test may build whatever it needs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The module names of the `# Layers` list, lowest first.
+/// The module names of the `# Layers` list, lowest first: its bullets, up to the next heading.
 fn layers(lib_rs: &str) -> Vec<String> {
-    let list = lib_rs
+    let mut list = lib_rs
         .lines()
         .map_while(|l| l.strip_prefix("//!"))
-        .skip_while(|l| l.trim() != "# Layers");
-    list.filter_map(|l| l.trim().strip_prefix("- `")?.split('`').next())
-        .map(str::to_owned)
-        .collect()
+        .map(str::trim)
+        .skip_while(|l| *l != "# Layers")
+        .skip(1);
+    let mut names = Vec::new();
+    for line in list.by_ref() {
+        if line.starts_with('#') {
+            break;
+        }
+        if let Some(name) = line.strip_prefix("- `").and_then(|l| l.split('`').next()) {
+            names.push(name.to_owned());
+        }
+    }
+    names
 }
 
 /// A use of a module the layering forbids.
@@ -27,6 +38,46 @@ struct Upward {
     to: String,
 }
 
+/// One line without its comment, and with string and character literals blanked, so that
+/// neither hides nor fakes a path.
+fn code_only(line: &str) -> String {
+    let mut code = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        match (in_string, c) {
+            (true, '\\') => {
+                chars.next();
+            }
+            (true, '"') => {
+                in_string = false;
+                code.push('"');
+            }
+            (true, _) => {}
+            (false, '"') => {
+                in_string = true;
+                code.push('"');
+            }
+            (false, '/') if chars.peek() == Some(&'/') => break,
+            (false, '\'') => {
+                // A character literal ('{', '\''), or a lifetime ('a): skip the literal only.
+                let rest: String = chars.clone().take(3).collect();
+                let literal = rest.starts_with('\\') || rest.chars().nth(1) == Some('\'');
+                if literal {
+                    for c in chars.by_ref() {
+                        if c == '\'' {
+                            break;
+                        }
+                    }
+                }
+                code.push(' ');
+            }
+            (false, c) => code.push(c),
+        }
+    }
+    code
+}
+
 /// Where a file's lines stand relative to an item under `#[cfg(test)]`.
 enum TestItem {
     None,
@@ -36,16 +87,28 @@ enum TestItem {
     Inside(usize),
 }
 
-/// The lines of a file with their numbers, less comments and items under `#[cfg(test)]` (a
-/// test module, or a test-only function anywhere in the file).
-fn code_of(text: &str) -> Vec<(usize, &str)> {
+/// The code of a file, line by line with its numbers, less comments, literals and items under
+/// `#[cfg(test)]` (a test module, or a test-only function anywhere in the file).
+fn code_of(text: &str) -> Vec<(usize, String)> {
     let mut lines = Vec::new();
     let mut test_item = TestItem::None;
     for (i, line) in text.lines().enumerate() {
-        let code = line.split("//").next().unwrap_or_default();
+        let code = code_only(line);
         let trimmed = code.trim();
-        if trimmed.starts_with("#[cfg(test)]") {
-            test_item = TestItem::Next;
+        if let Some(after) = trimmed.strip_prefix("#[cfg(test)]") {
+            test_item = match after.trim() {
+                // The attribute and a one-line item together.
+                item if item.ends_with(';') => TestItem::None,
+                "" => TestItem::Next,
+                item => match item
+                    .matches('{')
+                    .count()
+                    .saturating_sub(item.matches('}').count())
+                {
+                    0 => TestItem::None,
+                    depth => TestItem::Inside(depth),
+                },
+            };
             continue;
         }
         let opens = code.matches('{').count();
@@ -76,49 +139,114 @@ fn code_of(text: &str) -> Vec<(usize, &str)> {
     lines
 }
 
-/// The top-level modules one line names through `crate::`, including those inside a
-/// `use crate::{a, b::c}` group that opened on this line or an earlier one (`group_open`).
-fn named_modules(code: &str, group_open: &mut bool) -> Vec<String> {
+/// A `use crate::{...}` group open across lines: how deep its braces are, and whether the
+/// next name starts an item at its top level.
+#[derive(Default)]
+struct Group {
+    open: bool,
+    depth: usize,
+    item_start: bool,
+}
+
+fn ident(s: &str) -> String {
+    s.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The top-level names one line reaches: through `crate::` (a path, or the items of a
+/// `use crate::{...}` group, which may span lines) and through `super::` chains that climb
+/// out of the file's module (`depth`: how many modules deep the file is, 1 for `src/x.rs`
+/// and `src/x/mod.rs`). A glob or an alias of the crate's root is reported as `crate`.
+fn named_modules(code: &str, depth: usize, group: &mut Group) -> Vec<String> {
     let mut names = Vec::new();
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect()
-    };
+    if group.open {
+        parse_group(code, group, &mut names);
+    }
     let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
-        let after = &rest[at + "crate::".len()..];
-        if let Some(group) = after.strip_prefix('{') {
-            *group_open = true;
-            rest = group;
+    while let Some(at) = rest.find("crate") {
+        let before = rest[..at].chars().next_back();
+        let after = &rest[at + "crate".len()..];
+        rest = after;
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let after_ws = after.trim_start();
+        if after_ws.starts_with("as ") {
+            names.push("crate".into());
+            continue;
+        }
+        let Some(path) = after.strip_prefix("::") else {
+            continue;
+        };
+        if let Some(inner) = path.strip_prefix('{') {
+            *group = Group {
+                open: true,
+                depth: 0,
+                item_start: true,
+            };
+            parse_group(inner, group, &mut names);
             break;
         }
-        names.push(ident(after));
-        rest = after;
+        match ident(path).as_str() {
+            "" => names.push("crate".into()),
+            name => names.push(name.to_owned()),
+        }
     }
-    if *group_open {
-        // Inside `crate::{...}`: each item at the group's top level starts with a module.
-        let mut depth = 0;
-        let mut start = true;
-        for (i, c) in rest.char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' if depth == 0 => {
-                    *group_open = false;
-                    break;
-                }
-                '}' => depth -= 1,
-                ',' if depth == 0 => start = true,
-                c if start && (c.is_ascii_alphanumeric() || c == '_') => {
-                    names.push(ident(&rest[i..]));
-                    start = false;
-                }
-                _ => {}
+    let mut rest = code;
+    while let Some(at) = rest.find("super::") {
+        let before = rest[..at].chars().next_back();
+        let mut climbed = 0;
+        let mut path = &rest[at..];
+        while let Some(up) = path.strip_prefix("super::") {
+            climbed += 1;
+            path = up;
+        }
+        rest = path;
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        if climbed >= depth {
+            match ident(path).as_str() {
+                "" => names.push("crate".into()),
+                name => names.push(name.to_owned()),
             }
         }
     }
-    names.retain(|n| !n.is_empty() && n != "self");
     names
+}
+
+/// Reads the items of an open `use crate::{...}` group from `code`.
+fn parse_group(code: &str, group: &mut Group, names: &mut Vec<String>) {
+    for (i, c) in code.char_indices() {
+        match c {
+            '{' => {
+                group.depth += 1;
+                group.item_start = false;
+            }
+            '}' if group.depth == 0 => {
+                group.open = false;
+                return;
+            }
+            '}' => group.depth -= 1,
+            ',' if group.depth == 0 => group.item_start = true,
+            '*' if group.depth == 0 && group.item_start => {
+                names.push("crate".into());
+                group.item_start = false;
+            }
+            c if group.item_start && (c.is_ascii_alphanumeric() || c == '_') => {
+                let name = ident(&code[i..]);
+                let alias = code[i + name.len()..].trim_start().starts_with("as ");
+                match name.as_str() {
+                    "self" if alias => names.push("crate".into()),
+                    "self" => {}
+                    _ => names.push(name),
+                }
+                group.item_start = false;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Every forbidden use in `files` (path relative to `src/`, text), under `order`.
@@ -130,15 +258,24 @@ fn upward_uses(order: &[String], files: &[(String, String)]) -> Vec<Upward> {
         .collect();
     let mut found = Vec::new();
     for (path, text) in files {
-        let module = path.split('/').next().unwrap_or_default();
-        let module = module.strip_suffix(".rs").unwrap_or(module).to_owned();
-        if module == "lib" || module == "main" || path.ends_with("tests.rs") {
+        let segments: Vec<&str> = path.split('/').collect();
+        let file_name = segments.last().copied().unwrap_or_default();
+        let module = segments[0]
+            .strip_suffix(".rs")
+            .unwrap_or(segments[0])
+            .to_owned();
+        if module == "lib" || module == "main" || file_name == "tests.rs" {
             continue;
         }
+        // src/x.rs and src/x/mod.rs are one module deep; src/x/y.rs two.
+        let depth = match file_name {
+            "mod.rs" => segments.len() - 1,
+            _ => segments.len(),
+        };
         let from = rank.get(module.as_str()).copied();
-        let mut group_open = false;
+        let mut group = Group::default();
         for (line, code) in code_of(text) {
-            for to in named_modules(code, &mut group_open) {
+            for to in named_modules(&code, depth, &mut group) {
                 if to == module {
                     continue;
                 }
@@ -243,6 +380,13 @@ fn a_planted_upward_use_is_caught() {
             "#[cfg(test)]\nfn only_in_tests(\n    c: crate::client::C,\n) {\n    let s: crate::Shared;\n}\n\nfn after() -> crate::client::C {}\n",
         ),
         file("pool/tests.rs", "use crate::client::Anything;\n"),
+        file(
+            "pool/waiter.rs",
+            "use crate::{\n    protocol::{\n        frame,\n    },\n    client::C,\n};\nconst U: &str = \"a://crate::client\"; use super::super::client::D;\n",
+        ),
+        file("protocol/mod.rs", "use super::pool::Q;\nuse super::Shared;\n"),
+        file("protocol/frame.rs", "use super::super::client::Q;\nuse super::header;\n"),
+        file("pool/caps.rs", "use crate::*;\nuse crate as root;\n"),
     ];
     let found = upward_uses(&order, &files);
     let got: Vec<(&str, usize, &str)> = found
@@ -256,8 +400,15 @@ fn a_planted_upward_use_is_caught() {
             ("pool/mod.rs", 3, "client"),
             ("pool/queue.rs", 1, "Shared"),
             ("pool/guard.rs", 8, "client"),
+            ("pool/waiter.rs", 5, "client"),
+            ("pool/waiter.rs", 7, "client"),
+            ("protocol/mod.rs", 1, "pool"),
+            ("protocol/mod.rs", 2, "Shared"),
+            ("protocol/frame.rs", 1, "client"),
+            ("pool/caps.rs", 1, "crate"),
+            ("pool/caps.rs", 2, "crate"),
         ]
     );
-    let lib = "//! pgmux\n//!\n//! # Layers\n//!\n//! - `a`: one.\n//! - `b`: two.\n\npub mod a;\n";
+    let lib = "//! pgmux\n//!\n//! # Layers\n//!\n//! - `a`: one.\n//! - `b`: two.\n//!\n//! # Next\n//! - `c`\n\npub mod a;\n";
     assert_eq!(layers(lib), ["a", "b"]);
 }

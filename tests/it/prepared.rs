@@ -429,11 +429,18 @@ async fn cache_hits_misses_and_evictions_show_in_the_console_and_metrics() {
         .try_connect("admin", "adminpw", "pgmux")
         .await
         .unwrap();
-    let stats = show(&admin, "STATS").await;
-    let app = stats
-        .iter()
-        .find(|r| r["database"] == "app")
-        .expect("app row");
+    // A step's statements are counted once its reply is relayed, a moment after the client
+    // may read it: wait for the last round's binds.
+    let app = eventually(
+        Duration::from_secs(10),
+        "the last binds counted",
+        || async {
+            let stats = show(&admin, "STATS").await;
+            let app = stats.into_iter().find(|r| r["database"] == "app")?;
+            (app["total_bind_count"] == "15").then_some(app)
+        },
+    )
+    .await;
     let n = |k: &str| app[k].parse::<u64>().unwrap();
     assert_eq!(n("total_client_parse_count"), 2, "{app:?}");
     assert_eq!(n("total_bind_count"), 15, "{app:?}");
