@@ -19,15 +19,25 @@ use std::time::{Duration, Instant};
 
 const THREADS: [usize; 3] = [1, 2, 4];
 
-/// Runs `per_thread(iters)` on `threads` threads at once; the wall time they took together.
-fn on_threads(threads: usize, iters: u64, per_thread: impl Fn(u64) + Sync) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| per_thread(iters));
-        }
+/// Benchmarks `transaction` run on `threads` threads at once, each as many times as criterion
+/// asks; the wall time they took together.
+fn bench_on_threads(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    threads: usize,
+    transaction: impl Fn() + Sync,
+) {
+    group.bench_function(BenchmarkId::new(name, threads), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(|| (0..iters).for_each(|_| transaction()));
+                }
+            });
+            start.elapsed()
+        })
     });
-    start.elapsed()
 }
 
 /// The counters of one pool as pgmux kept them before: one shared set.
@@ -70,29 +80,13 @@ fn stats(c: &mut Criterion) {
     let took = Duration::from_micros(340);
     for threads in THREADS {
         let one = OneLine::default();
-        group.bench_with_input(BenchmarkId::new("one_line", threads), &threads, |b, &t| {
-            b.iter_custom(|iters| {
-                on_threads(t, iters, |n| {
-                    for _ in 0..n {
-                        one.transaction(black_box(took));
-                    }
-                })
-            })
+        bench_on_threads(&mut group, "one_line", threads, || {
+            one.transaction(black_box(took))
         });
         let sharded = PoolStats::default();
-        group.bench_with_input(
-            BenchmarkId::new("per_thread", threads),
-            &threads,
-            |b, &t| {
-                b.iter_custom(|iters| {
-                    on_threads(t, iters, |n| {
-                        for _ in 0..n {
-                            sharded_transaction(&sharded, black_box(took));
-                        }
-                    })
-                })
-            },
-        );
+        bench_on_threads(&mut group, "per_thread", threads, || {
+            sharded_transaction(&sharded, black_box(took))
+        });
     }
     group.finish();
 }
@@ -123,40 +117,19 @@ fn checkout_checkin(c: &mut Criterion) {
     let mut group = c.benchmark_group("checkout_checkin");
     for threads in THREADS {
         let pool = pool_of_16();
-        group.bench_with_input(
-            BenchmarkId::new("idle_server", threads),
-            &threads,
-            |b, &t| {
-                b.iter_custom(|iters| {
-                    on_threads(t, iters, |n| {
-                        for _ in 0..n {
-                            let server = lock(&pool.queue).take_idle().expect("16 idle");
-                            let handle = Arc::clone(&pool);
-                            black_box(&server);
-                            let back = lock(&handle.queue).put_back(server);
-                            assert!(back.is_none());
-                            drop(handle);
-                        }
-                    })
-                })
-            },
-        );
+        bench_on_threads(&mut group, "idle_server", threads, || {
+            let server = lock(&pool.queue).take_idle().expect("16 idle");
+            let handle = Arc::clone(&pool);
+            black_box(&server);
+            assert!(lock(&handle.queue).put_back(server).is_none());
+            drop(handle);
+        });
         let pool = pool_of_16();
-        group.bench_with_input(
-            BenchmarkId::new("queue_only", threads),
-            &threads,
-            |b, &t| {
-                b.iter_custom(|iters| {
-                    on_threads(t, iters, |n| {
-                        for _ in 0..n {
-                            let server = lock(&pool.queue).take_idle().expect("16 idle");
-                            black_box(&server);
-                            assert!(lock(&pool.queue).put_back(server).is_none());
-                        }
-                    })
-                })
-            },
-        );
+        bench_on_threads(&mut group, "queue_only", threads, || {
+            let server = lock(&pool.queue).take_idle().expect("16 idle");
+            black_box(&server);
+            assert!(lock(&pool.queue).put_back(server).is_none());
+        });
     }
     group.finish();
 }
