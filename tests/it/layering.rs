@@ -78,63 +78,64 @@ fn code_only(line: &str) -> String {
     code
 }
 
-/// Where a file's lines stand relative to an item under `#[cfg(test)]`.
-enum TestItem {
-    None,
-    /// The attribute was seen; the item starts on a later line.
-    Next,
-    /// Inside the item, this many braces deep.
-    Inside(usize),
+/// An item under `#[cfg(test)]` being skipped: how deep its braces and parentheses are so far,
+/// and whether it has begun (anything but attributes and blank lines).
+#[derive(Clone, Copy)]
+struct TestItem {
+    braces: isize,
+    parens: isize,
+    begun: bool,
+}
+
+impl TestItem {
+    /// Follows the item over one more line of code; false once the item has ended. An item
+    /// ends with a line at depth 0 that ends in `;`, `,` or `}` (a use, a field or variant, a
+    /// match arm, a body), or with a line that closes the block around it.
+    fn goes_on(&mut self, code: &str) -> bool {
+        let trimmed = code.trim();
+        if !self.begun && (trimmed.is_empty() || trimmed.starts_with("#[")) {
+            return true;
+        }
+        self.begun = true;
+        let count = |c: char| code.matches(c).count() as isize;
+        self.braces += count('{') - count('}');
+        self.parens += count('(') - count(')');
+        if self.braces < 0 {
+            return false;
+        }
+        let at_depth_0 = self.braces == 0 && self.parens <= 0;
+        !(at_depth_0
+            && (trimmed.ends_with(';') || trimmed.ends_with(',') || trimmed.ends_with('}')))
+    }
 }
 
 /// The code of a file, line by line with its numbers, less comments, literals and items under
-/// `#[cfg(test)]` (a test module, or a test-only function anywhere in the file).
+/// `#[cfg(test)]` (a test module, a test-only function, field, variant or match arm).
 fn code_of(text: &str) -> Vec<(usize, String)> {
     let mut lines = Vec::new();
-    let mut test_item = TestItem::None;
+    let mut test_item: Option<TestItem> = None;
     for (i, line) in text.lines().enumerate() {
         let code = code_only(line);
-        let trimmed = code.trim();
-        if let Some(after) = trimmed.strip_prefix("#[cfg(test)]") {
-            test_item = match after.trim() {
-                // The attribute and a one-line item together.
-                item if item.ends_with(';') => TestItem::None,
-                "" => TestItem::Next,
-                item => match item
-                    .matches('{')
-                    .count()
-                    .saturating_sub(item.matches('}').count())
-                {
-                    0 => TestItem::None,
-                    depth => TestItem::Inside(depth),
-                },
-            };
+        if let Some(item) = test_item.as_mut() {
+            if !item.goes_on(&code) {
+                test_item = None;
+            }
             continue;
         }
-        let opens = code.matches('{').count();
-        let closes = code.matches('}').count();
-        test_item = match test_item {
-            TestItem::None => {
-                lines.push((i + 1, code));
-                TestItem::None
+        let trimmed = code.trim_start();
+        if let Some(after) = trimmed.strip_prefix("#[cfg(test)]") {
+            let mut item = TestItem {
+                braces: 0,
+                parens: 0,
+                begun: false,
+            };
+            // The attribute and (some of) its item on one line.
+            if item.goes_on(after) {
+                test_item = Some(item);
             }
-            TestItem::Next if trimmed.is_empty() || trimmed.starts_with("#[") => TestItem::Next,
-            TestItem::Next if opens == 0 => match trimmed.ends_with(';') {
-                true => TestItem::None,
-                // A signature over several lines: the body opens further down.
-                false => TestItem::Next,
-            },
-            TestItem::Next | TestItem::Inside(_) => {
-                let depth = match test_item {
-                    TestItem::Inside(depth) => depth,
-                    _ => 0,
-                };
-                match (depth + opens).saturating_sub(closes) {
-                    0 => TestItem::None,
-                    depth => TestItem::Inside(depth),
-                }
-            }
-        };
+            continue;
+        }
+        lines.push((i + 1, code));
     }
     lines
 }
@@ -362,7 +363,9 @@ fn every_module_uses_only_modules_below_it() {
 /// spans lines, and a use of lib.rs's own items; and it lets downward uses and tests be.
 #[test]
 fn a_planted_upward_use_is_caught() {
-    let order: Vec<String> = ["protocol", "pool", "client"].map(String::from).to_vec();
+    let order: Vec<String> = ["protocol", "pool", "admin", "client", "listener"]
+        .map(String::from)
+        .to_vec();
     let file = |path: &str, text: &str| (path.to_owned(), text.to_owned());
     let files = [
         file("protocol.rs", "use crate::pool::Pool;\n"),
@@ -387,6 +390,10 @@ fn a_planted_upward_use_is_caught() {
         file("protocol/mod.rs", "use super::pool::Q;\nuse super::Shared;\n"),
         file("protocol/frame.rs", "use super::super::client::Q;\nuse super::header;\n"),
         file("pool/caps.rs", "use crate::*;\nuse crate as root;\n"),
+        file(
+            "client/stream.rs",
+            "enum S {\n    A,\n    #[cfg(test)]\n    B(crate::x::Y),\n}\nfn f(s: S) {\n    match s {\n        #[cfg(test)]\n        S::B(_) => {}\n        S::A => crate::listener::go(),\n    }\n}\nfn g() -> crate::listener::L {}\n",
+        ),
     ];
     let found = upward_uses(&order, &files);
     let got: Vec<(&str, usize, &str)> = found
@@ -407,6 +414,8 @@ fn a_planted_upward_use_is_caught() {
             ("protocol/frame.rs", 1, "client"),
             ("pool/caps.rs", 1, "crate"),
             ("pool/caps.rs", 2, "crate"),
+            ("client/stream.rs", 10, "listener"),
+            ("client/stream.rs", 13, "listener"),
         ]
     );
     let lib = "//! pgmux\n//!\n//! # Layers\n//!\n//! - `a`: one.\n//! - `b`: two.\n//!\n//! # Next\n//! - `c`\n\npub mod a;\n";
