@@ -32,8 +32,8 @@
 //! - `auth_query`: client secrets looked up in PostgreSQL.
 //! - `handover`: what an online upgrade shares with the rest of the process, and its wire format.
 //! - `connection`: a client's socket and buffer, and every error that ends a client.
+//! - `metrics`: the Prometheus endpoint and health checks, reading what it is handed.
 //! - `shared`: the state every task shares, config reload, the statistics task.
-//! - `metrics`: the Prometheus endpoint and health checks.
 //! - `takeover`: an online upgrade, the old process's side and the new one's.
 //! - `admin`: the admin console, SQL over the wire.
 //! - `client`: one task per client: login, then the session that borrows servers.
@@ -174,7 +174,9 @@ impl Server {
                     .handover
                     .keep_listener(handover::ListenerKind::Metrics, listener.as_fd())?;
                 tracing::info!(%bound, "serving Prometheus metrics on /metrics");
-                tokio::spawn(metrics::serve(listener, shared.clone(), stop_rx.clone()));
+                let accepting = shared.handover.accepting();
+                let serve = metrics::serve(listener, shared.clone(), accepting, stop_rx.clone());
+                tokio::spawn(serve);
                 Some(bound)
             }
             None => None,

@@ -167,6 +167,25 @@ impl Shared {
     }
 }
 
+/// What the Prometheus endpoint reads.
+impl crate::metrics::Source for Shared {
+    fn pools(&self) -> Vec<Arc<pool::Pool>> {
+        self.pools.all()
+    }
+
+    fn clients(&self) -> usize {
+        self.clients.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn shutdown(&self) -> Option<shutdown::ShutdownMode> {
+        self.shutdown.mode()
+    }
+
+    fn config(&self) -> Arc<Config> {
+        Shared::config(self)
+    }
+}
+
 /// Every stats_period: recompute the averages SHOW STATS reports and, with log_stats, log them.
 pub(crate) async fn stats_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let period = std::time::Duration::from_secs_f64(shared.config().general.stats_period);

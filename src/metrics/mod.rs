@@ -2,18 +2,32 @@
 //! pgmux's own (metrics-exporter-prometheus, never installed as a global): pool and counter
 //! figures are read from the same snapshots as SHOW POOLS and SHOW STATS at scrape time; the
 //! time histograms are pgmux's own, kept by each pool as transactions, queries and waits end.
+//! What it reads of the running process comes through [`Source`], which `shared` implements.
 
-use crate::shared::Shared;
+use crate::config::Config;
+use crate::pool::Pool;
+use crate::shutdown::ShutdownMode;
 use crate::stats::{Histogram, Timing, BOUNDS_US};
 use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// What the endpoint reads of the running process.
+pub trait Source: Send + Sync + 'static {
+    /// Every pool, as SHOW POOLS lists them.
+    fn pools(&self) -> Vec<Arc<Pool>>;
+    /// Client connections open now.
+    fn clients(&self) -> usize;
+    /// The shutdown under way, if any.
+    fn shutdown(&self) -> Option<ShutdownMode>;
+    /// The configuration in force: the databases readiness probes.
+    fn config(&self) -> Arc<Config>;
+}
 
 /// Longest HTTP request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -192,7 +206,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The exposition text, with current pool and counter figures.
-    pub fn render(&self, shared: &Shared) -> String {
+    pub fn render(&self, source: &impl Source) -> String {
         let r = &self.recorder;
         let gauge = |name, labels: &[(&'static str, &str)], value: f64| {
             r.register_gauge(&key(name, labels), &METADATA).set(value);
@@ -201,12 +215,8 @@ impl Metrics {
             r.register_counter(&key(name, labels), &METADATA)
                 .absolute(value);
         };
-        gauge(
-            "pgmux_client_connections",
-            &[],
-            shared.clients.load(Ordering::Relaxed) as f64,
-        );
-        let pools = shared.pools.all();
+        gauge("pgmux_client_connections", &[], source.clients() as f64);
+        let pools = source.pools();
         for pool in &pools {
             let s = pool.snapshot();
             let labels = [("database", s.database.as_str()), ("user", s.user.as_str())];
@@ -316,9 +326,14 @@ fn escape_label(value: &str) -> String {
 }
 
 /// Serves /metrics until stopped. One short request per connection.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    // False while another process serves the endpoint on the same socket (a takeover).
-    let mut accepting = shared.handover.accepting();
+/// `accepting` is false while another process serves the endpoint on the same socket (a
+/// takeover).
+pub async fn serve<S: Source>(
+    listener: TcpListener,
+    source: Arc<S>,
+    mut accepting: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
     let metrics = Arc::new(Metrics::default());
     loop {
         let open = *accepting.borrow_and_update();
@@ -338,9 +353,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (shared, metrics) = (shared.clone(), metrics.clone());
+        let (source, metrics) = (source.clone(), metrics.clone());
         tokio::spawn(async move {
-            let answer = answer(stream, &shared, &metrics);
+            let answer = answer(stream, &*source, &metrics);
             let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
         });
     }
@@ -348,14 +363,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
 
 /// Ready when not shutting down and at least one configured database's server accepts a TCP
 /// connection, or one of its pools holds a server already.
-async fn readiness(shared: &Shared) -> Result<String, String> {
-    if let Some(mode) = shared.shutdown.mode() {
+async fn readiness(source: &impl Source) -> Result<String, String> {
+    if let Some(mode) = source.shutdown() {
         return Err(format!("shutting down ({mode:?})"));
     }
-    if shared.pools.all().iter().any(|p| p.snapshot().servers > 0) {
+    if source.pools().iter().any(|p| p.snapshot().servers > 0) {
         return Ok("serving with open server connections".into());
     }
-    let config = shared.config();
+    let config = source.config();
     if config.databases.is_empty() {
         return Err("no databases configured".into());
     }
@@ -381,7 +396,7 @@ async fn readiness(shared: &Shared) -> Result<String, String> {
 
 async fn answer(
     mut stream: tokio::net::TcpStream,
-    shared: &Shared,
+    source: &impl Source,
     metrics: &Metrics,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
@@ -403,10 +418,10 @@ async fn answer(
         (b"GET", b"/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4",
-            metrics.render(shared),
+            metrics.render(source),
         ),
         (b"GET", b"/health/live") => ("200 OK", "text/plain", "live\n".into()),
-        (b"GET", b"/health/ready") => match readiness(shared).await {
+        (b"GET", b"/health/ready") => match readiness(source).await {
             Ok(why) => ("200 OK", "text/plain", format!("ready: {why}\n")),
             Err(why) => (
                 "503 Service Unavailable",
