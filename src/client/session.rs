@@ -14,7 +14,7 @@ use super::waits::{read_holding_no_buffer, wait_turn, Deadlines};
 use super::{ClientConn, ClientError};
 use crate::config::PoolMode;
 use crate::pool::{PooledServer, Waiter};
-use crate::prepared::{ClientStatements, Counts, Statements};
+use crate::prepared::{ClientStatements, Statements};
 use crate::protocol::frame;
 use crate::registry::{ClientEntry, ClientState};
 use crate::relay::{self, ClientSide, Composed, Linked, Prelude, RelayError, Step, Tail};
@@ -28,12 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Counts one step's prepared-statement work in the pool's statistics, and keeps SHOW
-/// CLIENTS' count of the client's statements current (a scan may add, drop or restore names).
-fn note_statements(statements: &Statements, counts: &Counts, login: &Login) {
-    if !counts.is_zero() {
-        login.pool.stats.add_prepared(counts);
-    }
+/// Keeps SHOW CLIENTS' count of the client's statements current (a scan may add, drop or
+/// restore names).
+fn note_statements(statements: &Statements, login: &Login) {
     if statements.capacity > 0 {
         login
             .entry
@@ -185,7 +182,7 @@ impl Session<'_> {
             };
             let watch_phase = self.timeouts.per_phase();
             let step = relay(linked, &mut side, &self.login.entry, deadline, watch_phase).await;
-            note_statements(&self.statements, &linked.take_counts(), &self.login);
+            note_statements(&self.statements, &self.login);
             self.note_pins();
             match step? {
                 Step::Progress => {}

@@ -158,6 +158,8 @@ pub struct Linked {
     closing: Option<RelayError>,
     transaction_started: Option<Instant>,
     query_started: Option<Instant>,
+    /// Prepared-statement work of the scan under way; added to the pool's statistics when
+    /// the scan ends, before what it queued is forwarded.
     counts: Counts,
     /// Transactions that ended on this link, for the session's transaction_timeout.
     transactions: u64,
@@ -219,11 +221,6 @@ impl Linked {
     /// The server cannot be trusted any more (a timeout or a kill cut its exchange short).
     pub fn poison(&mut self) {
         self.server.tracker.poison();
-    }
-
-    /// Prepared-statement work counted since the last call.
-    pub fn take_counts(&mut self) -> Counts {
-        std::mem::take(&mut self.counts)
     }
 
     /// Moves bytes both ways until something happened; see [`Step`]. With `watch_phase`, it
@@ -436,8 +433,9 @@ impl Linked {
             &mut context,
             c.state,
             &mut c.composed.to_server,
-        )
-        .map_err(RelayError::ClientProtocol)?;
+        );
+        self.count_statements();
+        let scan = scan.map_err(RelayError::ClientProtocol)?;
         self.client_input = match (scan.terminate, scan.more) {
             (true, _) => ClientInput::Terminated,
             (false, true) => ClientInput::Unscanned,
@@ -495,6 +493,7 @@ impl Linked {
             Ok(scan) => scan,
             Err(e) => {
                 server.tracker.poison();
+                self.count_statements();
                 return Err(RelayError::Server(ServerError::Protocol(e)));
             }
         };
@@ -516,6 +515,7 @@ impl Linked {
             (_, true) => Outgoing::Composed,
             (n, false) => Outgoing::Read(n),
         };
+        self.count_statements();
         self.count(scan.queries_done, scan.transactions_done, len);
         if let (PoolMode::Statement, Some(at)) = (self.mode, scan.transaction_opened_at) {
             // Everything before the ReadyForQuery that opened the transaction, then the error.
@@ -533,6 +533,15 @@ impl Linked {
             self.closing = Some(RelayError::TransactionInStatementMode);
         }
         Ok(())
+    }
+
+    /// Adds the prepared-statement work of the scan just ended to the pool's statistics: before
+    /// the scan's output goes anywhere, so a client that has its reply finds it counted.
+    fn count_statements(&mut self) {
+        if !self.counts.is_zero() {
+            self.server.pool().stats.add_prepared(&self.counts);
+            self.counts = Counts::default();
+        }
     }
 
     fn count(&mut self, queries_done: u32, transactions_done: u32, bytes_sent: usize) {

@@ -99,7 +99,7 @@ async fn drive(
 ) {
     run_program(program, args, env, checks).await;
     assert!(pgmux.pools()[0].servers <= 4, "{:?}", pgmux.pools());
-    let totals = pgmux.totals_once_clients_left().await;
+    let totals = pgmux.totals();
     assert!(
         totals.client_parse_count >= CLIENTS as u64
             && totals.bind_count >= (CLIENTS * ROUNDS) as u64,
