@@ -14,7 +14,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use pg::{shared_cluster, Cluster, ClusterInfo};
+pub use pg::{free_port, shared_cluster, Cluster, ClusterInfo};
 
 /// Retries `check` until it returns Some or `deadline` passes.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T

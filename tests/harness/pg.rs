@@ -87,7 +87,8 @@ fn command(program: &Path) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 nobody listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")

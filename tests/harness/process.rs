@@ -16,11 +16,7 @@ impl Process {
     /// Starts pgmux on a free port with `cfg`; its log goes to `pgmux.log` in its directory.
     pub async fn start(cfg: PgmuxConfig<'_>) -> Process {
         let dir = TempDir::new("process");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let text = cfg
             .render(dir.path())
             .replace("listen_port = 0", &format!("listen_port = {port}"));
@@ -75,8 +71,17 @@ impl Process {
     }
 
     pub fn url(&self, user: &str) -> String {
+        self.url_of(user, "app")
+    }
+
+    /// The admin console's connection string, for `user` (whose password is its name).
+    pub fn console_url(&self, user: &str) -> String {
+        self.url_of(user, "pgbouncer")
+    }
+
+    fn url_of(&self, user: &str, database: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user={user} password={user} dbname=app",
+            "host=127.0.0.1 port={} user={user} password={user} dbname={database}",
             self.port
         )
     }

@@ -1,7 +1,9 @@
 //! Deploying where PgBouncer is deployed: Unix sockets on both sides, the `*` fallback
 //! database, and PostgreSQL's order of telling (authentication before "no such database").
 
-use crate::harness::{eventually, pg, run_tool, shared_cluster, sqlstate, PgmuxConfig, TempDir};
+use crate::harness::{
+    eventually, free_port, pg, run_tool, shared_cluster, sqlstate, PgmuxConfig, TempDir,
+};
 use pgmux::config::Config;
 use std::time::Duration;
 
@@ -138,12 +140,6 @@ async fn connect_console(pgmux: &crate::harness::Pgmux) -> tokio_postgres::Clien
         let _ = conn.await;
     });
     client
-}
-
-/// A TCP port nobody listens on right now.
-fn free_port() -> u16 {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,16 +1,10 @@
 //! A fleet: several pgmux processes on one port (so_reuseport), each with its peer_id, and
 //! cancels that reach the wrong process forwarded to the right one.
 
-use crate::harness::{own_role, shared_cluster, sqlstate, PgmuxConfig, TempDir};
+use crate::harness::{free_port, own_role, shared_cluster, sqlstate, PgmuxConfig, TempDir};
 use std::time::{Duration, Instant};
 
 const PROCESSES: u16 = 3;
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
-}
 
 /// Starts one process per directory on `port` with so_reuseport, peer_id 1, 2, ... and
 /// `extra` tables, its Unix socket in its directory.

@@ -8,11 +8,7 @@ use std::process::Command;
 async fn a_pgbouncer_ini_imports_validates_and_serves() {
     let pg = shared_cluster();
     let dir = TempDir::new("import");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     std::fs::write(
         dir.path().join("userlist.txt"),
         "\"app\" \"app\"\n\"admin\" \"adminpw\"\n",

@@ -43,11 +43,7 @@ async fn debian_package_installs_and_serves() {
 
     // The packaged example config, pointed at the test PostgreSQL and a free port.
     let pg = shared_cluster();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let packaged = std::fs::read_to_string("/etc/pgmux/pgmux.toml").unwrap();
     let dir = TempDir::new("package");
     let config = packaged

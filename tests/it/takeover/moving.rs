@@ -221,11 +221,7 @@ async fn fifty_working_clients_move_to_a_new_process_and_the_old_one_exits() {
     canceller.batch_execute("SELECT 1").await.unwrap();
 
     // SHOW CLIENTS on the new process lists every client that moved.
-    let console = connect(&format!(
-        "host=127.0.0.1 port={} user=mover password=mover dbname=pgbouncer",
-        old.port
-    ))
-    .await;
+    let console = connect(&old.console_url("mover")).await;
     let rows = console.simple_query("SHOW CLIENTS").await.unwrap();
     let app_clients = rows
         .iter()
@@ -342,11 +338,7 @@ async fn the_console_upgrade_command_starts_the_new_process_itself() {
     let mut old = start(pg).await;
     let client = connect(&old.url("mover")).await;
     client.batch_execute("SET work_mem = '17MB'").await.unwrap();
-    let console = connect(&format!(
-        "host=127.0.0.1 port={} user=mover password=mover dbname=pgbouncer",
-        old.port
-    ))
-    .await;
+    let console = connect(&old.console_url("mover")).await;
     let err = console.simple_query("UPGRADE soon").await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("42601"));
     console.simple_query("UPGRADE 5").await.unwrap();
