@@ -248,7 +248,7 @@ async fn move_clients(
             }
             // Cancel-safe: what a recv read stays in the channel for the next one.
             received = channel.recv() => match received {
-                Ok((Message::Cancel { pid, secret }, _)) => cancel(shared, pid, secret),
+                Ok((Message::Cancel { pid, secret }, _)) => super::deliver_cancel(shared, pid, secret),
                 Ok((other, _)) => return Err(format!("unexpected {} from the new process", other.name())),
                 Err(e) => return Err(format!("the new process: {e}")),
             },
@@ -319,7 +319,7 @@ async fn send_client(
                 let _ = reply.send(Ok(()));
                 return Ok(());
             }
-            (Message::Cancel { pid, secret }, _) => cancel(shared, pid, secret),
+            (Message::Cancel { pid, secret }, _) => super::deliver_cancel(shared, pid, secret),
             (other, _) => {
                 let _ = reply.send(Err("the takeover failed".into()));
                 return Err(format!(
@@ -329,12 +329,4 @@ async fn send_client(
             }
         }
     }
-}
-
-/// A cancel the new process received for a client still here.
-fn cancel(shared: &Arc<Shared>, pid: u32, secret: u32) {
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        shared.cancels.cancel(pid, secret).await;
-    });
 }

@@ -21,6 +21,13 @@ use crate::shared::Shared;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// A cancel the other process of a takeover received for a client here: delivered on its own
+/// task, so the takeover's line is not held up.
+fn deliver_cancel(shared: &Arc<Shared>, pid: u32, secret: u32) {
+    let shared = shared.clone();
+    tokio::spawn(async move { shared.cancels.cancel(pid, secret).await });
+}
+
 /// After a takeover was given up, while both processes serve clients: passes cancels for
 /// keys this process does not hold to the other one (`cancels`, from
 /// [`Handover::take_back`](crate::handover::Handover::take_back) or
@@ -36,8 +43,7 @@ pub(crate) async fn pass_cancels(
         tokio::select! {
             received = channel.recv() => match received {
                 Ok((wire::Message::Cancel { pid, secret }, _)) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move { shared.cancels.cancel(pid, secret).await });
+                    deliver_cancel(&shared, pid, secret)
                 }
                 // Anything else is the other process still in the takeover's steps: it reads
                 // the Refused already sent, and gives up too.
